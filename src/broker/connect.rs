@@ -1,0 +1,397 @@
+//! CONNECT, CONNACK, DISCONNECT and wills: how a connection becomes a
+//! session's live link, how a second connection takes a client id over, and
+//! what a departing client leaves behind.
+//!
+//! Must not: route messages (that is `publish`) or touch sockets.
+
+use std::rc::Rc;
+
+use crate::protocol::encode;
+use crate::protocol::reason;
+use crate::protocol::{
+    Connack, Connect, Disconnect, Packet, Property, PropertyWriter, ProtocolVersion, QoS,
+};
+
+use super::session::{Message, Session};
+use super::{Broker, CloseReason, ConnId, State, WillMsg};
+
+impl Broker {
+    pub(super) fn send_connack(&mut self, id: ConnId, session_present: bool, code: u8, v5: bool) {
+        self.send_connack_props(id, session_present, code, v5, &PropertyWriter::new());
+    }
+
+    fn send_connack_props(
+        &mut self,
+        id: ConnId,
+        session_present: bool,
+        code: u8,
+        v5: bool,
+        props: &PropertyWriter,
+    ) {
+        let Some(c) = self.conns.writer(id) else {
+            return;
+        };
+        let version = if v5 {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V311
+        };
+        let p = Packet::Connack(Connack {
+            session_present,
+            code,
+            properties: props.as_properties(),
+        });
+        let start = c.outbox.buf.len();
+        encode::encode(&p, version, &mut c.outbox.buf);
+        self.stats.msgs_sent += 1;
+        self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
+    }
+
+    /// Refuse a CONNECT with the code for its version, then close.
+    fn refuse(&mut self, id: ConnId, version: ProtocolVersion, v3_code: u8, v5_code: u8, now: u64) {
+        let v5 = version.is_v5();
+        self.send_connack(id, false, if v5 { v5_code } else { v3_code }, v5);
+        self.close(id, CloseReason::Refused, now);
+    }
+
+    pub(super) fn handle_connect(&mut self, id: ConnId, p: &Connect<'_>, now: u64) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        c.version = p.version;
+        let listener = self
+            .cfg
+            .listeners
+            .get(c.listener)
+            .cloned()
+            .unwrap_or_default();
+        let peer = c.peer.clone();
+        let v5 = p.version.is_v5();
+
+        if v5 && p.properties.authentication_method().is_some() {
+            // No enhanced authentication method is configured.
+            self.refuse(
+                id,
+                p.version,
+                reason::CONNACK_NOT_AUTHORIZED,
+                reason::BAD_AUTHENTICATION_METHOD,
+                now,
+            );
+            return;
+        }
+
+        let mut client_id: String = p.client_id.to_string();
+        let mut assigned = false;
+        if client_id.is_empty() {
+            let refuse = p.version == ProtocolVersion::V31
+                || (p.version == ProtocolVersion::V311 && !p.clean_start)
+                || !listener.allow_zero_length_clientid;
+            if refuse {
+                self.refuse(
+                    id,
+                    p.version,
+                    reason::CONNACK_IDENTIFIER_REJECTED,
+                    reason::CLIENT_IDENTIFIER_NOT_VALID,
+                    now,
+                );
+                return;
+            }
+            client_id = self.generate_client_id(&listener.auto_id_prefix);
+            assigned = true;
+        }
+
+        // Authentication: until password files exist, the only check is
+        // whether anonymous clients are allowed on this listener.
+        if p.username.is_none() && !listener.allow_anonymous {
+            log::info!(
+                "Client {} disconnected, not authorised.",
+                if assigned { "<unknown>" } else { &client_id }
+            );
+            self.refuse(
+                id,
+                p.version,
+                reason::CONNACK_NOT_AUTHORIZED,
+                reason::NOT_AUTHORIZED,
+                now,
+            );
+            return;
+        }
+        if listener.use_username_as_clientid {
+            if let Some(u) = p.username {
+                client_id = u.to_string();
+            }
+        }
+
+        let mut keepalive = p.keep_alive;
+        let mut server_keepalive = None;
+        if keepalive > self.cfg.max_keepalive || (keepalive == 0 && self.cfg.max_keepalive < 65535)
+        {
+            if v5 {
+                keepalive = self.cfg.max_keepalive;
+                server_keepalive = Some(keepalive);
+            } else {
+                self.refuse(
+                    id,
+                    p.version,
+                    reason::CONNACK_IDENTIFIER_REJECTED,
+                    reason::CLIENT_IDENTIFIER_NOT_VALID,
+                    now,
+                );
+                return;
+            }
+        }
+
+        // Will.
+        let will = p.will.as_ref().map(|w| {
+            let props = if v5 {
+                publish_props_to_store(w.properties.raw())
+            } else {
+                Box::default()
+            };
+            WillMsg {
+                msg: Rc::new(Message {
+                    topic: w.topic.into(),
+                    payload: w.payload.into(),
+                    props,
+                    expiry_at: None,
+                    qos: w.qos,
+                    retain: w.retain,
+                }),
+                delay: w.properties.will_delay_interval().unwrap_or(0),
+                expiry: w.properties.message_expiry_interval(),
+            }
+        });
+
+        // Session expiry.
+        let expiry = if v5 {
+            p.properties.session_expiry_interval().unwrap_or(0)
+        } else if p.clean_start {
+            0
+        } else {
+            match self.cfg.persistent_client_expiration {
+                Some(s) => u32::try_from(s).unwrap_or(u32::MAX - 1),
+                None => u32::MAX,
+            }
+        };
+
+        // Takeover of a live connection with the same client id.
+        let existing = self.by_client_id.get(client_id.as_str()).copied();
+        if let Some(skey) = existing {
+            let old_conn = self.sessions.get(skey).and_then(|s| s.conn);
+            if let Some(old) = old_conn {
+                if self.cfg.connection_messages {
+                    log::info!(
+                        "Client {} already connected, closing old connection.",
+                        client_id
+                    );
+                }
+                // Mosquitto 2.0 sends the old connection's will when the old
+                // session would not have survived, or the new one starts clean.
+                let old_clean = self.conns.get(old).map(|oc| oc.clean_start).unwrap_or(true);
+                let old_expiry = self.sessions.get(skey).map(|s| s.expiry_interval);
+                let old_v5 = self.conns.get(old).is_some_and(|oc| oc.version.is_v5());
+                let send_will =
+                    (old_v5 && old_expiry == Some(0)) || (!old_v5 && old_clean) || p.clean_start;
+                // Keep the session alive through the old connection's close.
+                if let Some(s) = self.sessions.get_mut(skey) {
+                    s.conn = None;
+                }
+                if let Some(oc) = self.conns.get_mut(old) {
+                    oc.session = None;
+                }
+                self.close(old, CloseReason::TakenOver { send_will }, now);
+            }
+        }
+
+        self.cancel_delayed_will(&client_id);
+
+        // Find or create the session.
+        let mut session_present = false;
+        let skey = match self.by_client_id.get(client_id.as_str()).copied() {
+            Some(k) if !p.clean_start => {
+                session_present = true;
+                k
+            }
+            Some(k) => {
+                self.remove_session(k);
+                self.new_session(&client_id)
+            }
+            None => self.new_session(&client_id),
+        };
+        if let Some(s) = self.sessions.get_mut(skey) {
+            s.conn = Some(id);
+            s.expiry_interval = expiry;
+            s.username = p.username.map(Into::into);
+        }
+
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        c.state = State::Connected;
+        c.client_id = client_id.as_str().into();
+        c.username = p.username.map(Into::into);
+        c.clean_start = p.clean_start;
+        c.keepalive_ms = u64::from(keepalive) * 1500;
+        c.last_rx = now;
+        c.connected_at = now;
+        c.session = Some(skey);
+        c.will = will;
+        if v5 {
+            c.max_packet_out = p.properties.maximum_packet_size().unwrap_or(0);
+            c.receive_max = p.properties.receive_maximum().unwrap_or(u16::MAX);
+            c.request_problem_info = p.properties.request_problem_information() != Some(0);
+        }
+        if c.keepalive_ms > 0 {
+            self.next_check = self.next_check.min(now + c.keepalive_ms);
+        }
+        self.stats.clients_connected += 1;
+        self.stats.clients_maximum = self.stats.clients_maximum.max(self.stats.clients_connected);
+
+        let mut props = PropertyWriter::new();
+        if v5 {
+            if assigned {
+                props.push(Property::AssignedClientIdentifier(&client_id));
+            }
+            if let Some(k) = server_keepalive {
+                props.push(Property::ServerKeepAlive(k));
+            }
+            if self.cfg.max_inflight_messages > 0 {
+                props.push(Property::ReceiveMaximum(self.cfg.max_inflight_messages));
+            }
+            if listener.max_qos != QoS::ExactlyOnce {
+                props.push(Property::MaximumQoS(listener.max_qos as u8));
+            }
+            if !self.cfg.retain_available {
+                props.push(Property::RetainAvailable(0));
+            }
+            if self.cfg.max_packet_size > 0 {
+                props.push(Property::MaximumPacketSize(self.cfg.max_packet_size));
+            }
+            props.push(Property::TopicAliasMaximum(listener.max_topic_alias));
+        }
+        self.send_connack_props(id, session_present, 0, v5, &props);
+
+        if self.cfg.connection_messages {
+            let user = match p.username {
+                Some(u) => format!(", u'{}'", u),
+                None => String::new(),
+            };
+            let level = match p.version {
+                ProtocolVersion::V31 => 1,
+                ProtocolVersion::V311 => 2,
+                ProtocolVersion::V5 => 5,
+            };
+            log::info!(
+                "New client connected from {} as {} (p{}, c{}, k{}{}).",
+                peer,
+                client_id,
+                level,
+                u8::from(p.clean_start),
+                keepalive,
+                user
+            );
+        }
+
+        if session_present {
+            self.resend_inflight(skey, now);
+        }
+        self.pump(skey, now);
+    }
+
+    fn new_session(&mut self, client_id: &str) -> usize {
+        let key = self.sessions.insert(Session::new(client_id.into()));
+        self.by_client_id.insert(client_id.into(), key);
+        key
+    }
+
+    fn generate_client_id(&mut self, prefix: &str) -> String {
+        loop {
+            let a = self.next_random();
+            let b = self.next_random();
+            let id = format!(
+                "{}{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                prefix,
+                (a >> 32) as u32,
+                (a >> 16) as u16,
+                a as u16,
+                (b >> 48) as u16,
+                b & 0xffff_ffff_ffff
+            );
+            if !self.by_client_id.contains_key(id.as_str()) {
+                return id;
+            }
+        }
+    }
+
+    pub(super) fn handle_disconnect(&mut self, id: ConnId, d: &Disconnect<'_>, now: u64) {
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        if c.version.is_v5() {
+            if let (Some(new_expiry), Some(skey)) =
+                (d.properties.session_expiry_interval(), c.session)
+            {
+                let old = self.sessions.get(skey).map(|s| s.expiry_interval);
+                if old == Some(0) && new_expiry != 0 {
+                    // [MQTT-3.14.2-2] may not be set to non-zero if it was zero.
+                    self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+                    return;
+                }
+                if let Some(s) = self.sessions.get_mut(skey) {
+                    s.expiry_interval = new_expiry;
+                }
+            }
+        }
+        let send_will = d.reason == reason::DISCONNECT_WITH_WILL;
+        self.close(id, CloseReason::ClientDisconnect { send_will }, now);
+    }
+
+    pub(super) fn publish_will(&mut self, w: &WillMsg, now: u64) {
+        let m = match w.expiry {
+            Some(secs) => Rc::new(Message {
+                topic: w.msg.topic.clone(),
+                payload: w.msg.payload.clone(),
+                props: w.msg.props.clone(),
+                expiry_at: Some(now + u64::from(secs) * 1000),
+                qos: w.msg.qos,
+                retain: w.msg.retain,
+            }),
+            None => w.msg.clone(),
+        };
+        self.route(
+            usize::MAX,
+            &m.topic,
+            &m.payload,
+            &m.props,
+            m.expiry_at,
+            m.qos,
+            m.retain,
+            Some(m.clone()),
+            now,
+        );
+    }
+}
+
+/// The properties of an incoming PUBLISH (or will) that are forwarded to
+/// subscribers: everything except Topic Alias, Subscription Identifier and
+/// Message Expiry Interval, which are per delivery.
+pub(super) fn publish_props_to_store(raw: &[u8]) -> Box<[u8]> {
+    if raw.is_empty() {
+        return Box::default();
+    }
+    let mut out = Vec::new();
+    filter_forwarded_props(raw, &mut out);
+    out.into_boxed_slice()
+}
+
+pub(super) fn filter_forwarded_props(raw: &[u8], out: &mut Vec<u8>) {
+    let props = crate::protocol::Properties::from_raw_unchecked(raw);
+    for p in props.iter() {
+        match p {
+            Property::TopicAlias(_)
+            | Property::SubscriptionIdentifier(_)
+            | Property::MessageExpiryInterval(_) => {}
+            other => other.encode(out),
+        }
+    }
+}

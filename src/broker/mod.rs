@@ -1,0 +1,822 @@
+//! broker: the sans-IO MQTT core.
+//!
+//! Owns: connections' protocol state, sessions, the subscription tree, the
+//! retained store, QoS state machines, wills, keepalive and `$SYS`.
+//! Input is bytes (`receive`) and events (`open`, `connection_lost`, `tick`)
+//! with the time passed in as milliseconds on a monotonic clock; output is
+//! bytes in per-connection outboxes (`take_dirty` + `outbox`) and close
+//! requests (`take_closing`).
+//!
+//! Must not: touch sockets, files, the clock, or mio. Everything here is
+//! testable by feeding bytes and advancing a fake clock.
+
+mod connect;
+mod publish;
+pub mod session;
+mod subscribe;
+mod sys;
+#[cfg(test)]
+mod tests;
+
+use std::rc::Rc;
+
+use slab::Slab;
+
+use crate::protocol::encode;
+use crate::protocol::reason;
+use crate::protocol::{decode, DecodeError, Decoded, Packet, ProtocolVersion, QoS};
+use crate::topic::{RetainedStore, SubscriptionTree};
+
+pub use session::{Message, Session, SubOptions};
+
+/// Identifies one network connection. `key` is the slot (shared with the
+/// network layer's slab); `gen` makes a recycled slot distinguishable, so a
+/// stale id never reaches a newer connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub key: u32,
+    pub gen: u32,
+}
+
+/// Security and protocol settings of one listener.
+#[derive(Clone, Debug)]
+pub struct ListenerSettings {
+    pub port: u16,
+    pub allow_anonymous: bool,
+    pub allow_zero_length_clientid: bool,
+    pub auto_id_prefix: String,
+    pub max_qos: QoS,
+    pub max_topic_alias: u16,
+    pub mount_point: Option<String>,
+    pub use_username_as_clientid: bool,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        ListenerSettings {
+            port: 1883,
+            allow_anonymous: true,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".to_string(),
+            max_qos: QoS::ExactlyOnce,
+            max_topic_alias: 10,
+            mount_point: None,
+            use_username_as_clientid: false,
+        }
+    }
+}
+
+/// Broker-wide limits and switches (built from `config::Config` by main).
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// 0 = no limit.
+    pub max_inflight_messages: u16,
+    pub max_inflight_bytes: u64,
+    /// 0 = no limit.
+    pub max_queued_messages: u32,
+    pub max_queued_bytes: u64,
+    pub queue_qos0_messages: bool,
+    pub message_size_limit: u32,
+    pub max_packet_size: u32,
+    pub max_keepalive: u16,
+    /// Seconds; 0 disables `$SYS`.
+    pub sys_interval: u32,
+    pub retain_available: bool,
+    /// Seconds a v3 persistent session survives its client; None = forever.
+    pub persistent_client_expiration: Option<u64>,
+    pub upgrade_outgoing_qos: bool,
+    pub connection_messages: bool,
+    /// Milliseconds a new connection may take to send CONNECT.
+    pub connect_timeout_ms: u64,
+    pub listeners: Vec<ListenerSettings>,
+    pub version: String,
+    /// Seed for generated client ids.
+    pub seed: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_inflight_messages: 20,
+            max_inflight_bytes: 0,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            message_size_limit: 0,
+            max_packet_size: 0,
+            max_keepalive: 65535,
+            sys_interval: 10,
+            retain_available: true,
+            persistent_client_expiration: None,
+            upgrade_outgoing_qos: false,
+            connection_messages: true,
+            connect_timeout_ms: 20_000,
+            listeners: vec![ListenerSettings::default()],
+            version: format!("midge version {}", env!("CARGO_PKG_VERSION")),
+            seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+}
+
+/// Past this many unsent bytes a connection is treated as congested: QoS 0
+/// messages to it are dropped and QoS 1/2 wait in the session queue.
+pub const OUTBOX_SOFT_LIMIT: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Accepted, waiting for CONNECT.
+    New,
+    Connected,
+    /// Being closed; nothing more is read or written except what is queued.
+    Closing,
+}
+
+/// Why a connection ends; decides the log line, the will and a v5 DISCONNECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// Client sent DISCONNECT (will discarded unless v5 reason 0x04).
+    ClientDisconnect {
+        send_will: bool,
+    },
+    /// Socket closed or failed.
+    Lost,
+    KeepaliveTimeout,
+    /// A protocol violation; carries the v5 reason code.
+    Protocol(u8),
+    TakenOver {
+        send_will: bool,
+    },
+    /// CONNACK refused the connection.
+    Refused,
+    ServerShutdown,
+}
+
+#[derive(Debug)]
+pub(crate) struct WillMsg {
+    pub msg: Rc<Message>,
+    pub delay: u32,
+    /// Message Expiry Interval, counted from when the will is published.
+    pub expiry: Option<u32>,
+}
+
+/// Unsent bytes for one connection. Written at the end, consumed from the front.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Outbox {
+    pub fn pending(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or(&[])
+    }
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > 64 * 1024 {
+                self.buf = Vec::new();
+            }
+        } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Client {
+    pub id: ConnId,
+    pub listener: usize,
+    pub peer: Box<str>,
+    state: State,
+    pub version: ProtocolVersion,
+    pub client_id: Box<str>,
+    pub username: Option<Box<str>>,
+    pub clean_start: bool,
+    pub keepalive_ms: u64,
+    pub last_rx: u64,
+    pub connected_at: u64,
+    pub session: Option<usize>,
+    pub will: Option<WillMsg>,
+    pub outbox: Outbox,
+    dirty: bool,
+    /// The client's Maximum Packet Size (v5), 0 = none.
+    pub max_packet_out: u32,
+    /// The client's Receive Maximum (v5), 65535 for v3.
+    pub receive_max: u16,
+    /// Inbound topic aliases (v5), index = alias - 1.
+    pub aliases_in: Vec<Option<Box<str>>>,
+    pub request_problem_info: bool,
+}
+
+/// Counters behind `$SYS`.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub msgs_received: u64,
+    pub msgs_sent: u64,
+    pub pub_msgs_received: u64,
+    pub pub_msgs_sent: u64,
+    pub pub_msgs_dropped: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub clients_connected: u64,
+    pub clients_maximum: u64,
+    pub connections_total: u64,
+}
+
+/// Per-publish match result: one entry per receiving session.
+#[derive(Debug, Clone)]
+struct Target {
+    session: usize,
+    qos: QoS,
+    retain_as_published: bool,
+    sub_ids: smallvec::SmallVec<[u32; 1]>,
+}
+
+/// Connections by slot, plus the lists the network layer drains every pass.
+#[derive(Debug, Default)]
+pub(crate) struct Conns {
+    slots: Vec<Option<Client>>,
+    dirty: Vec<ConnId>,
+    closing: Vec<ConnId>,
+}
+
+impl Conns {
+    fn get(&self, id: ConnId) -> Option<&Client> {
+        match self.slots.get(id.key as usize) {
+            Some(Some(c)) if c.id == id => Some(c),
+            _ => None,
+        }
+    }
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut Client> {
+        match self.slots.get_mut(id.key as usize) {
+            Some(Some(c)) if c.id == id => Some(c),
+            _ => None,
+        }
+    }
+    /// The client, marked as having output to flush this pass.
+    fn writer(&mut self, id: ConnId) -> Option<&mut Client> {
+        match self.slots.get_mut(id.key as usize) {
+            Some(Some(c)) if c.id == id && c.state != State::Closing => {
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(id);
+                }
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+    fn iter(&self) -> impl Iterator<Item = &Client> {
+        self.slots.iter().filter_map(|s| s.as_ref())
+    }
+}
+
+/// The broker core. One per process; single-threaded.
+pub struct Broker {
+    pub(crate) cfg: BrokerConfig,
+    pub(crate) conns: Conns,
+    pub(crate) sessions: Slab<Session>,
+    pub(crate) by_client_id: std::collections::HashMap<Box<str>, usize>,
+    pub(crate) tree: SubscriptionTree<SubOptions>,
+    pub(crate) retained: RetainedStore<Rc<Message>>,
+    pub(crate) stats: Stats,
+    targets: Vec<Target>,
+    retained_scratch: Vec<Rc<Message>>,
+    publish_seq: u64,
+    rng: u64,
+    started_at: u64,
+    last_tick: u64,
+    next_check: u64,
+    sys: sys::SysState,
+    shutting_down: bool,
+    /// v5 wills waiting out their Will Delay Interval: (client id, due, will).
+    delayed_wills: Vec<(Box<str>, u64, WillMsg)>,
+}
+
+impl Broker {
+    pub fn new(cfg: BrokerConfig, now: u64) -> Broker {
+        let rng = cfg.seed | 1;
+        let mut b = Broker {
+            cfg,
+            conns: Conns::default(),
+            sessions: Slab::new(),
+            by_client_id: Default::default(),
+            tree: SubscriptionTree::new(),
+            retained: RetainedStore::new(),
+            stats: Stats::default(),
+            targets: Vec::new(),
+            retained_scratch: Vec::new(),
+            publish_seq: 0,
+            rng,
+            started_at: now,
+            last_tick: now,
+            next_check: now,
+            sys: Default::default(),
+            shutting_down: false,
+            delayed_wills: Vec::new(),
+        };
+        b.sys_startup(now);
+        b
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A connection was accepted on `listener`.
+    pub fn open(&mut self, id: ConnId, listener: usize, peer: &str, now: u64) {
+        let key = id.key as usize;
+        if self.conns.slots.len() <= key {
+            self.conns.slots.resize_with(key + 1, || None);
+        }
+        self.conns.slots[key] = Some(Client {
+            id,
+            listener,
+            peer: peer.into(),
+            state: State::New,
+            version: ProtocolVersion::V311,
+            client_id: "".into(),
+            username: None,
+            clean_start: true,
+            keepalive_ms: 0,
+            last_rx: now,
+            connected_at: now,
+            session: None,
+            will: None,
+            outbox: Outbox::default(),
+            dirty: false,
+            max_packet_out: 0,
+            receive_max: u16::MAX,
+            aliases_in: Vec::new(),
+            request_problem_info: true,
+        });
+        self.stats.connections_total += 1;
+        self.next_check = self.next_check.min(now + self.cfg.connect_timeout_ms);
+    }
+
+    /// Feed bytes read from the connection. Returns how many were consumed;
+    /// the caller keeps the rest (an incomplete packet) and offers it again
+    /// with more bytes appended.
+    pub fn receive(&mut self, id: ConnId, buf: &[u8], now: u64) -> usize {
+        let mut off = 0;
+        while off < buf.len() {
+            let Some(c) = self.conns.get_mut(id) else {
+                return buf.len();
+            };
+            if c.state == State::Closing {
+                return buf.len();
+            }
+            let rest = &buf[off..];
+            if c.state == State::New && rest[0] >> 4 != crate::protocol::packet_type::CONNECT {
+                log::info!(
+                    "Client <unknown> from {} sent a packet other than CONNECT first, disconnecting.",
+                    c.peer
+                );
+                self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+                return buf.len();
+            }
+            let version = c.version;
+            match decode(rest, version, self.cfg.max_packet_size) {
+                Ok(Decoded::Incomplete) => return off,
+                Ok(Decoded::Packet(packet, n)) => {
+                    off += n;
+                    c.last_rx = now;
+                    self.stats.msgs_received += 1;
+                    self.stats.bytes_received += n as u64;
+                    self.handle(id, packet, now);
+                }
+                Err(e) => {
+                    self.decode_failed(id, e, now);
+                    return buf.len();
+                }
+            }
+        }
+        off
+    }
+
+    fn handle(&mut self, id: ConnId, packet: Packet<'_>, now: u64) {
+        let Some(c) = self.conns.get(id) else { return };
+        let connected = c.state == State::Connected;
+        if !connected {
+            if let Packet::Connect(p) = packet {
+                self.handle_connect(id, &p, now);
+            }
+            return;
+        }
+        match packet {
+            Packet::Publish(p) => self.handle_publish(id, &p, now),
+            Packet::Puback(a) => self.handle_puback(id, a.packet_id, now),
+            Packet::Pubrec(a) => self.handle_pubrec(id, a.packet_id, a.reason, now),
+            Packet::Pubrel(a) => self.handle_pubrel(id, a.packet_id),
+            Packet::Pubcomp(a) => self.handle_pubcomp(id, a.packet_id, now),
+            Packet::Subscribe(s) => self.handle_subscribe(id, &s, now),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(id, &u),
+            Packet::Pingreq => {
+                if let Some(c) = self.conns.writer(id) {
+                    encode::encode_pingresp(&mut c.outbox.buf);
+                    self.stats.msgs_sent += 1;
+                    self.stats.bytes_sent += 2;
+                }
+            }
+            Packet::Disconnect(d) => self.handle_disconnect(id, &d, now),
+            Packet::Connect(_) => {
+                // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
+                self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+            }
+            Packet::Auth(_) => {
+                // No enhanced authentication method is configured, so no
+                // AUTH exchange can be in progress.
+                self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+            }
+            Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp => {
+                self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+            }
+        }
+    }
+
+    fn decode_failed(&mut self, id: ConnId, e: DecodeError, now: u64) {
+        let Some(c) = self.conns.get(id) else { return };
+        let name = if c.client_id.is_empty() {
+            "<unknown>"
+        } else {
+            &c.client_id
+        };
+        if c.state == State::New {
+            if let DecodeError::UnsupportedProtocolVersion(level) = e {
+                log::info!(
+                    "Client {} using unsupported protocol version {} from {}.",
+                    name,
+                    level,
+                    c.peer
+                );
+                self.send_connack(id, false, reason::CONNACK_UNACCEPTABLE_PROTOCOL, level == 5);
+                self.close(id, CloseReason::Refused, now);
+                return;
+            }
+            if e == DecodeError::ZeroLengthClientId {
+                // [MQTT-3.1.3-8]: CONNACK 0x02, then close.
+                self.send_connack(id, false, reason::CONNACK_IDENTIFIER_REJECTED, false);
+                self.close(id, CloseReason::Refused, now);
+                return;
+            }
+        }
+        log::info!(
+            "Client {} disconnected due to malformed packet: {}.",
+            name,
+            e
+        );
+        self.close(id, CloseReason::Protocol(e.reason_code()), now);
+    }
+
+    /// The socket was closed by the peer or failed.
+    pub fn connection_lost(&mut self, id: ConnId, now: u64) {
+        self.close(id, CloseReason::Lost, now);
+    }
+
+    /// Connections with bytes to flush since the last call.
+    pub fn take_dirty(&mut self, out: &mut Vec<ConnId>) {
+        out.clear();
+        std::mem::swap(out, &mut self.conns.dirty);
+        for id in out.iter() {
+            if let Some(c) = self.conns.get_mut(*id) {
+                c.dirty = false;
+            }
+        }
+    }
+
+    /// Connections the broker wants closed (after flushing what they have).
+    pub fn take_closing(&mut self, out: &mut Vec<ConnId>) {
+        out.clear();
+        std::mem::swap(out, &mut self.conns.closing);
+    }
+
+    pub fn outbox(&self, id: ConnId) -> &[u8] {
+        self.conns
+            .get(id)
+            .map(|c| c.outbox.pending())
+            .unwrap_or(&[])
+    }
+
+    /// `n` bytes of the outbox were written to the socket.
+    pub fn outbox_written(&mut self, id: ConnId, n: usize, now: u64) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let was_congested = c.outbox.len() >= OUTBOX_SOFT_LIMIT;
+        c.outbox.consume(n);
+        if was_congested && c.outbox.len() < OUTBOX_SOFT_LIMIT / 2 {
+            if let Some(s) = c.session {
+                self.pump(s, now);
+            }
+        }
+    }
+
+    /// Whether the network layer should keep reading from this connection:
+    /// a client that does not read its own responses is not served further.
+    pub fn wants_read(&self, id: ConnId) -> bool {
+        self.conns
+            .get(id)
+            .is_some_and(|c| c.state != State::Closing && c.outbox.len() < OUTBOX_SOFT_LIMIT)
+    }
+
+    /// The network layer closed the socket: forget the slot.
+    pub fn release(&mut self, id: ConnId, now: u64) {
+        if self
+            .conns
+            .get(id)
+            .is_some_and(|c| c.state != State::Closing)
+        {
+            self.close(id, CloseReason::Lost, now);
+        }
+        if let Some(slot) = self.conns.slots.get_mut(id.key as usize) {
+            if slot.as_ref().is_some_and(|c| c.id == id) {
+                *slot = None;
+            }
+        }
+    }
+
+    pub fn is_connected(&self, id: ConnId) -> bool {
+        self.conns
+            .get(id)
+            .is_some_and(|c| c.state == State::Connected)
+    }
+
+    /// Begin an orderly shutdown: v5 clients get DISCONNECT 0x8B, every
+    /// connection is closed. Wills are not sent (as Mosquitto).
+    pub fn shutdown(&mut self, now: u64) {
+        self.shutting_down = true;
+        let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+        for id in ids {
+            self.close(id, CloseReason::ServerShutdown, now);
+        }
+    }
+
+    /// Earliest time (broker clock, ms) at which `tick` has work to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let mut t = self.next_check.max(self.last_tick + 1000);
+        if self.cfg.sys_interval > 0 {
+            t = t.min(self.sys.next_publish);
+        }
+        Some(t)
+    }
+
+    /// Run timers: keepalive, connect timeout, session expiry, `$SYS`.
+    pub fn tick(&mut self, now: u64) {
+        if self.cfg.sys_interval > 0 && now >= self.sys.next_publish {
+            self.sys_publish(now);
+        }
+        if now < self.next_check || now < self.last_tick + 1000 {
+            return;
+        }
+        self.last_tick = now;
+        let mut next = now + 3_600_000;
+        let mut timed_out: Vec<(ConnId, bool)> = Vec::new();
+        for c in self.conns.iter() {
+            match c.state {
+                State::New => {
+                    let t = c.connected_at + self.cfg.connect_timeout_ms;
+                    if now >= t {
+                        timed_out.push((c.id, false));
+                    } else {
+                        next = next.min(t);
+                    }
+                }
+                State::Connected if c.keepalive_ms > 0 => {
+                    let t = c.last_rx + c.keepalive_ms;
+                    if now >= t {
+                        timed_out.push((c.id, true));
+                    } else {
+                        next = next.min(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (id, connected) in timed_out {
+            if connected {
+                if let Some(c) = self.conns.get(id) {
+                    log::info!(
+                        "Client {} has exceeded timeout, disconnecting.",
+                        c.client_id
+                    );
+                }
+                self.close(id, CloseReason::KeepaliveTimeout, now);
+            } else {
+                self.close(id, CloseReason::Protocol(reason::MAXIMUM_CONNECT_TIME), now);
+            }
+        }
+        // Offline sessions that have expired.
+        let mut expired = Vec::new();
+        for (key, s) in self.sessions.iter() {
+            if s.conn.is_none() && s.expiry_interval != u32::MAX {
+                let t = s.disconnected_at + u64::from(s.expiry_interval) * 1000;
+                if now >= t {
+                    expired.push(key);
+                } else {
+                    next = next.min(t);
+                }
+            }
+        }
+        for key in expired {
+            if let Some(s) = self.sessions.get(key) {
+                log::info!("Expiring client {} due to timeout.", s.client_id);
+                // A will still waiting goes now that its session is over.
+                let cid = s.client_id.clone();
+                for w in self.delayed_wills.iter_mut() {
+                    if w.0 == cid {
+                        w.1 = now;
+                    }
+                }
+            }
+            self.remove_session(key);
+        }
+        self.send_due_wills(now, &mut next);
+        self.next_check = next;
+    }
+
+    /// Close a connection for `why`: will, session detach, log, v5 DISCONNECT.
+    pub(crate) fn close(&mut self, id: ConnId, why: CloseReason, now: u64) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if c.state == State::Closing {
+            return;
+        }
+        let was_connected = c.state == State::Connected;
+        // v5 DISCONNECT from the server where the spec allows it.
+        if was_connected && c.version.is_v5() {
+            let code = match why {
+                CloseReason::KeepaliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+                CloseReason::Protocol(code) => Some(code),
+                CloseReason::TakenOver { .. } => Some(reason::SESSION_TAKEN_OVER),
+                CloseReason::ServerShutdown => Some(reason::SERVER_SHUTTING_DOWN),
+                _ => None,
+            };
+            if let Some(code) = code {
+                let d = Packet::Disconnect(crate::protocol::Disconnect {
+                    reason: code,
+                    properties: crate::protocol::Properties::EMPTY,
+                });
+                let start = c.outbox.buf.len();
+                encode::encode(&d, c.version, &mut c.outbox.buf);
+                self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
+                if !c.dirty {
+                    c.dirty = true;
+                    self.conns.dirty.push(id);
+                }
+            }
+        }
+        let c = match self.conns.get_mut(id) {
+            Some(c) => c,
+            None => return,
+        };
+        c.state = State::Closing;
+        let client_id = c.client_id.clone();
+        let will = c.will.take();
+        let session = c.session.take();
+        self.conns.closing.push(id);
+        if !was_connected {
+            return;
+        }
+        self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
+        if self.cfg.connection_messages {
+            match why {
+                CloseReason::ClientDisconnect { .. } => {
+                    log::info!("Client {} disconnected.", client_id)
+                }
+                CloseReason::Lost => log::info!("Client {} closed its connection.", client_id),
+                CloseReason::Protocol(_) => {
+                    log::info!("Client {} disconnected due to protocol error.", client_id)
+                }
+                _ => {}
+            }
+        }
+        let send_will = match why {
+            CloseReason::ClientDisconnect { send_will } | CloseReason::TakenOver { send_will } => {
+                send_will
+            }
+            CloseReason::Lost | CloseReason::KeepaliveTimeout | CloseReason::Protocol(_) => true,
+            CloseReason::Refused | CloseReason::ServerShutdown => false,
+        };
+        let expiry = session
+            .and_then(|k| self.sessions.get(k))
+            .map(|s| s.expiry_interval)
+            .unwrap_or(0);
+        if let Some(s) = session {
+            self.detach_session(s, id, now);
+        }
+        if send_will && !self.shutting_down {
+            if let Some(w) = will {
+                // The will goes at the earlier of its delay and the end of
+                // the session [MQTT-3.1.3-9].
+                let delay = w.delay.min(expiry);
+                if delay == 0 {
+                    self.publish_will(&w, now);
+                } else {
+                    let due = now + u64::from(delay) * 1000;
+                    self.delayed_wills.push((client_id, due, w));
+                    self.next_check = self.next_check.min(due);
+                }
+            }
+        }
+    }
+
+    /// A client id came back: its delayed will is not sent.
+    pub(crate) fn cancel_delayed_will(&mut self, client_id: &str) {
+        self.delayed_wills.retain(|(c, _, _)| &**c != client_id);
+    }
+
+    fn send_due_wills(&mut self, now: u64, next: &mut u64) {
+        let mut i = 0;
+        while i < self.delayed_wills.len() {
+            let t = self.delayed_wills[i].1;
+            if t <= now {
+                let (_, _, w) = self.delayed_wills.swap_remove(i);
+                self.publish_will(&w, now);
+            } else {
+                *next = (*next).min(t);
+                i += 1;
+            }
+        }
+    }
+
+    fn detach_session(&mut self, key: usize, id: ConnId, now: u64) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if s.conn != Some(id) {
+            return;
+        }
+        s.conn = None;
+        s.disconnected_at = now;
+        if s.expiry_interval == 0 {
+            self.remove_session(key);
+        } else if s.expiry_interval != u32::MAX {
+            let t = now + u64::from(s.expiry_interval) * 1000;
+            self.next_check = self.next_check.min(t);
+        }
+    }
+
+    pub(crate) fn remove_session(&mut self, key: usize) {
+        if !self.sessions.contains(key) {
+            return;
+        }
+        let s = self.sessions.remove(key);
+        for (filter, _) in s.subs.iter() {
+            self.tree.remove(filter, key as u32);
+        }
+        if self.by_client_id.get(&s.client_id) == Some(&key) {
+            self.by_client_id.remove(&s.client_id);
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: enough for client ids, not for secrets.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Number of clients currently connected.
+    pub fn connected_count(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| c.state == State::Connected)
+            .count()
+    }
+
+    /// A human-readable dump of the subscription tree (SIGUSR2).
+    pub fn dump_subscriptions(&self) -> String {
+        let mut out = String::new();
+        self.tree.for_each(|filter, key, opts| {
+            let id = self
+                .sessions
+                .get(key as usize)
+                .map(|s| &*s.client_id)
+                .unwrap_or("?");
+            out.push_str(&format!("{} {} (QoS {})\n", filter, id, opts.qos as u8));
+        });
+        out
+    }
+
+    /// Uptime in seconds.
+    pub fn uptime(&self, now: u64) -> u64 {
+        now.saturating_sub(self.started_at) / 1000
+    }
+}

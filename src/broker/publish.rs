@@ -1,0 +1,677 @@
+//! PUBLISH in both directions: accepting a client's message, routing it
+//! through the subscription tree, delivering it under each subscriber's QoS,
+//! in-flight window and queue limits, and the PUBACK / PUBREC / PUBREL /
+//! PUBCOMP handshakes.
+//!
+//! The hot path: a QoS 0 message to online subscribers is encoded straight
+//! from the read buffer into their outboxes; a `Message` is allocated once
+//! (and shared through `Rc`) only when something must outlive the buffer.
+//!
+//! Must not: touch sockets, or know how bytes leave the outbox.
+
+use std::rc::Rc;
+
+use smallvec::SmallVec;
+
+use crate::protocol::encode;
+use crate::protocol::packet_type;
+use crate::protocol::reason;
+use crate::protocol::{Property, ProtocolVersion, Publish, QoS};
+
+use super::connect::filter_forwarded_props;
+use super::session::{Inflight, Message, OutState, Outgoing};
+use super::{Broker, Client, CloseReason, ConnId, Stats, Target, OUTBOX_SOFT_LIMIT};
+
+/// A message as seen at delivery time: borrowed from the read buffer or
+/// from a stored `Message`.
+#[derive(Clone, Copy)]
+pub(super) struct MsgView<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub props: &'a [u8],
+    pub expiry_at: Option<u64>,
+}
+
+impl<'a> MsgView<'a> {
+    fn of(m: &'a Message) -> MsgView<'a> {
+        MsgView {
+            topic: &m.topic,
+            payload: &m.payload,
+            props: &m.props,
+            expiry_at: m.expiry_at,
+        }
+    }
+}
+
+/// Encode one PUBLISH into a client's outbox. Returns false (and writes
+/// nothing) when it exceeds the client's Maximum Packet Size.
+#[allow(clippy::too_many_arguments)]
+fn write_publish(
+    c: &mut Client,
+    stats: &mut Stats,
+    m: &MsgView<'_>,
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+    packet_id: u16,
+    sub_ids: &[u32],
+    now: u64,
+) -> bool {
+    let v5 = c.version.is_v5();
+    let mut extra: SmallVec<[Property<'_>; 4]> = SmallVec::new();
+    if v5 {
+        if let Some(t) = m.expiry_at {
+            let left = t.saturating_sub(now).div_ceil(1000);
+            extra.push(Property::MessageExpiryInterval(
+                u32::try_from(left).unwrap_or(u32::MAX),
+            ));
+        }
+        for &id in sub_ids {
+            if id != 0 {
+                extra.push(Property::SubscriptionIdentifier(id));
+            }
+        }
+    }
+    let start = c.outbox.buf.len();
+    let props: &[u8] = if v5 { m.props } else { &[] };
+    let n = encode::encode_publish(
+        &mut c.outbox.buf,
+        c.version,
+        dup,
+        qos,
+        retain,
+        m.topic,
+        packet_id,
+        props,
+        &extra,
+        m.payload,
+    );
+    if c.max_packet_out != 0 && n > c.max_packet_out as usize {
+        c.outbox.buf.truncate(start);
+        return false;
+    }
+    stats.msgs_sent += 1;
+    stats.pub_msgs_sent += 1;
+    stats.bytes_sent += n as u64;
+    true
+}
+
+fn write_ack(c: &mut Client, stats: &mut Stats, kind: u8, packet_id: u16, code: u8) {
+    let start = c.outbox.buf.len();
+    encode::encode_ack(&mut c.outbox.buf, kind, c.version, packet_id, code);
+    stats.msgs_sent += 1;
+    stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
+}
+
+impl Broker {
+    pub(super) fn handle_publish(&mut self, id: ConnId, p: &Publish<'_>, now: u64) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let version = c.version;
+        let v5 = version.is_v5();
+        let listener = self.cfg.listeners.get(c.listener);
+        let max_qos = listener.map(|l| l.max_qos).unwrap_or(QoS::ExactlyOnce);
+        let max_alias = listener.map(|l| l.max_topic_alias).unwrap_or(0);
+        let origin = c.session.unwrap_or(usize::MAX);
+
+        // Topic alias (v5): resolve or record.
+        let mut alias_topic: Option<Box<str>> = None;
+        if v5 {
+            if let Some(alias) = p.properties.topic_alias() {
+                if alias == 0 || alias > max_alias {
+                    self.close(id, CloseReason::Protocol(reason::TOPIC_ALIAS_INVALID), now);
+                    return;
+                }
+                let slot = usize::from(alias - 1);
+                if c.aliases_in.len() <= slot {
+                    c.aliases_in.resize_with(slot + 1, || None);
+                }
+                if p.topic.is_empty() {
+                    match &c.aliases_in[slot] {
+                        Some(t) => alias_topic = Some(t.clone()),
+                        None => {
+                            self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+                            return;
+                        }
+                    }
+                } else if c.aliases_in[slot].as_deref() != Some(p.topic) {
+                    c.aliases_in[slot] = Some(p.topic.into());
+                }
+            }
+        }
+        let topic: &str = alias_topic.as_deref().unwrap_or(p.topic);
+
+        if p.qos > max_qos {
+            // Mosquitto disconnects a client publishing above max_qos.
+            self.close(id, CloseReason::Protocol(reason::QOS_NOT_SUPPORTED), now);
+            return;
+        }
+        if p.retain && !self.cfg.retain_available {
+            self.close(id, CloseReason::Protocol(reason::RETAIN_NOT_SUPPORTED), now);
+            return;
+        }
+        if v5 && p.properties.subscription_identifiers().next().is_some() {
+            // [MQTT-3.3.4-6] a client must not send a Subscription Identifier.
+            self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+            return;
+        }
+
+        // QoS 2: a packet id not yet released is a re-send; answer, don't route.
+        if p.qos == QoS::ExactlyOnce {
+            let Some(s) = self.sessions.get_mut(origin) else {
+                return;
+            };
+            if s.incoming_qos2.contains(&p.packet_id) {
+                if let Some(c) = self.conns.writer(id) {
+                    write_ack(c, &mut self.stats, packet_type::PUBREC, p.packet_id, 0);
+                }
+                return;
+            }
+            if v5
+                && s.incoming_qos2.len() >= usize::from(self.cfg.max_inflight_messages.max(1))
+                && self.cfg.max_inflight_messages > 0
+            {
+                self.close(
+                    id,
+                    CloseReason::Protocol(reason::RECEIVE_MAXIMUM_EXCEEDED),
+                    now,
+                );
+                return;
+            }
+        }
+
+        self.stats.pub_msgs_received += 1;
+        let mut code = reason::SUCCESS;
+        let deny_sys = topic.starts_with("$SYS") || crate::topic::is_shared(topic);
+        let too_big = self.cfg.message_size_limit > 0
+            && p.payload.len() > self.cfg.message_size_limit as usize;
+        if too_big {
+            log::info!(
+                "Dropped too large PUBLISH from {} (q{}, r{}, m{}, '{}', ... ({} bytes)).",
+                self.conns.get(id).map(|c| &*c.client_id).unwrap_or(""),
+                p.qos as u8,
+                u8::from(p.retain),
+                p.packet_id,
+                topic,
+                p.payload.len()
+            );
+            code = reason::IMPLEMENTATION_SPECIFIC_ERROR;
+        } else if deny_sys {
+            code = reason::NOT_AUTHORIZED;
+        } else {
+            let mut props_buf = Vec::new();
+            let props: &[u8] = if v5 && !p.properties.is_empty() {
+                filter_forwarded_props(p.properties.raw(), &mut props_buf);
+                &props_buf
+            } else {
+                &[]
+            };
+            let expiry_at = if v5 {
+                p.properties
+                    .message_expiry_interval()
+                    .map(|s| now + u64::from(s) * 1000)
+            } else {
+                None
+            };
+            self.route(
+                origin, topic, p.payload, props, expiry_at, p.qos, p.retain, None, now,
+            );
+        }
+
+        let Some(c) = self.conns.writer(id) else {
+            return;
+        };
+        let ack_code = if v5 { code } else { 0 };
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => write_ack(
+                c,
+                &mut self.stats,
+                packet_type::PUBACK,
+                p.packet_id,
+                ack_code,
+            ),
+            QoS::ExactlyOnce => {
+                if code == reason::SUCCESS || !v5 {
+                    if let Some(s) = self.sessions.get_mut(origin) {
+                        s.incoming_qos2.push(p.packet_id);
+                    }
+                }
+                write_ack(
+                    c,
+                    &mut self.stats,
+                    packet_type::PUBREC,
+                    p.packet_id,
+                    ack_code,
+                )
+            }
+        }
+    }
+
+    /// Route a message to every matching subscriber and, if retained, into
+    /// the retained store. `origin` is the publishing session (usize::MAX for
+    /// the broker itself); `stored` is the message if it already exists.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn route(
+        &mut self,
+        origin: usize,
+        topic: &str,
+        payload: &[u8],
+        props: &[u8],
+        expiry_at: Option<u64>,
+        qos: QoS,
+        retain: bool,
+        mut stored: Option<Rc<Message>>,
+        now: u64,
+    ) {
+        let view = MsgView {
+            topic,
+            payload,
+            props,
+            expiry_at,
+        };
+        if retain {
+            if payload.is_empty() {
+                self.retained.remove(topic);
+            } else {
+                let m = stored
+                    .get_or_insert_with(|| make_message(&view, qos, retain))
+                    .clone();
+                self.retained.insert(topic, m);
+            }
+        }
+
+        self.publish_seq += 1;
+        let seq = self.publish_seq;
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        {
+            let sessions = &mut self.sessions;
+            self.tree.for_each_match(topic, |key, sub| {
+                let key = key as usize;
+                if sub.no_local && key == origin {
+                    return;
+                }
+                let Some(s) = sessions.get_mut(key) else {
+                    return;
+                };
+                if s.match_seq == seq {
+                    if let Some(t) = targets.get_mut(s.match_idx as usize) {
+                        t.qos = t.qos.max(sub.qos);
+                        t.retain_as_published |= sub.retain_as_published;
+                        if sub.sub_id != 0 {
+                            t.sub_ids.push(sub.sub_id);
+                        }
+                    }
+                } else {
+                    s.match_seq = seq;
+                    s.match_idx = targets.len() as u32;
+                    let mut sub_ids = SmallVec::new();
+                    if sub.sub_id != 0 {
+                        sub_ids.push(sub.sub_id);
+                    }
+                    targets.push(Target {
+                        session: key,
+                        qos: sub.qos,
+                        retain_as_published: sub.retain_as_published,
+                        sub_ids,
+                    });
+                }
+            });
+        }
+        for t in targets.iter() {
+            let out_qos = if self.cfg.upgrade_outgoing_qos {
+                t.qos
+            } else {
+                qos.min(t.qos)
+            };
+            let out_retain = retain && t.retain_as_published;
+            self.deliver(
+                t.session,
+                &view,
+                qos,
+                retain,
+                &mut stored,
+                out_qos,
+                out_retain,
+                &t.sub_ids,
+                now,
+            );
+        }
+        self.targets = targets;
+    }
+
+    /// Deliver to one session: straight to the socket when it can go now,
+    /// into the session queue when it must wait, dropped past the limits.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn deliver(
+        &mut self,
+        skey: usize,
+        view: &MsgView<'_>,
+        pub_qos: QoS,
+        pub_retain: bool,
+        stored: &mut Option<Rc<Message>>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: &[u32],
+        now: u64,
+    ) {
+        let max_inflight = self.cfg.max_inflight_messages;
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let live = s.conn.and_then(|id| self.conns.get(id).map(|c| (id, c)));
+        if let Some((id, c)) = live {
+            let congested = c.outbox.len() >= OUTBOX_SOFT_LIMIT;
+            if qos == QoS::AtMostOnce {
+                if congested {
+                    self.stats.pub_msgs_dropped += 1;
+                    return;
+                }
+                if let Some(c) = self.conns.writer(id) {
+                    write_publish(
+                        c,
+                        &mut self.stats,
+                        view,
+                        qos,
+                        retain,
+                        false,
+                        0,
+                        sub_ids,
+                        now,
+                    );
+                }
+                return;
+            }
+            let window = inflight_window(max_inflight, c.receive_max);
+            if !congested && s.queue.is_empty() && s.inflight.len() < window {
+                let packet_id = s.alloc_packet_id();
+                let Some(c) = self.conns.writer(id) else {
+                    return;
+                };
+                if write_publish(
+                    c,
+                    &mut self.stats,
+                    view,
+                    qos,
+                    retain,
+                    false,
+                    packet_id,
+                    sub_ids,
+                    now,
+                ) {
+                    let msg = stored
+                        .get_or_insert_with(|| make_message(view, pub_qos, pub_retain))
+                        .clone();
+                    s.inflight.push_back(Inflight {
+                        packet_id,
+                        state: if qos == QoS::AtLeastOnce {
+                            super::session::OutState::AwaitPuback
+                        } else {
+                            super::session::OutState::AwaitPubrec
+                        },
+                        out: Outgoing {
+                            msg,
+                            qos,
+                            retain,
+                            sub_ids: sub_ids.iter().copied().collect(),
+                        },
+                    });
+                }
+                return;
+            }
+        } else if qos == QoS::AtMostOnce && !self.cfg.queue_qos0_messages {
+            return;
+        }
+        // Queue it, within the limits.
+        let max_msgs = self.cfg.max_queued_messages as usize;
+        let max_bytes = self.cfg.max_queued_bytes as usize;
+        if (max_msgs > 0 && s.queue.len() >= max_msgs)
+            || (max_bytes > 0 && s.queued_bytes + view.payload.len() > max_bytes)
+        {
+            if s.queue.len() == max_msgs {
+                log::debug!(
+                    "Outgoing messages are being dropped for client {}.",
+                    s.client_id
+                );
+            }
+            self.stats.pub_msgs_dropped += 1;
+            return;
+        }
+        let msg = stored
+            .get_or_insert_with(|| make_message(view, pub_qos, pub_retain))
+            .clone();
+        s.push_queue(Outgoing {
+            msg,
+            qos,
+            retain,
+            sub_ids: sub_ids.iter().copied().collect(),
+        });
+    }
+
+    /// Move queued messages into the in-flight window while it has room.
+    pub(super) fn pump(&mut self, skey: usize, now: u64) {
+        let max_inflight = self.cfg.max_inflight_messages;
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let Some(id) = s.conn else { return };
+        let Some(c) = self.conns.get(id) else { return };
+        if c.state != super::State::Connected {
+            return;
+        }
+        let window = inflight_window(max_inflight, c.receive_max);
+        while let Some(front) = s.queue.front() {
+            if front.qos != QoS::AtMostOnce && s.inflight.len() >= window {
+                break;
+            }
+            let Some(c) = self.conns.writer(id) else {
+                return;
+            };
+            if c.outbox.len() >= OUTBOX_SOFT_LIMIT {
+                break;
+            }
+            let Some(out) = s.pop_queue() else { break };
+            if out.msg.expired(now) {
+                continue;
+            }
+            let view = MsgView::of(&out.msg);
+            if out.qos == QoS::AtMostOnce {
+                write_publish(
+                    c,
+                    &mut self.stats,
+                    &view,
+                    out.qos,
+                    out.retain,
+                    false,
+                    0,
+                    &out.sub_ids,
+                    now,
+                );
+                continue;
+            }
+            let packet_id = s.alloc_packet_id();
+            if write_publish(
+                c,
+                &mut self.stats,
+                &view,
+                out.qos,
+                out.retain,
+                false,
+                packet_id,
+                &out.sub_ids,
+                now,
+            ) {
+                let state = if out.qos == QoS::AtLeastOnce {
+                    OutState::AwaitPuback
+                } else {
+                    OutState::AwaitPubrec
+                };
+                s.inflight.push_back(Inflight {
+                    packet_id,
+                    state,
+                    out,
+                });
+            }
+        }
+    }
+
+    /// On reconnect to a kept session: re-send every unacknowledged PUBLISH
+    /// with DUP set, and PUBREL for those already at PUBREC.
+    pub(super) fn resend_inflight(&mut self, skey: usize, now: u64) {
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let Some(id) = s.conn else { return };
+        let Some(c) = self.conns.writer(id) else {
+            return;
+        };
+        s.inflight
+            .retain(|f| f.state == OutState::AwaitPubcomp || !f.out.msg.expired(now));
+        for f in s.inflight.iter() {
+            match f.state {
+                OutState::AwaitPuback | OutState::AwaitPubrec => {
+                    let view = MsgView::of(&f.out.msg);
+                    write_publish(
+                        c,
+                        &mut self.stats,
+                        &view,
+                        f.out.qos,
+                        f.out.retain,
+                        true,
+                        f.packet_id,
+                        &f.out.sub_ids,
+                        now,
+                    );
+                }
+                OutState::AwaitPubcomp => {
+                    write_ack(c, &mut self.stats, packet_type::PUBREL, f.packet_id, 0);
+                }
+            }
+        }
+    }
+
+    pub(super) fn handle_puback(&mut self, id: ConnId, packet_id: u16, now: u64) {
+        let Some(skey) = self.conns.get(id).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        if let Some(i) = s.find_inflight(packet_id) {
+            if s.inflight[i].state == OutState::AwaitPuback {
+                s.inflight.remove(i);
+                self.pump(skey, now);
+            }
+        }
+    }
+
+    pub(super) fn handle_pubrec(&mut self, id: ConnId, packet_id: u16, code: u8, now: u64) {
+        let Some(skey) = self.conns.get(id).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let found = s.find_inflight(packet_id);
+        if code >= 0x80 {
+            // v5: the receiver refused it; the exchange ends here.
+            if let Some(i) = found {
+                s.inflight.remove(i);
+            }
+            self.pump(skey, now);
+            return;
+        }
+        let mut rel_code = reason::SUCCESS;
+        match found {
+            Some(i) => s.inflight[i].state = OutState::AwaitPubcomp,
+            None => rel_code = reason::PACKET_IDENTIFIER_NOT_FOUND,
+        }
+        if let Some(c) = self.conns.writer(id) {
+            let code = if c.version == ProtocolVersion::V5 {
+                rel_code
+            } else {
+                0
+            };
+            write_ack(c, &mut self.stats, packet_type::PUBREL, packet_id, code);
+        }
+    }
+
+    pub(super) fn handle_pubrel(&mut self, id: ConnId, packet_id: u16) {
+        let Some(skey) = self.conns.get(id).and_then(|c| c.session) else {
+            return;
+        };
+        let mut code = reason::SUCCESS;
+        if let Some(s) = self.sessions.get_mut(skey) {
+            match s.incoming_qos2.iter().position(|&p| p == packet_id) {
+                Some(i) => {
+                    s.incoming_qos2.swap_remove(i);
+                }
+                None => code = reason::PACKET_IDENTIFIER_NOT_FOUND,
+            }
+        }
+        if let Some(c) = self.conns.writer(id) {
+            let code = if c.version.is_v5() { code } else { 0 };
+            write_ack(c, &mut self.stats, packet_type::PUBCOMP, packet_id, code);
+        }
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, id: ConnId, packet_id: u16, now: u64) {
+        let Some(skey) = self.conns.get(id).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        if let Some(i) = s.find_inflight(packet_id) {
+            if s.inflight[i].state == OutState::AwaitPubcomp {
+                s.inflight.remove(i);
+                self.pump(skey, now);
+            }
+        }
+    }
+
+    /// Send stored messages (retained, on subscribe) to one session.
+    pub(super) fn deliver_stored(
+        &mut self,
+        skey: usize,
+        msg: &Rc<Message>,
+        qos: QoS,
+        sub_id: u32,
+        now: u64,
+    ) {
+        if msg.expired(now) {
+            return;
+        }
+        let view = MsgView::of(msg);
+        let mut stored = Some(msg.clone());
+        let sub_ids = [sub_id];
+        let ids: &[u32] = if sub_id != 0 { &sub_ids } else { &[] };
+        self.deliver(skey, &view, msg.qos, true, &mut stored, qos, true, ids, now);
+    }
+}
+
+fn inflight_window(max_inflight: u16, receive_max: u16) -> usize {
+    let cfg = if max_inflight == 0 {
+        usize::from(u16::MAX)
+    } else {
+        usize::from(max_inflight)
+    };
+    cfg.min(usize::from(receive_max.max(1)))
+}
+
+fn make_message(view: &MsgView<'_>, qos: QoS, retain: bool) -> Rc<Message> {
+    Rc::new(Message {
+        topic: view.topic.into(),
+        payload: view.payload.into(),
+        props: if view.props.is_empty() {
+            Box::default()
+        } else {
+            view.props.into()
+        },
+        expiry_at: view.expiry_at,
+        qos,
+        retain,
+    })
+}

@@ -1,0 +1,162 @@
+//! Sessions: the state of one client id that may outlive its connection.
+//!
+//! Owns: subscriptions of the session (by filter), the outgoing QoS 1/2
+//! in-flight window, the queue of messages waiting for the window or for the
+//! client to come back, and the incoming QoS 2 packet ids not yet released.
+//!
+//! Must not: encode bytes or talk to connections; `broker` does that.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use smallvec::SmallVec;
+
+use crate::protocol::QoS;
+
+use super::ConnId;
+
+/// A message that must outlive the read buffer it arrived in: stored once,
+/// shared by every queue and in-flight window that holds it.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: Box<str>,
+    pub payload: Box<[u8]>,
+    /// v5 properties forwarded to subscribers, as raw encoded bytes, without
+    /// Topic Alias, Subscription Identifier and Message Expiry Interval
+    /// (those are written per delivery).
+    pub props: Box<[u8]>,
+    /// Deadline (broker clock, ms) from the Message Expiry Interval.
+    pub expiry_at: Option<u64>,
+    /// QoS and retain as published.
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+impl Message {
+    pub fn expired(&self, now: u64) -> bool {
+        matches!(self.expiry_at, Some(t) if t <= now)
+    }
+    /// What this message costs against `max_queued_bytes` (payload, as Mosquitto counts it).
+    pub fn cost(&self) -> usize {
+        self.payload.len()
+    }
+}
+
+/// Options of one subscription as granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: u8,
+    /// v5 Subscription Identifier, 0 when absent.
+    pub sub_id: u32,
+}
+
+/// Where an outgoing QoS>0 message stands in its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitPuback,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitPubrec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubcomp,
+}
+
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub msg: Rc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub sub_ids: SmallVec<[u32; 1]>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Inflight {
+    pub packet_id: u16,
+    pub state: OutState,
+    pub out: Outgoing,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Box<str>,
+    pub username: Option<Box<str>>,
+    /// The live connection, if any.
+    pub conn: Option<ConnId>,
+    /// Seconds the session outlives its connection: 0 ends it at
+    /// disconnect, u32::MAX never expires.
+    pub expiry_interval: u32,
+    /// Broker clock (ms) when the connection went away.
+    pub disconnected_at: u64,
+    pub subs: Vec<(Box<str>, SubOptions)>,
+    pub inflight: VecDeque<Inflight>,
+    pub queue: VecDeque<Outgoing>,
+    pub queued_bytes: usize,
+    /// Incoming QoS 2 packet ids received but not yet released by PUBREL.
+    pub incoming_qos2: SmallVec<[u16; 4]>,
+    pub next_packet_id: u16,
+    /// De-duplication marker for overlapping subscriptions: the publish
+    /// sequence number that last matched this session, and where.
+    pub match_seq: u64,
+    pub match_idx: u32,
+}
+
+impl Session {
+    pub fn new(client_id: Box<str>) -> Session {
+        Session {
+            client_id,
+            username: None,
+            conn: None,
+            expiry_interval: 0,
+            disconnected_at: 0,
+            subs: Vec::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            incoming_qos2: SmallVec::new(),
+            next_packet_id: 1,
+            match_seq: 0,
+            match_idx: 0,
+        }
+    }
+
+    /// Next free packet id for an outgoing message (never 0, never one in flight).
+    pub fn alloc_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if self.next_packet_id == 0 {
+                self.next_packet_id = 1;
+            }
+            if id != 0 && !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    pub fn find_inflight(&self, packet_id: u16) -> Option<usize> {
+        self.inflight.iter().position(|f| f.packet_id == packet_id)
+    }
+
+    pub fn sub_index(&self, filter: &str) -> Option<usize> {
+        self.subs.iter().position(|(f, _)| &**f == filter)
+    }
+
+    pub fn push_queue(&mut self, out: Outgoing) {
+        self.queued_bytes += out.msg.cost();
+        self.queue.push_back(out);
+    }
+
+    pub fn pop_queue(&mut self) -> Option<Outgoing> {
+        let out = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(out.msg.cost());
+        Some(out)
+    }
+
+    /// Messages this session holds that a client would still receive.
+    pub fn stored_len(&self) -> usize {
+        self.inflight.len() + self.queue.len()
+    }
+}

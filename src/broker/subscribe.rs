@@ -1,0 +1,150 @@
+//! SUBSCRIBE and UNSUBSCRIBE: granting subscriptions into the tree and the
+//! session, answering with SUBACK / UNSUBACK, and sending retained messages
+//! to new subscriptions.
+//!
+//! Must not: route live messages (that is `publish`).
+
+use smallvec::SmallVec;
+
+use crate::protocol::encode;
+use crate::protocol::reason;
+use crate::protocol::{Packet, Properties, QoS, Suback, Subscribe, Unsuback, Unsubscribe};
+use crate::topic;
+
+use super::session::SubOptions;
+use super::{Broker, ConnId};
+
+impl Broker {
+    pub(super) fn handle_subscribe(&mut self, id: ConnId, p: &Subscribe<'_>, now: u64) {
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        let v5 = c.version.is_v5();
+        let Some(skey) = c.session else {
+            return;
+        };
+        let client_id = c.client_id.clone();
+        let max_qos = self
+            .cfg
+            .listeners
+            .get(c.listener)
+            .map(|l| l.max_qos)
+            .unwrap_or(QoS::ExactlyOnce);
+        let sub_id = if v5 {
+            p.properties.subscription_identifiers().next().unwrap_or(0)
+        } else {
+            0
+        };
+        let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
+        // (filter index in codes, granted qos, send retained)
+        let mut retained_for: SmallVec<[(usize, QoS); 4]> = SmallVec::new();
+        for (i, (filter, opts)) in p.filters.iter().enumerate() {
+            if !topic::valid_topic_filter(filter) {
+                codes.push(if v5 {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            if topic::is_shared(filter) {
+                // Shared subscriptions arrive with the MQTT 5 work.
+                codes.push(if v5 {
+                    reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            let granted = opts.qos.min(max_qos);
+            let sub = SubOptions {
+                qos: granted,
+                no_local: v5 && opts.no_local,
+                retain_as_published: v5 && opts.retain_as_published,
+                retain_handling: if v5 { opts.retain_handling } else { 0 },
+                sub_id,
+            };
+            let existed = self.tree.insert(filter, skey as u32, sub).is_some();
+            if let Some(s) = self.sessions.get_mut(skey) {
+                match s.sub_index(filter) {
+                    Some(j) => s.subs[j].1 = sub,
+                    None => s.subs.push((filter.into(), sub)),
+                }
+            }
+            log::info!(target: "subscribe", "{} {} {}", client_id, granted as u8, filter);
+            codes.push(granted as u8);
+            if sub.retain_handling == 0 || (sub.retain_handling == 1 && !existed) {
+                retained_for.push((i, granted));
+            }
+        }
+
+        if let Some(c) = self.conns.writer(id) {
+            let pkt = Packet::Suback(Suback {
+                packet_id: p.packet_id,
+                properties: Properties::EMPTY,
+                codes: &codes,
+            });
+            let start = c.outbox.buf.len();
+            encode::encode(&pkt, c.version, &mut c.outbox.buf);
+            self.stats.msgs_sent += 1;
+            self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
+        }
+
+        // Retained messages follow the SUBACK.
+        for (i, granted) in retained_for {
+            let Some((filter, _)) = p.filters.iter().nth(i) else {
+                continue;
+            };
+            let mut msgs = std::mem::take(&mut self.retained_scratch);
+            msgs.clear();
+            self.retained
+                .for_each_match(filter, |m| msgs.push(m.clone()));
+            for m in msgs.iter() {
+                let qos = if self.cfg.upgrade_outgoing_qos {
+                    granted
+                } else {
+                    m.qos.min(granted)
+                };
+                self.deliver_stored(skey, m, qos, sub_id, now);
+            }
+            msgs.clear();
+            self.retained_scratch = msgs;
+        }
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, id: ConnId, p: &Unsubscribe<'_>) {
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        let Some(skey) = c.session else {
+            return;
+        };
+        let client_id = c.client_id.clone();
+        let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
+        for filter in p.filters.iter() {
+            let removed = self.tree.remove(filter, skey as u32).is_some();
+            if let Some(s) = self.sessions.get_mut(skey) {
+                if let Some(j) = s.sub_index(filter) {
+                    s.subs.swap_remove(j);
+                }
+            }
+            log::info!(target: "unsubscribe", "{} {}", client_id, filter);
+            codes.push(if removed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        if let Some(c) = self.conns.writer(id) {
+            let pkt = Packet::Unsuback(Unsuback {
+                packet_id: p.packet_id,
+                properties: Properties::EMPTY,
+                codes: &codes,
+            });
+            let start = c.outbox.buf.len();
+            encode::encode(&pkt, c.version, &mut c.outbox.buf);
+            self.stats.msgs_sent += 1;
+            self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
+        }
+    }
+}

@@ -1,0 +1,874 @@
+//! Core tests: the broker driven by bytes and a fake clock, no sockets.
+
+use std::collections::HashSet;
+
+use super::*;
+use crate::protocol::encode::encode;
+use crate::protocol::{
+    Ack, Connect, Disconnect, Properties, Publish, Subscribe, SubscribeFilters, Unsubscribe,
+    UnsubscribeFilters, Will,
+};
+
+const V3: ProtocolVersion = ProtocolVersion::V311;
+
+struct H {
+    b: Broker,
+    now: u64,
+    next_key: u32,
+    closed: HashSet<ConnId>,
+    versions: std::collections::HashMap<ConnId, ProtocolVersion>,
+    /// Packets read past the one a helper was waiting for.
+    pending: std::collections::HashMap<ConnId, Vec<Got>>,
+}
+
+/// An owned view of a decoded packet, enough for assertions.
+#[derive(Debug, Clone, PartialEq)]
+enum Got {
+    Connack {
+        sp: bool,
+        code: u8,
+    },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        qos: u8,
+        retain: bool,
+        dup: bool,
+        pid: u16,
+    },
+    Puback(u16),
+    Pubrec(u16),
+    Pubrel(u16),
+    Pubcomp(u16),
+    Suback(u16, Vec<u8>),
+    Unsuback(u16),
+    Pingresp,
+    Disconnect(u8),
+    Other(&'static str),
+}
+
+/// (topic, payload, qos, retain, dup, packet id)
+type PubView<'a> = (&'a str, &'a [u8], u8, bool, bool, u16);
+
+fn pub_of(g: &Got) -> Option<PubView<'_>> {
+    match g {
+        Got::Publish {
+            topic,
+            payload,
+            qos,
+            retain,
+            dup,
+            pid,
+        } => Some((topic, payload, *qos, *retain, *dup, *pid)),
+        _ => None,
+    }
+}
+
+impl H {
+    fn new() -> H {
+        H::with(BrokerConfig {
+            sys_interval: 0,
+            ..BrokerConfig::default()
+        })
+    }
+    fn with(cfg: BrokerConfig) -> H {
+        H {
+            b: Broker::new(cfg, 1_000_000),
+            now: 1_000_000,
+            next_key: 0,
+            closed: HashSet::new(),
+            versions: Default::default(),
+            pending: Default::default(),
+        }
+    }
+    fn open(&mut self) -> ConnId {
+        let id = ConnId {
+            key: self.next_key,
+            gen: 7,
+        };
+        self.next_key += 1;
+        self.b.open(id, 0, "127.0.0.1:5000", self.now);
+        id
+    }
+    fn raw(&mut self, id: ConnId, bytes: &[u8]) {
+        let used = self.b.receive(id, bytes, self.now);
+        assert!(used <= bytes.len());
+        self.settle();
+    }
+    fn send(&mut self, id: ConnId, p: Packet<'_>) {
+        let v = self.versions.get(&id).copied().unwrap_or(V3);
+        let mut buf = Vec::new();
+        encode(&p, v, &mut buf);
+        let used = self.b.receive(id, &buf, self.now);
+        assert_eq!(used, buf.len(), "whole packet consumed");
+        self.settle();
+    }
+    fn settle(&mut self) {
+        let mut ids = Vec::new();
+        self.b.take_closing(&mut ids);
+        for id in ids {
+            self.closed.insert(id);
+        }
+    }
+    fn is_closed(&self, id: ConnId) -> bool {
+        self.closed.contains(&id)
+    }
+    /// Simulate the network layer finishing the close.
+    fn release_closed(&mut self) {
+        for id in self.closed.clone() {
+            self.b.release(id, self.now);
+        }
+    }
+    fn recv(&mut self, id: ConnId) -> Vec<Got> {
+        let v = self.versions.get(&id).copied().unwrap_or(V3);
+        let data = self.b.outbox(id).to_vec();
+        self.b.outbox_written(id, data.len(), self.now);
+        self.settle();
+        let mut out = self.pending.remove(&id).unwrap_or_default();
+        let mut off = 0;
+        while off < data.len() {
+            match decode(&data[off..], v, 0) {
+                Ok(Decoded::Packet(p, n)) => {
+                    off += n;
+                    out.push(match p {
+                        Packet::Connack(c) => Got::Connack {
+                            sp: c.session_present,
+                            code: c.code,
+                        },
+                        Packet::Publish(p) => Got::Publish {
+                            topic: p.topic.to_string(),
+                            payload: p.payload.to_vec(),
+                            qos: p.qos as u8,
+                            retain: p.retain,
+                            dup: p.dup,
+                            pid: p.packet_id,
+                        },
+                        Packet::Puback(a) => Got::Puback(a.packet_id),
+                        Packet::Pubrec(a) => Got::Pubrec(a.packet_id),
+                        Packet::Pubrel(a) => Got::Pubrel(a.packet_id),
+                        Packet::Pubcomp(a) => Got::Pubcomp(a.packet_id),
+                        Packet::Suback(s) => Got::Suback(s.packet_id, s.codes.to_vec()),
+                        Packet::Unsuback(u) => Got::Unsuback(u.packet_id),
+                        Packet::Pingresp => Got::Pingresp,
+                        Packet::Disconnect(d) => Got::Disconnect(d.reason),
+                        other => Got::Other(other.name()),
+                    });
+                }
+                other => panic!("outbox holds undecodable bytes: {:?}", other.err()),
+            }
+        }
+        out
+    }
+    fn advance(&mut self, ms: u64) {
+        // Step like the event loop would, a second at a time.
+        let end = self.now + ms;
+        while self.now < end {
+            self.now = (self.now + 500).min(end);
+            self.b.tick(self.now);
+        }
+        self.settle();
+    }
+
+    fn connect_full(
+        &mut self,
+        client_id: &str,
+        clean: bool,
+        keep_alive: u16,
+        will: Option<Will<'_>>,
+        version: ProtocolVersion,
+    ) -> (ConnId, Got) {
+        let id = self.open();
+        self.versions.insert(id, version);
+        self.send(
+            id,
+            Packet::Connect(Connect {
+                version,
+                clean_start: clean,
+                keep_alive,
+                properties: Properties::EMPTY,
+                client_id,
+                will,
+                username: None,
+                password: None,
+            }),
+        );
+        let mut got = self.recv(id);
+        if got.is_empty() {
+            return (id, Got::Other("nothing"));
+        }
+        let first = got.remove(0);
+        self.pending.insert(id, got);
+        (id, first)
+    }
+    fn connect(&mut self, client_id: &str, clean: bool) -> ConnId {
+        let (id, ack) = self.connect_full(client_id, clean, 60, None, V3);
+        assert!(matches!(ack, Got::Connack { code: 0, .. }), "{:?}", ack);
+        id
+    }
+    fn subscribe(&mut self, id: ConnId, filter: &str, qos: u8) -> Vec<u8> {
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        raw.extend_from_slice(filter.as_bytes());
+        raw.push(qos);
+        self.send(
+            id,
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                properties: Properties::EMPTY,
+                filters: SubscribeFilters::from_raw(&raw),
+            }),
+        );
+        let mut got = self.recv(id);
+        match got.first().cloned() {
+            Some(Got::Suback(1, codes)) => {
+                got.remove(0);
+                self.pending.insert(id, got);
+                codes
+            }
+            other => panic!("expected SUBACK, got {:?}", other),
+        }
+    }
+    fn publish(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        retain: bool,
+        pid: u16,
+    ) {
+        self.send(
+            id,
+            Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::from_u8(qos).unwrap(),
+                retain,
+                topic,
+                packet_id: pid,
+                properties: Properties::EMPTY,
+                payload,
+            }),
+        );
+    }
+    fn ack(&mut self, id: ConnId, kind: fn(Ack<'static>) -> Packet<'static>, pid: u16) {
+        self.send(
+            id,
+            kind(Ack {
+                packet_id: pid,
+                reason: 0,
+                properties: Properties::EMPTY,
+            }),
+        );
+    }
+    fn disconnect(&mut self, id: ConnId) {
+        self.send(
+            id,
+            Packet::Disconnect(Disconnect {
+                reason: 0,
+                properties: Properties::EMPTY,
+            }),
+        );
+    }
+}
+
+fn will<'a>(topic: &'a str, payload: &'a [u8]) -> Will<'a> {
+    Will {
+        topic,
+        payload,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::EMPTY,
+    }
+}
+
+#[test]
+fn connect_gets_connack_without_session() {
+    let mut h = H::new();
+    let (_, ack) = h.connect_full("c1", true, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: false, code: 0 });
+}
+
+#[test]
+fn mqtt31_connect_accepted() {
+    let mut h = H::new();
+    let (_, ack) = h.connect_full("c31", true, 60, None, ProtocolVersion::V31);
+    assert_eq!(ack, Got::Connack { sp: false, code: 0 });
+}
+
+#[test]
+fn empty_client_id_with_clean_session_is_assigned() {
+    let mut h = H::new();
+    let (id, ack) = h.connect_full("", true, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: false, code: 0 });
+    let cid = h.b.conns.get(id).unwrap().client_id.to_string();
+    assert!(cid.starts_with("auto-"), "{}", cid);
+    assert_eq!(cid.len(), "auto-".len() + 36, "uuid-like: {}", cid);
+}
+
+#[test]
+fn empty_client_id_without_clean_session_is_rejected() {
+    let mut h = H::new();
+    let (id, ack) = h.connect_full("", false, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: false, code: 2 });
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn empty_client_id_refused_when_not_allowed() {
+    let mut cfg = BrokerConfig {
+        sys_interval: 0,
+        ..BrokerConfig::default()
+    };
+    cfg.listeners[0].allow_zero_length_clientid = false;
+    let mut h = H::with(cfg);
+    let (id, ack) = h.connect_full("", true, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: false, code: 2 });
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn anonymous_refused_when_not_allowed() {
+    let mut cfg = BrokerConfig {
+        sys_interval: 0,
+        ..BrokerConfig::default()
+    };
+    cfg.listeners[0].allow_anonymous = false;
+    let mut h = H::with(cfg);
+    let (id, ack) = h.connect_full("anon", true, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: false, code: 5 });
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn first_packet_not_connect_closes() {
+    let mut h = H::new();
+    let id = h.open();
+    h.raw(id, &[0xC0, 0x00]); // PINGREQ
+    assert!(h.is_closed(id));
+    assert!(h.recv(id).is_empty());
+}
+
+#[test]
+fn garbage_closes_and_others_keep_working() {
+    let mut h = H::new();
+    let sub = h.connect("sub", true);
+    h.subscribe(sub, "t", 0);
+    let bad = h.open();
+    h.raw(bad, &[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]); // 5-byte remaining length
+    assert!(h.is_closed(bad));
+    let p = h.connect("pub", true);
+    h.publish(p, "t", b"still here", 0, false, 0);
+    assert_eq!(pub_of(&h.recv(sub)[0]).unwrap().1, b"still here");
+}
+
+#[test]
+fn huge_length_claim_is_not_buffered_when_limited() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 0,
+        max_packet_size: 1024,
+        ..BrokerConfig::default()
+    });
+    let id = h.open();
+    h.raw(id, &[0x10, 0xFF, 0xFF, 0xFF, 0x7F]);
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn unsupported_protocol_version_gets_connack_1() {
+    let mut h = H::new();
+    let id = h.open();
+    // CONNECT "MQTT" level 9.
+    h.raw(
+        id,
+        &[
+            0x10, 0x0e, 0, 4, b'M', b'Q', b'T', b'T', 9, 0x02, 0, 60, 0, 2, b'c', b'1',
+        ],
+    );
+    assert_eq!(h.recv(id), vec![Got::Connack { sp: false, code: 1 }]);
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn second_connect_is_protocol_error() {
+    let mut h = H::new();
+    let id = h.connect("c", true);
+    h.send(
+        id,
+        Packet::Connect(Connect {
+            version: V3,
+            clean_start: true,
+            keep_alive: 60,
+            properties: Properties::EMPTY,
+            client_id: "c",
+            will: None,
+            username: None,
+            password: None,
+        }),
+    );
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn qos0_qos1_qos2_delivery_and_downgrade() {
+    let mut h = H::new();
+    let s2 = h.connect("s2", true);
+    let s1 = h.connect("s1", true);
+    assert_eq!(h.subscribe(s2, "a/b", 2), vec![2]);
+    assert_eq!(h.subscribe(s1, "a/b", 1), vec![1]);
+    let p = h.connect("p", true);
+
+    h.publish(p, "a/b", b"zero", 0, false, 0);
+    assert!(h.recv(p).is_empty());
+    assert_eq!(pub_of(&h.recv(s2)[0]).unwrap().2, 0);
+
+    h.publish(p, "a/b", b"one", 1, false, 5);
+    assert_eq!(h.recv(p), vec![Got::Puback(5)]);
+    let g = h.recv(s2);
+    let (_, payload, qos, _, _, pid) = pub_of(&g[0]).unwrap();
+    assert_eq!((payload, qos), (&b"one"[..], 1));
+    h.ack(s2, Packet::Puback, pid);
+
+    h.publish(p, "a/b", b"two", 2, false, 6);
+    assert_eq!(h.recv(p), vec![Got::Pubrec(6)]);
+    h.ack(p, Packet::Pubrel, 6);
+    assert_eq!(h.recv(p), vec![Got::Pubcomp(6)]);
+    // QoS 2 subscriber: full handshake.
+    let g = h.recv(s2);
+    let (_, _, qos, _, _, pid) = pub_of(&g[0]).unwrap();
+    assert_eq!(qos, 2);
+    h.ack(s2, Packet::Pubrec, pid);
+    assert_eq!(h.recv(s2), vec![Got::Pubrel(pid)]);
+    h.ack(s2, Packet::Pubcomp, pid);
+    assert!(h
+        .b
+        .sessions
+        .iter()
+        .all(|(_, s)| s.inflight.is_empty() || s.client_id.as_ref() == "s1"));
+    // QoS 1 subscriber got the QoS 2 message downgraded.
+    let g = h.recv(s1);
+    let qs: Vec<u8> = g.iter().filter_map(pub_of).map(|p| p.2).collect();
+    assert_eq!(qs, vec![0, 1, 1]);
+}
+
+#[test]
+fn qos2_duplicate_is_not_delivered_twice() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "x", 2);
+    let p = h.connect("p", true);
+    h.publish(p, "x", b"once", 2, false, 9);
+    h.send(
+        p,
+        Packet::Publish(Publish {
+            dup: true,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: "x",
+            packet_id: 9,
+            properties: Properties::EMPTY,
+            payload: b"once",
+        }),
+    );
+    assert_eq!(h.recv(p), vec![Got::Pubrec(9), Got::Pubrec(9)]);
+    h.ack(p, Packet::Pubrel, 9);
+    assert_eq!(h.recv(p), vec![Got::Pubcomp(9)]);
+    let n = h.recv(s).iter().filter(|g| pub_of(g).is_some()).count();
+    assert_eq!(n, 1);
+    // After release, the same packet id is a new message.
+    h.publish(p, "x", b"again", 2, false, 9);
+    assert_eq!(h.recv(s).iter().filter(|g| pub_of(g).is_some()).count(), 1);
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_one_copy_at_highest_qos() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "a/#", 0);
+    h.subscribe(s, "a/b", 2);
+    h.subscribe(s, "+/b", 1);
+    let p = h.connect("p", true);
+    h.publish(p, "a/b", b"m", 2, false, 1);
+    let pubs: Vec<_> = h
+        .recv(s)
+        .iter()
+        .filter_map(|g| pub_of(g).map(|p| p.2))
+        .collect();
+    assert_eq!(pubs, vec![2]);
+}
+
+#[test]
+fn retained_store_replace_delete_and_wildcards() {
+    let mut h = H::new();
+    let p = h.connect("p", true);
+    h.publish(p, "home/temp", b"20", 0, true, 0);
+    h.publish(p, "home/temp", b"21", 1, true, 1);
+    h.recv(p);
+    let s = h.connect("s", true);
+    h.subscribe(s, "home/+", 1);
+    let g = h.recv(s);
+    let (t, pl, q, r, _, _) = pub_of(&g[0]).unwrap();
+    assert_eq!((t, pl, q, r), ("home/temp", &b"21"[..], 1, true));
+    // Live messages to an existing subscriber carry retain=0 (3.1.1).
+    h.publish(p, "home/temp", b"22", 0, true, 0);
+    assert!(!pub_of(&h.recv(s)[0]).unwrap().3);
+    // Empty payload deletes.
+    h.publish(p, "home/temp", b"", 0, true, 0);
+    h.recv(s);
+    let s2 = h.connect("s2", true);
+    h.subscribe(s2, "#", 0);
+    assert!(h.recv(s2).is_empty());
+    assert_eq!(h.b.retained.len(), 0);
+}
+
+#[test]
+fn hash_does_not_match_sys_topics() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 10,
+        ..BrokerConfig::default()
+    });
+    h.advance(1000);
+    let s = h.connect("s", true);
+    h.subscribe(s, "#", 0);
+    assert!(h.recv(s).is_empty(), "no $SYS through #");
+    h.subscribe(s, "$SYS/broker/version", 0);
+    let g = h.recv(s);
+    let (t, pl, _, r, _, _) = pub_of(&g[0]).unwrap();
+    assert_eq!(t, "$SYS/broker/version");
+    assert!(r);
+    assert!(String::from_utf8_lossy(pl).starts_with("midge version"));
+}
+
+#[test]
+fn sys_values_published_every_interval() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 10,
+        ..BrokerConfig::default()
+    });
+    let s = h.connect("s", true);
+    h.subscribe(s, "$SYS/broker/uptime", 0);
+    h.recv(s);
+    h.advance(10_500);
+    let g = h.recv(s);
+    let ups: Vec<String> = g
+        .iter()
+        .filter_map(pub_of)
+        .map(|p| String::from_utf8_lossy(p.1).to_string())
+        .collect();
+    assert!(!ups.is_empty());
+    assert!(ups.last().unwrap().ends_with(" seconds"));
+    h.subscribe(s, "$SYS/broker/clients/connected", 0);
+    let g = h.recv(s);
+    assert_eq!(pub_of(&g[0]).unwrap().1, b"1");
+}
+
+#[test]
+fn will_sent_on_connection_loss_not_after_disconnect() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "will/#", 0);
+    let (a, _) = h.connect_full("a", true, 60, Some(will("will/a", b"gone")), V3);
+    h.b.connection_lost(a, h.now);
+    h.settle();
+    assert_eq!(pub_of(&h.recv(s)[0]).unwrap().1, b"gone");
+
+    let (b, _) = h.connect_full("b", true, 60, Some(will("will/b", b"gone")), V3);
+    h.disconnect(b);
+    assert!(h.is_closed(b));
+    h.b.connection_lost(b, h.now);
+    assert!(h.recv(s).is_empty());
+}
+
+#[test]
+fn will_sent_on_protocol_error() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "w", 0);
+    let (a, _) = h.connect_full("a", true, 60, Some(will("w", b"bad")), V3);
+    h.raw(a, &[0x20, 0x02, 0, 0]); // CONNACK from a client
+    assert!(h.is_closed(a));
+    assert_eq!(pub_of(&h.recv(s)[0]).unwrap().1, b"bad");
+}
+
+#[test]
+fn keepalive_timeout_closes_and_sends_will() {
+    let mut h = H::new();
+    let s = h.connect_full("s", true, 0, None, V3).0;
+    h.subscribe(s, "w", 0);
+    let (a, _) = h.connect_full("a", true, 2, Some(will("w", b"timeout")), V3);
+    h.advance(2_500);
+    assert!(!h.is_closed(a), "not before 1.5 x keepalive");
+    h.send(a, Packet::Pingreq);
+    assert_eq!(h.recv(a), vec![Got::Pingresp]);
+    h.advance(2_500);
+    assert!(!h.is_closed(a), "activity resets the timer");
+    h.advance(1_000);
+    assert!(h.is_closed(a));
+    assert_eq!(pub_of(&h.recv(s)[0]).unwrap().1, b"timeout");
+}
+
+#[test]
+fn connect_timeout_drops_silent_connections() {
+    let mut h = H::new();
+    let id = h.open();
+    h.raw(id, &[0x10, 0x10, 0x00]); // half a CONNECT
+    h.advance(5_000);
+    assert!(!h.is_closed(id));
+    h.advance(20_000);
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn takeover_closes_first_connection() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "w", 0);
+    // Persistent old session and persistent new one: will discarded.
+    let (a1, _) = h.connect_full("dup", false, 60, Some(will("w", b"will1")), V3);
+    let (a2, ack) = h.connect_full("dup", false, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: true, code: 0 });
+    assert!(h.is_closed(a1));
+    assert!(!h.is_closed(a2));
+    assert!(h.recv(s).is_empty());
+    // Clean new connection: the old will is sent (Mosquitto 2.0).
+    let (a3, _) = h.connect_full("dup2", false, 60, Some(will("w", b"will2")), V3);
+    let (_, ack) = h.connect_full("dup2", true, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: false, code: 0 });
+    assert!(h.is_closed(a3));
+    assert_eq!(pub_of(&h.recv(s)[0]).unwrap().1, b"will2");
+}
+
+#[test]
+fn persistent_session_keeps_subscriptions_and_queues() {
+    let mut h = H::new();
+    let s = h.connect("ps", false);
+    h.subscribe(s, "q/#", 1);
+    h.disconnect(s);
+    h.release_closed();
+    let p = h.connect("p", true);
+    h.publish(p, "q/1", b"m1", 1, false, 1);
+    h.publish(p, "q/2", b"m2", 2, false, 2);
+    h.publish(p, "q/3", b"m0", 0, false, 0);
+    let (s, ack) = h.connect_full("ps", false, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: true, code: 0 });
+    let got: Vec<_> = h
+        .recv(s)
+        .iter()
+        .filter_map(|g| pub_of(g).map(|p| (p.1.to_vec(), p.2)))
+        .collect();
+    assert_eq!(got, vec![(b"m1".to_vec(), 1), (b"m2".to_vec(), 1)]);
+    // Clean session discards it.
+    h.disconnect(s);
+    let (_, ack) = h.connect_full("ps", true, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: false, code: 0 });
+}
+
+#[test]
+fn queue_qos0_messages_when_enabled() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 0,
+        queue_qos0_messages: true,
+        ..BrokerConfig::default()
+    });
+    let s = h.connect("ps", false);
+    h.subscribe(s, "q", 0);
+    h.disconnect(s);
+    let p = h.connect("p", true);
+    h.publish(p, "q", b"zero", 0, false, 0);
+    let (s, _) = h.connect_full("ps", false, 60, None, V3);
+    assert_eq!(pub_of(&h.recv(s)[0]).unwrap().1, b"zero");
+}
+
+#[test]
+fn max_queued_messages_drops_excess() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 0,
+        max_queued_messages: 3,
+        ..BrokerConfig::default()
+    });
+    let s = h.connect("ps", false);
+    h.subscribe(s, "q", 1);
+    h.disconnect(s);
+    let p = h.connect("p", true);
+    for i in 0..10u16 {
+        h.publish(p, "q", format!("{}", i).as_bytes(), 1, false, i + 1);
+    }
+    let (s, _) = h.connect_full("ps", false, 60, None, V3);
+    let got: Vec<Vec<u8>> = h
+        .recv(s)
+        .iter()
+        .filter_map(|g| pub_of(g).map(|p| p.1.to_vec()))
+        .collect();
+    assert_eq!(got, vec![b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]);
+}
+
+#[test]
+fn inflight_window_holds_the_rest_in_order() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 0,
+        max_inflight_messages: 2,
+        ..BrokerConfig::default()
+    });
+    let s = h.connect("s", true);
+    h.subscribe(s, "w", 1);
+    let p = h.connect("p", true);
+    for i in 0..10u16 {
+        h.publish(p, "w", &[b'0' + i as u8], 1, false, i + 1);
+    }
+    let mut seen = Vec::new();
+    let mut rounds = 0;
+    while seen.len() < 10 && rounds < 20 {
+        rounds += 1;
+        let g = h.recv(s);
+        let pubs: Vec<_> = g.iter().filter_map(pub_of).map(|p| (p.1[0], p.5)).collect();
+        assert!(pubs.len() <= 2, "window of 2: got {}", pubs.len());
+        for (b, pid) in pubs {
+            seen.push(b);
+            h.ack(s, Packet::Puback, pid);
+        }
+    }
+    assert_eq!(seen, (0..10).map(|i| b'0' + i).collect::<Vec<_>>());
+}
+
+#[test]
+fn unacked_messages_resent_with_dup_on_reconnect() {
+    let mut h = H::new();
+    let s = h.connect("r", false);
+    h.subscribe(s, "t", 2);
+    let p = h.connect("p", true);
+    h.publish(p, "t", b"a", 1, false, 1);
+    h.publish(p, "t", b"b", 2, false, 2);
+    let g = h.recv(s);
+    let first: Vec<_> = g.iter().filter_map(pub_of).map(|p| (p.5, p.4)).collect();
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|(_, dup)| !dup));
+    h.b.connection_lost(s, h.now);
+    h.settle();
+    h.release_closed();
+    let (s, ack) = h.connect_full("r", false, 60, None, V3);
+    assert_eq!(ack, Got::Connack { sp: true, code: 0 });
+    let again: Vec<_> = h
+        .recv(s)
+        .iter()
+        .filter_map(pub_of)
+        .map(|p| (p.5, p.4))
+        .collect();
+    assert_eq!(
+        again,
+        first
+            .iter()
+            .map(|(pid, _)| (*pid, true))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn pubrel_resent_after_pubrec_on_reconnect() {
+    let mut h = H::new();
+    let s = h.connect("r", false);
+    h.subscribe(s, "t", 2);
+    let p = h.connect("p", true);
+    h.publish(p, "t", b"a", 2, false, 1);
+    let g = h.recv(s);
+    let pid = pub_of(&g[0]).unwrap().5;
+    h.ack(s, Packet::Pubrec, pid);
+    assert_eq!(h.recv(s), vec![Got::Pubrel(pid)]);
+    h.b.connection_lost(s, h.now);
+    h.settle();
+    let (s, _) = h.connect_full("r", false, 60, None, V3);
+    assert_eq!(h.recv(s), vec![Got::Pubrel(pid)]);
+    h.ack(s, Packet::Pubcomp, pid);
+    assert!(h.b.sessions.iter().all(|(_, x)| x.inflight.is_empty()));
+}
+
+#[test]
+fn unsubscribe_stops_delivery() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "u/#", 0);
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&3u16.to_be_bytes());
+    raw.extend_from_slice(b"u/#");
+    h.send(
+        s,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 4,
+            properties: Properties::EMPTY,
+            filters: UnsubscribeFilters::from_raw(&raw),
+        }),
+    );
+    assert_eq!(h.recv(s), vec![Got::Unsuback(4)]);
+    let p = h.connect("p", true);
+    h.publish(p, "u/1", b"x", 0, false, 0);
+    assert!(h.recv(s).is_empty());
+    assert_eq!(h.b.tree.len(), 0);
+}
+
+#[test]
+fn clean_session_removed_at_disconnect() {
+    let mut h = H::new();
+    let s = h.connect("gone", true);
+    h.subscribe(s, "t", 1);
+    h.disconnect(s);
+    assert!(!h.b.by_client_id.contains_key("gone"));
+    assert_eq!(h.b.tree.len(), 0);
+}
+
+#[test]
+fn persistent_client_expiration_ends_offline_sessions() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 0,
+        persistent_client_expiration: Some(60),
+        ..BrokerConfig::default()
+    });
+    let s = h.connect("ps", false);
+    h.subscribe(s, "t", 1);
+    h.disconnect(s);
+    h.advance(30_000);
+    assert!(h.b.by_client_id.contains_key("ps"));
+    h.advance(31_000);
+    assert!(!h.b.by_client_id.contains_key("ps"));
+}
+
+#[test]
+fn invalid_filter_gets_failure_code() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    assert_eq!(h.subscribe(s, "a/#/b", 1), vec![0x80]);
+}
+
+#[test]
+fn publish_to_sys_is_not_routed() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "$SYS/#", 0);
+    let p = h.connect("p", true);
+    h.publish(p, "$SYS/broker/version", b"fake", 1, true, 1);
+    assert_eq!(h.recv(p), vec![Got::Puback(1)]);
+    assert!(h.recv(s).is_empty());
+}
+
+#[test]
+fn partial_packets_are_reassembled_by_caller() {
+    let mut h = H::new();
+    let id = h.open();
+    let mut buf = Vec::new();
+    encode(
+        &Packet::Connect(Connect {
+            version: V3,
+            clean_start: true,
+            keep_alive: 30,
+            properties: Properties::EMPTY,
+            client_id: "split",
+            will: None,
+            username: None,
+            password: None,
+        }),
+        V3,
+        &mut buf,
+    );
+    let used = h.b.receive(id, &buf[..5], h.now);
+    assert_eq!(used, 0, "incomplete packet is left for later");
+    let used = h.b.receive(id, &buf, h.now);
+    assert_eq!(used, buf.len());
+    assert_eq!(h.recv(id), vec![Got::Connack { sp: false, code: 0 }]);
+}

@@ -1,0 +1,441 @@
+//! cli: the `midge` command line, start-up order and exit codes.
+//!
+//! Owns: option parsing (getopts, with `mosquitto`'s flags), turning a
+//! `config::Config` into broker settings and listener addresses, logging
+//! set-up, daemonising, and the exit code.
+//!
+//! Must not: hold broker logic; it wires the rooms together and gets out of
+//! the way.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use crate::broker::{Broker, BrokerConfig, ListenerSettings};
+use crate::config::{self, Config, LogDest, Security};
+use crate::net::{self, EventLoop, ListenerSpec};
+use crate::protocol::QoS;
+
+const USAGE: &str = "midge is an MQTT v5.0/v3.1.1/v3.1 broker, compatible with Mosquitto.
+
+Usage: midge [-c config_file] [-d] [-h] [-p port] [-v] [--test-config]
+
+ -c : specify the broker config file.
+ -d : put the broker into the background after starting.
+ -h : display this help.
+ -p : start the broker listening on the specified port.
+      Not recommended in conjunction with the -c option.
+ -v : verbose mode - enable all logging types. This overrides
+      any logging options given in the config file.
+ --test-config : check the config file and exit (0 = valid, 1 = invalid).
+
+See https://mosquitto.org/ for more information on the configuration syntax.";
+
+pub struct Args {
+    pub config_file: Option<String>,
+    pub daemon: bool,
+    pub ports: Vec<u16>,
+    pub verbose: bool,
+    pub test_config: bool,
+}
+
+/// Parse the command line. Err carries the message and the exit code.
+pub fn parse_args(argv: &[String]) -> Result<Args, (String, i32)> {
+    let mut opts = getopts::Options::new();
+    opts.optopt("c", "config-file", "config file", "FILE");
+    opts.optflag("d", "daemon", "run in the background");
+    opts.optflag("h", "help", "help");
+    opts.optmulti("p", "port", "port", "PORT");
+    opts.optflag("v", "verbose", "verbose");
+    opts.optflag("", "test-config", "check the config and exit");
+    let m = opts
+        .parse(argv)
+        .map_err(|e| (format!("Error: {}.\n\n{}", e, USAGE), 1))?;
+    if m.opt_present("h") {
+        return Err((USAGE.to_string(), 0));
+    }
+    if let Some(extra) = m.free.first() {
+        return Err((
+            format!("Error: Unknown option '{}'.\n\n{}", extra, USAGE),
+            1,
+        ));
+    }
+    let mut ports = Vec::new();
+    for p in m.opt_strs("p") {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => ports.push(n),
+            _ => return Err((format!("Error: Invalid port specified ({}).", p), 1)),
+        }
+    }
+    if ports.len() > 10 {
+        return Err(("Error: Too many ports specified (max 10).".to_string(), 1));
+    }
+    Ok(Args {
+        config_file: m.opt_str("c"),
+        daemon: m.opt_present("d"),
+        ports,
+        verbose: m.opt_present("v"),
+        test_config: m.opt_present("test-config"),
+    })
+}
+
+/// Process entry point; returns the exit code.
+pub fn main() -> i32 {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(a) => a,
+        Err((msg, code)) => {
+            if code == 0 {
+                println!("{}", msg);
+            } else {
+                eprintln!("{}", msg);
+            }
+            return code;
+        }
+    };
+    let cfg = match &args.config_file {
+        Some(path) => match config::load(Path::new(path)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}", e);
+                return 1;
+            }
+        },
+        None => Config::default(),
+    };
+    if args.test_config {
+        println!("Configuration file is valid.");
+        return 0;
+    }
+    init_logging(&cfg, args.verbose);
+    for w in &cfg.warnings {
+        log::warn!("Warning: {}", w);
+    }
+
+    let (broker_cfg, specs, local_only) = match plan(&cfg, &args.ports) {
+        Ok(x) => x,
+        Err(msg) => {
+            log::error!("{}", msg);
+            return 1;
+        }
+    };
+    log::info!("midge version {} starting", env!("CARGO_PKG_VERSION"));
+    match &args.config_file {
+        Some(p) => log::info!("Config loaded from {}.", p),
+        None => log::info!("Using default config."),
+    }
+    if local_only {
+        log::info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
+        log::info!("Create a configuration file which defines a listener to allow remote access.");
+    }
+    let bound = match net::bind(&specs) {
+        Ok(b) => b,
+        Err(msg) => {
+            log::error!("{}", msg);
+            eprintln!("{}", msg);
+            return 1;
+        }
+    };
+    for (_, spec) in &bound {
+        let family = if spec.addr.is_ipv4() { "ipv4" } else { "ipv6" };
+        log::info!(
+            "Opening {} listen socket on port {}.",
+            family,
+            spec.addr.port()
+        );
+    }
+    if args.daemon {
+        if let Err(e) = daemonise() {
+            log::error!("Error: Unable to daemonise: {}.", e);
+            return 1;
+        }
+    }
+    let mut ev = match EventLoop::new(bound) {
+        Ok(e) => e,
+        Err(e) => {
+            log::error!("Error: {}.", e);
+            return 1;
+        }
+    };
+    if let Err(e) = ev.install_signals() {
+        log::error!("Error: unable to install signal handlers: {}.", e);
+        return 1;
+    }
+    // SAFETY: ignoring SIGPIPE is process-wide and done before any socket
+    // write; writes to a closed peer then return EPIPE instead of killing us.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let mut broker = Broker::new(broker_cfg, ev.now());
+    let result = ev.run(&mut broker, &mut net::NoControl);
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("Error: {}.", e);
+            1
+        }
+    }
+}
+
+/// Broker settings and listener addresses from the config. The third value
+/// is true when no listener was configured (loopback-only default).
+pub fn plan(
+    cfg: &Config,
+    ports: &[u16],
+) -> Result<(BrokerConfig, Vec<ListenerSpec>, bool), String> {
+    let mut bc = BrokerConfig {
+        max_inflight_messages: cfg.max_inflight_messages,
+        max_inflight_bytes: cfg.max_inflight_bytes,
+        max_queued_messages: cfg.max_queued_messages,
+        max_queued_bytes: cfg.max_queued_bytes,
+        queue_qos0_messages: cfg.queue_qos0_messages,
+        message_size_limit: cfg.message_size_limit,
+        max_packet_size: cfg.max_packet_size,
+        max_keepalive: cfg.max_keepalive,
+        sys_interval: cfg.sys_interval,
+        retain_available: cfg.retain_available,
+        persistent_client_expiration: cfg.persistent_client_expiration,
+        upgrade_outgoing_qos: cfg.upgrade_outgoing_qos,
+        connection_messages: cfg.connection_messages,
+        listeners: Vec::new(),
+        seed: seed(),
+        ..BrokerConfig::default()
+    };
+    let mut specs = Vec::new();
+    let mut configured: Vec<&config::Listener> = Vec::new();
+    if let Some(d) = &cfg.default_listener {
+        configured.push(d);
+    }
+    configured.extend(cfg.listeners.iter());
+    let local_only = configured.is_empty();
+    if local_only {
+        // Mosquitto 2.0 with no listener: loopback only, anonymous allowed.
+        let security = Security {
+            allow_anonymous: Some(cfg.security.allow_anonymous.unwrap_or(true)),
+            ..cfg.security.clone()
+        };
+        let ports: Vec<u16> = if ports.is_empty() {
+            vec![1883]
+        } else {
+            ports.to_vec()
+        };
+        for port in ports {
+            let idx = bc.listeners.len();
+            bc.listeners.push(listener_settings(
+                port,
+                &security,
+                QoS::ExactlyOnce,
+                10,
+                None,
+                false,
+            ));
+            specs.push(ListenerSpec {
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                settings: idx,
+                max_connections: -1,
+            });
+            if ipv6_loopback_available() {
+                specs.push(ListenerSpec {
+                    addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+                    settings: idx,
+                    max_connections: -1,
+                });
+            }
+        }
+        return Ok((bc, specs, true));
+    }
+    for l in configured {
+        if l.unix_path.is_some() {
+            return Err(format!(
+                "Error: unix socket listeners are not supported yet (listener at line {}).",
+                l.line
+            ));
+        }
+        if !matches!(l.protocol, config::ListenerProtocol::Mqtt) {
+            return Err(format!(
+                "Error: websockets listeners are not supported yet (listener at line {}).",
+                l.line
+            ));
+        }
+        let security = if cfg.per_listener_settings {
+            &l.security
+        } else {
+            &cfg.security
+        };
+        let idx = bc.listeners.len();
+        let max_qos = QoS::from_u8(l.max_qos).unwrap_or(QoS::ExactlyOnce);
+        bc.listeners.push(listener_settings(
+            l.port,
+            security,
+            max_qos,
+            l.max_topic_alias,
+            l.mount_point.clone(),
+            l.use_username_as_clientid,
+        ));
+        let addrs = listener_addrs(l)?;
+        for addr in addrs {
+            specs.push(ListenerSpec {
+                addr,
+                settings: idx,
+                max_connections: l.max_connections,
+            });
+        }
+    }
+    Ok((bc, specs, false))
+}
+
+fn listener_settings(
+    port: u16,
+    s: &Security,
+    max_qos: QoS,
+    max_topic_alias: u16,
+    mount_point: Option<String>,
+    use_username_as_clientid: bool,
+) -> ListenerSettings {
+    ListenerSettings {
+        port,
+        allow_anonymous: s.allow_anonymous.unwrap_or(false),
+        allow_zero_length_clientid: s.allow_zero_length_clientid,
+        auto_id_prefix: s.auto_id_prefix.clone(),
+        max_qos,
+        max_topic_alias,
+        mount_point,
+        use_username_as_clientid,
+    }
+}
+
+fn listener_addrs(l: &config::Listener) -> Result<Vec<SocketAddr>, String> {
+    match &l.address {
+        Some(host) => {
+            let addrs: Vec<SocketAddr> = (host.as_str(), l.port)
+                .to_socket_addrs()
+                .map_err(|e| format!("Error: Unable to resolve {}: {}.", host, e))?
+                .collect();
+            let filtered: Vec<SocketAddr> = match l.socket_domain {
+                Some(config::SocketDomain::Ipv4) => {
+                    addrs.into_iter().filter(|a| a.is_ipv4()).collect()
+                }
+                Some(config::SocketDomain::Ipv6) => {
+                    addrs.into_iter().filter(|a| a.is_ipv6()).collect()
+                }
+                None => addrs.into_iter().take(1).collect(),
+            };
+            if filtered.is_empty() {
+                return Err(format!("Error: No usable address for {}.", host));
+            }
+            Ok(filtered)
+        }
+        None => {
+            // No address: all interfaces. IPv6 "::" also accepts IPv4 on
+            // Linux unless bindv6only is set, but binding 0.0.0.0 is what
+            // every Pi user expects to see in `ss -ltn`.
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port);
+            let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port);
+            Ok(match l.socket_domain {
+                Some(config::SocketDomain::Ipv6) => vec![v6],
+                _ => vec![v4],
+            })
+        }
+    }
+}
+
+fn ipv6_loopback_available() -> bool {
+    std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
+}
+
+fn seed() -> u64 {
+    let mut buf = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut buf).is_ok() {
+            return u64::from_le_bytes(buf);
+        }
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ u64::from(std::process::id())
+}
+
+fn init_logging(cfg: &Config, verbose: bool) {
+    use log::LevelFilter;
+    let types = if verbose {
+        config::LogTypes::all()
+    } else {
+        cfg.log_type
+    };
+    let level = if types.debug {
+        LevelFilter::Debug
+    } else if types.notice || types.information || types.subscribe || types.unsubscribe {
+        LevelFilter::Info
+    } else if types.warning {
+        LevelFilter::Warn
+    } else if types.error {
+        LevelFilter::Error
+    } else {
+        LevelFilter::Off
+    };
+    let dests = if cfg.log_dest.is_empty() {
+        vec![LogDest::Stderr]
+    } else {
+        cfg.log_dest.clone()
+    };
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level);
+    if !types.subscribe {
+        b.filter_module("subscribe", LevelFilter::Off);
+    }
+    if !types.unsubscribe {
+        b.filter_module("unsubscribe", LevelFilter::Off);
+    }
+    if dests.contains(&LogDest::None) {
+        b.filter_level(LevelFilter::Off);
+    }
+    b.target(if dests.contains(&LogDest::Stdout) {
+        env_logger::Target::Stdout
+    } else {
+        env_logger::Target::Stderr
+    });
+    let timestamp = cfg.log_timestamp;
+    b.format(move |buf, record| {
+        if timestamp {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            writeln!(buf, "{}: {}", t, record.args())
+        } else {
+            writeln!(buf, "{}", record.args())
+        }
+    });
+    let _ = b.try_init();
+}
+
+fn daemonise() -> std::io::Result<()> {
+    // SAFETY: fork() is called before any other thread exists (midge is
+    // single-threaded); the parent exits at once without touching shared state.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid > 0 {
+        std::process::exit(0);
+    }
+    // SAFETY: setsid has no memory-safety preconditions.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    use std::os::unix::io::AsRawFd;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors of this process.
+        unsafe {
+            libc::dup2(devnull.as_raw_fd(), fd);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,492 @@
+//! net: the event loop. The only room that touches mio, sockets and signals.
+//!
+//! Owns: the mio `Poll`, listeners, the slab of connections (socket plus
+//! receive buffer), the mapping from mio `Token` to slab key, the clock, and
+//! the order of one loop pass: poll (timeout = the broker's next deadline),
+//! read what is readable (budgeted), run timers, flush every outbox touched
+//! in the pass, then close what the broker asked to close.
+//!
+//! Must not: interpret MQTT. Bytes go to `Broker::receive`, bytes come from
+//! `Broker::outbox`.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::broker::{Broker, ConnId};
+
+const SIGNAL_TOKEN: Token = Token(0);
+const LISTENER_BASE: usize = 1;
+const CONN_BASE: usize = 1 << 16;
+/// Bytes read from one connection per pass before others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// One address to listen on.
+#[derive(Clone, Debug)]
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    /// Index into `BrokerConfig::listeners`.
+    pub settings: usize,
+    /// -1 = unlimited.
+    pub max_connections: i32,
+}
+
+/// What the loop asks of the process when a signal arrives.
+pub trait Control {
+    /// SIGHUP: reload what can be reloaded.
+    fn reload(&mut self, _broker: &mut Broker) {}
+    /// SIGUSR1: save persistence.
+    fn save(&mut self, _broker: &mut Broker) {}
+}
+
+/// No reloading, no persistence.
+pub struct NoControl;
+impl Control for NoControl {}
+
+struct BoundListener {
+    listener: TcpListener,
+    spec: ListenerSpec,
+    count: usize,
+}
+
+enum Stream {
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn shutdown(&self) {
+        match self {
+            Stream::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+struct Conn {
+    id: ConnId,
+    stream: Stream,
+    listener: usize,
+    /// An incomplete packet carried over to the next read.
+    rx: Vec<u8>,
+    writable: bool,
+    /// Reading stopped because the client does not drain its output.
+    paused: bool,
+    closed: bool,
+}
+
+/// Bind every listener. A failure names the address and the reason.
+pub fn bind(specs: &[ListenerSpec]) -> Result<Vec<(TcpListener, ListenerSpec)>, String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        match TcpListener::bind(spec.addr) {
+            Ok(l) => out.push((l, spec.clone())),
+            Err(e) => {
+                return Err(format!(
+                    "Error: Unable to listen on {}: {}.",
+                    spec.addr,
+                    describe(&e)
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => "Address already in use".to_string(),
+        io::ErrorKind::AddrNotAvailable => "Cannot assign requested address".to_string(),
+        io::ErrorKind::PermissionDenied => "Permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+pub struct EventLoop {
+    poll: Poll,
+    listeners: Vec<BoundListener>,
+    conns: Slab<Conn>,
+    next_gen: u32,
+    scratch: Vec<u8>,
+    read_pending: Vec<usize>,
+    ids: Vec<ConnId>,
+    started: Instant,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+}
+
+impl EventLoop {
+    pub fn new(listeners: Vec<(TcpListener, ListenerSpec)>) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let mut bound = Vec::new();
+        for (i, (mut l, spec)) in listeners.into_iter().enumerate() {
+            poll.registry()
+                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            bound.push(BoundListener {
+                listener: l,
+                spec,
+                count: 0,
+            });
+        }
+        Ok(EventLoop {
+            poll,
+            listeners: bound,
+            conns: Slab::new(),
+            next_gen: 0,
+            scratch: vec![0; SCRATCH_SIZE],
+            read_pending: Vec::new(),
+            ids: Vec::new(),
+            started: Instant::now(),
+            signals: None,
+        })
+    }
+
+    /// Milliseconds on the loop's monotonic clock (what the broker sees as `now`).
+    pub fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Handle SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 in the loop.
+    pub fn install_signals(&mut self) -> io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+        let mut signals =
+            signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Run until SIGINT/SIGTERM; then close every client and return.
+    pub fn run(&mut self, broker: &mut Broker, control: &mut dyn Control) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut shutting_down = false;
+        loop {
+            let now = self.now();
+            let timeout = if !self.read_pending.is_empty() || shutting_down {
+                Some(Duration::ZERO)
+            } else {
+                broker
+                    .next_deadline()
+                    .map(|d| Duration::from_millis(d.saturating_sub(now)))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let now = self.now();
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL_TOKEN => {
+                        if self.handle_signals(broker, control, now) {
+                            shutting_down = true;
+                        }
+                    }
+                    Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
+                        self.accept(t - LISTENER_BASE, broker, now);
+                    }
+                    Token(t) => {
+                        let key = t - CONN_BASE;
+                        if event.is_writable() {
+                            self.flush(key, broker, now);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key, broker, now);
+                        }
+                    }
+                }
+            }
+            let pending = std::mem::take(&mut self.read_pending);
+            for key in pending {
+                self.read(key, broker, now);
+            }
+            broker.tick(now);
+            self.flush_dirty(broker, now);
+            self.close_requested(broker, now);
+            if shutting_down {
+                if self.conns.is_empty() {
+                    return Ok(());
+                }
+                // Bounded: anything still open after one more pass is dropped.
+                broker.shutdown(now);
+                self.flush_dirty(broker, now);
+                self.close_requested(broker, now);
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    self.drop_conn(key, broker, now);
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle_signals(&mut self, broker: &mut Broker, control: &mut dyn Control, now: u64) -> bool {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+        let mut stop = false;
+        let Some(signals) = self.signals.as_mut() else {
+            return false;
+        };
+        let got: Vec<i32> = signals.pending().collect();
+        for sig in got {
+            match sig {
+                SIGINT | SIGTERM => {
+                    log::info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
+                    broker.shutdown(now);
+                    stop = true;
+                }
+                SIGHUP => {
+                    log::info!("Reloading config.");
+                    control.reload(broker);
+                }
+                SIGUSR1 => control.save(broker),
+                SIGUSR2 => {
+                    let dump = broker.dump_subscriptions();
+                    log::info!("Subscriptions:\n{}", dump.trim_end());
+                }
+                _ => {}
+            }
+        }
+        stop
+    }
+
+    fn accept(&mut self, idx: usize, broker: &mut Broker, now: u64) {
+        loop {
+            let Some(l) = self.listeners.get_mut(idx) else {
+                return;
+            };
+            let (stream, peer) = match l.listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of file descriptors and the like: try again next pass.
+                    log::error!("Error accepting connection: {}.", e);
+                    return;
+                }
+            };
+            if l.spec.max_connections >= 0 && l.count >= l.spec.max_connections as usize {
+                log::info!(
+                    "Client connection from {} denied: max_connections exceeded.",
+                    peer.ip()
+                );
+                drop(stream);
+                continue;
+            }
+            // midge coalesces its writes per loop pass, so Nagle's algorithm
+            // only adds latency.
+            let _ = stream.set_nodelay(true);
+            let port = l.spec.addr.port();
+            let settings = l.spec.settings;
+            self.next_gen = self.next_gen.wrapping_add(1);
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let id = ConnId {
+                key: key as u32,
+                gen: self.next_gen,
+            };
+            let mut conn = Conn {
+                id,
+                stream: Stream::Tcp(stream),
+                listener: idx,
+                rx: Vec::new(),
+                writable: false,
+                paused: false,
+                closed: false,
+            };
+            if let Err(e) = self.poll.registry().register(
+                conn.stream.source(),
+                Token(CONN_BASE + key),
+                Interest::READABLE,
+            ) {
+                log::error!("Error registering connection: {}.", e);
+                continue;
+            }
+            entry.insert(conn);
+            l.count += 1;
+            let peer_s = match peer {
+                SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+                SocketAddr::V6(a) => format!("{}:{}", a.ip(), a.port()),
+            };
+            log::info!("New connection from {} on port {}.", peer_s, port);
+            broker.open(id, settings, &peer_s, now);
+        }
+    }
+
+    fn read(&mut self, key: usize, broker: &mut Broker, now: u64) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.closed {
+            return;
+        }
+        let id = conn.id;
+        let mut budget = READ_BUDGET;
+        loop {
+            if !broker.wants_read(id) {
+                conn.paused = true;
+                return;
+            }
+            let n = match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    conn.closed = true;
+                    broker.connection_lost(id, now);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    conn.closed = true;
+                    broker.connection_lost(id, now);
+                    return;
+                }
+            };
+            let data = &self.scratch[..n];
+            if conn.rx.is_empty() {
+                let used = broker.receive(id, data, now);
+                if used < n {
+                    conn.rx.extend_from_slice(&data[used..]);
+                }
+            } else {
+                conn.rx.extend_from_slice(data);
+                let used = broker.receive(id, &conn.rx, now);
+                conn.rx.drain(..used.min(conn.rx.len()));
+                if conn.rx.is_empty() && conn.rx.capacity() > SCRATCH_SIZE {
+                    conn.rx = Vec::new();
+                }
+            }
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                // Edge-triggered: come back next pass without waiting for an event.
+                self.read_pending.push(key);
+                return;
+            }
+        }
+    }
+
+    fn flush(&mut self, key: usize, broker: &mut Broker, now: u64) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let id = conn.id;
+        loop {
+            let data = broker.outbox(id);
+            if data.is_empty() {
+                break;
+            }
+            match conn.stream.write(data) {
+                Ok(0) => break,
+                Ok(n) => broker.outbox_written(id, n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    if !conn.closed {
+                        conn.closed = true;
+                        broker.connection_lost(id, now);
+                    }
+                    return;
+                }
+            }
+        }
+        let want_write = !broker.outbox(id).is_empty();
+        if want_write != conn.writable && !conn.closed {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(conn.stream.source(), Token(CONN_BASE + key), interest)
+                .is_ok()
+            {
+                conn.writable = want_write;
+            }
+        }
+        if conn.paused && broker.wants_read(id) {
+            conn.paused = false;
+            self.read_pending.push(key);
+        }
+    }
+
+    fn flush_dirty(&mut self, broker: &mut Broker, now: u64) {
+        let mut ids = std::mem::take(&mut self.ids);
+        broker.take_dirty(&mut ids);
+        for id in ids.iter() {
+            let key = id.key as usize;
+            if self.conns.get(key).is_some_and(|c| c.id == *id) {
+                self.flush(key, broker, now);
+            }
+        }
+        self.ids = ids;
+    }
+
+    fn close_requested(&mut self, broker: &mut Broker, now: u64) {
+        let mut ids = std::mem::take(&mut self.ids);
+        broker.take_closing(&mut ids);
+        for id in ids.iter() {
+            let key = id.key as usize;
+            if self.conns.get(key).is_some_and(|c| c.id == *id) {
+                // Best effort: a refusal CONNACK or DISCONNECT goes out first.
+                self.flush(key, broker, now);
+                self.drop_conn(key, broker, now);
+            }
+        }
+        self.ids = ids;
+    }
+
+    fn drop_conn(&mut self, key: usize, broker: &mut Broker, now: u64) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(conn.stream.source());
+        if let Some(l) = self.listeners.get_mut(conn.listener) {
+            l.count = l.count.saturating_sub(1);
+        }
+        broker.release(conn.id, now);
+        conn.stream.shutdown();
+    }
+
+    /// Local addresses actually bound (for tests that bind port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.listener.local_addr().ok())
+            .collect()
+    }
+}
