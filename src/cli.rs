@@ -108,8 +108,14 @@ pub fn main() -> i32 {
         return 0;
     }
     init_logging(&cfg, args.verbose);
+    for f in &cfg.included_files {
+        log::info!("Loading config file {}", f);
+    }
     for w in &cfg.warnings {
         log::warn!("Warning: {}", w);
+    }
+    for n in &cfg.notices {
+        log::info!("{}", n);
     }
 
     let (broker_cfg, specs, local_only) = match plan(&cfg, &args.ports) {
@@ -202,11 +208,7 @@ pub fn plan(
         ..BrokerConfig::default()
     };
     let mut specs = Vec::new();
-    let mut configured: Vec<&config::Listener> = Vec::new();
-    if let Some(d) = &cfg.default_listener {
-        configured.push(d);
-    }
-    configured.extend(cfg.listeners.iter());
+    let configured = cfg.all_listeners();
     let local_only = configured.is_empty();
     if local_only {
         // Mosquitto 2.0 with no listener: loopback only, anonymous allowed.
@@ -257,16 +259,15 @@ pub fn plan(
                 l.line
             ));
         }
-        let security = if cfg.per_listener_settings {
-            &l.security
-        } else {
-            &cfg.security
+        let security = Security {
+            allow_anonymous: Some(cfg.allow_anonymous(l)),
+            ..cfg.security_for(l).clone()
         };
         let idx = bc.listeners.len();
         let max_qos = QoS::from_u8(l.max_qos).unwrap_or(QoS::ExactlyOnce);
         bc.listeners.push(listener_settings(
             l.port,
-            security,
+            &security,
             max_qos,
             l.max_topic_alias,
             l.mount_point.clone(),

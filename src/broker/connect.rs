@@ -47,10 +47,16 @@ impl Broker {
         self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
     }
 
-    /// Refuse a CONNECT with the code for its version, then close.
-    fn refuse(&mut self, id: ConnId, version: ProtocolVersion, v3_code: u8, v5_code: u8, now: u64) {
-        let v5 = version.is_v5();
-        self.send_connack(id, false, if v5 { v5_code } else { v3_code }, v5);
+    /// Refuse a CONNECT with the code for its version, then close. v5
+    /// clients that did not turn off problem information get a reason string.
+    fn refuse(&mut self, id: ConnId, p: &Connect<'_>, v3_code: u8, v5_code: u8, now: u64) {
+        let v5 = p.version.is_v5();
+        let mut props = PropertyWriter::new();
+        if v5 && p.properties.request_problem_information() != Some(0) {
+            props.push(Property::ReasonString(reason::reason_name(v5_code)));
+        }
+        let code = if v5 { v5_code } else { v3_code };
+        self.send_connack_props(id, false, code, v5, &props);
         self.close(id, CloseReason::Refused, now);
     }
 
@@ -72,7 +78,7 @@ impl Broker {
             // No enhanced authentication method is configured.
             self.refuse(
                 id,
-                p.version,
+                p,
                 reason::CONNACK_NOT_AUTHORIZED,
                 reason::BAD_AUTHENTICATION_METHOD,
                 now,
@@ -89,7 +95,7 @@ impl Broker {
             if refuse {
                 self.refuse(
                     id,
-                    p.version,
+                    p,
                     reason::CONNACK_IDENTIFIER_REJECTED,
                     reason::CLIENT_IDENTIFIER_NOT_VALID,
                     now,
@@ -109,7 +115,7 @@ impl Broker {
             );
             self.refuse(
                 id,
-                p.version,
+                p,
                 reason::CONNACK_NOT_AUTHORIZED,
                 reason::NOT_AUTHORIZED,
                 now,
@@ -132,7 +138,7 @@ impl Broker {
             } else {
                 self.refuse(
                     id,
-                    p.version,
+                    p,
                     reason::CONNACK_IDENTIFIER_REJECTED,
                     reason::CLIENT_IDENTIFIER_NOT_VALID,
                     now,
@@ -213,7 +219,7 @@ impl Broker {
                 k
             }
             Some(k) => {
-                self.remove_session(k);
+                self.remove_session(k, now);
                 self.new_session(&client_id)
             }
             None => self.new_session(&client_id),
@@ -240,6 +246,7 @@ impl Broker {
             c.max_packet_out = p.properties.maximum_packet_size().unwrap_or(0);
             c.receive_max = p.properties.receive_maximum().unwrap_or(u16::MAX);
             c.request_problem_info = p.properties.request_problem_information() != Some(0);
+            c.topic_alias_max_out = p.properties.topic_alias_maximum().unwrap_or(0);
         }
         if c.keepalive_ms > 0 {
             self.next_check = self.next_check.min(now + c.keepalive_ms);
@@ -268,6 +275,9 @@ impl Broker {
                 props.push(Property::MaximumPacketSize(self.cfg.max_packet_size));
             }
             props.push(Property::TopicAliasMaximum(listener.max_topic_alias));
+            props.push(Property::WildcardSubscriptionAvailable(1));
+            props.push(Property::SubscriptionIdentifierAvailable(1));
+            props.push(Property::SharedSubscriptionAvailable(1));
         }
         self.send_connack_props(id, session_present, 0, v5, &props);
 

@@ -16,6 +16,8 @@ pub mod session;
 mod subscribe;
 mod sys;
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod tests;
 
 use std::rc::Rc;
@@ -118,6 +120,22 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Subscription tree keys with this bit set name a shared subscription
+/// group (`Broker::shared`) rather than a session.
+pub(crate) const SHARED_BIT: u32 = 1 << 31;
+
+/// A `$share/<group>/<filter>` subscription and its members.
+#[derive(Debug)]
+pub(crate) struct SharedGroup {
+    /// The whole `$share/...` filter, as the members subscribed to it.
+    pub full: Box<str>,
+    /// The filter inside it.
+    pub filter: Box<str>,
+    pub members: Vec<(usize, SubOptions)>,
+    /// Round-robin position.
+    pub next: usize,
+}
+
 /// Past this many unsent bytes a connection is treated as congested: QoS 0
 /// messages to it are dropped and QoS 1/2 wait in the session queue.
 pub const OUTBOX_SOFT_LIMIT: usize = 1 << 20;
@@ -214,6 +232,10 @@ pub(crate) struct Client {
     pub receive_max: u16,
     /// Inbound topic aliases (v5), index = alias - 1.
     pub aliases_in: Vec<Option<Box<str>>>,
+    /// The client's Topic Alias Maximum (v5): aliases midge may assign.
+    pub topic_alias_max_out: u16,
+    /// Aliases midge assigned on this connection, by topic.
+    pub aliases_out: std::collections::HashMap<Box<str>, u16>,
     pub request_problem_info: bool,
 }
 
@@ -290,6 +312,9 @@ pub struct Broker {
     pub(crate) retained: RetainedStore<Rc<Message>>,
     pub(crate) stats: Stats,
     targets: Vec<Target>,
+    shared_hits: Vec<u32>,
+    pub(crate) shared: Slab<SharedGroup>,
+    pub(crate) shared_index: std::collections::HashMap<Box<str>, usize>,
     retained_scratch: Vec<Rc<Message>>,
     publish_seq: u64,
     rng: u64,
@@ -300,6 +325,9 @@ pub struct Broker {
     shutting_down: bool,
     /// v5 wills waiting out their Will Delay Interval: (client id, due, will).
     delayed_wills: Vec<(Box<str>, u64, WillMsg)>,
+    /// Some retained message carries an expiry: prune the store now and then.
+    pub(crate) retained_expiring: bool,
+    last_retained_prune: u64,
 }
 
 impl Broker {
@@ -314,6 +342,9 @@ impl Broker {
             retained: RetainedStore::new(),
             stats: Stats::default(),
             targets: Vec::new(),
+            shared_hits: Vec::new(),
+            shared: Slab::new(),
+            shared_index: Default::default(),
             retained_scratch: Vec::new(),
             publish_seq: 0,
             rng,
@@ -323,6 +354,8 @@ impl Broker {
             sys: Default::default(),
             shutting_down: false,
             delayed_wills: Vec::new(),
+            retained_expiring: false,
+            last_retained_prune: now,
         };
         b.sys_startup(now);
         b
@@ -361,6 +394,8 @@ impl Broker {
             max_packet_out: 0,
             receive_max: u16::MAX,
             aliases_in: Vec::new(),
+            topic_alias_max_out: 0,
+            aliases_out: Default::default(),
             request_problem_info: true,
         });
         self.stats.connections_total += 1;
@@ -641,9 +676,13 @@ impl Broker {
                     }
                 }
             }
-            self.remove_session(key);
+            self.remove_session(key, now);
         }
         self.send_due_wills(now, &mut next);
+        if self.retained_expiring && now >= self.last_retained_prune + 60_000 {
+            self.last_retained_prune = now;
+            self.retained.retain(|m| !m.expired(now));
+        }
         self.next_check = next;
     }
 
@@ -763,23 +802,40 @@ impl Broker {
         s.conn = None;
         s.disconnected_at = now;
         if s.expiry_interval == 0 {
-            self.remove_session(key);
+            self.remove_session(key, now);
         } else if s.expiry_interval != u32::MAX {
             let t = now + u64::from(s.expiry_interval) * 1000;
             self.next_check = self.next_check.min(t);
         }
     }
 
-    pub(crate) fn remove_session(&mut self, key: usize) {
+    pub(crate) fn remove_session(&mut self, key: usize, now: u64) {
         if !self.sessions.contains(key) {
             return;
         }
         let s = self.sessions.remove(key);
         for (filter, _) in s.subs.iter() {
-            self.tree.remove(filter, key as u32);
+            if crate::topic::is_shared(filter) {
+                self.leave_shared(filter, key);
+            } else {
+                self.tree.remove(filter, key as u32);
+            }
         }
         if self.by_client_id.get(&s.client_id) == Some(&key) {
             self.by_client_id.remove(&s.client_id);
+        }
+        // Messages this session got through a shared subscription and never
+        // acknowledged go to another member of the group [MQTT-4.8.2-?].
+        let unacked = s
+            .inflight
+            .into_iter()
+            .filter(|f| f.state != session::OutState::AwaitPubcomp)
+            .map(|f| f.out)
+            .chain(s.queue);
+        let reroute: Vec<session::Outgoing> =
+            unacked.filter(|o| o.group != publish::NO_GROUP).collect();
+        for o in reroute {
+            self.redeliver_shared(o, now);
         }
     }
 

@@ -19,8 +19,8 @@ use crate::protocol::reason;
 use crate::protocol::{Property, ProtocolVersion, Publish, QoS};
 
 use super::connect::filter_forwarded_props;
-use super::session::{Inflight, Message, OutState, Outgoing};
-use super::{Broker, Client, CloseReason, ConnId, Stats, Target, OUTBOX_SOFT_LIMIT};
+use super::session::{Inflight, Message, OutState, Outgoing, SubOptions};
+use super::{Broker, Client, CloseReason, ConnId, Stats, Target, OUTBOX_SOFT_LIMIT, SHARED_BIT};
 
 /// A message as seen at delivery time: borrowed from the read buffer or
 /// from a stored `Message`.
@@ -33,7 +33,7 @@ pub(super) struct MsgView<'a> {
 }
 
 impl<'a> MsgView<'a> {
-    fn of(m: &'a Message) -> MsgView<'a> {
+    pub(super) fn of(m: &'a Message) -> MsgView<'a> {
         MsgView {
             topic: &m.topic,
             payload: &m.payload,
@@ -42,6 +42,17 @@ impl<'a> MsgView<'a> {
         }
     }
 }
+
+/// How one message goes to one session.
+pub(super) struct Delivery<'a> {
+    pub qos: QoS,
+    pub retain: bool,
+    pub sub_ids: &'a [u32],
+    /// The shared subscription group it was chosen through, or NO_GROUP.
+    pub group: u32,
+}
+
+pub(super) const NO_GROUP: u32 = u32::MAX;
 
 /// Encode one PUBLISH into a client's outbox. Returns false (and writes
 /// nothing) when it exceeds the client's Maximum Packet Size.
@@ -72,6 +83,21 @@ fn write_publish(
             }
         }
     }
+    // Outbound topic aliases (beyond Mosquitto 2.0): a topic seen before on
+    // this connection goes as an empty topic plus its alias.
+    let mut topic = m.topic;
+    let mut new_alias = false;
+    if v5 && c.topic_alias_max_out > 0 {
+        if let Some(&a) = c.aliases_out.get(m.topic) {
+            topic = "";
+            extra.push(Property::TopicAlias(a));
+        } else if c.aliases_out.len() < usize::from(c.topic_alias_max_out) {
+            let a = c.aliases_out.len() as u16 + 1;
+            c.aliases_out.insert(m.topic.into(), a);
+            extra.push(Property::TopicAlias(a));
+            new_alias = true;
+        }
+    }
     let start = c.outbox.buf.len();
     let props: &[u8] = if v5 { m.props } else { &[] };
     let n = encode::encode_publish(
@@ -80,14 +106,18 @@ fn write_publish(
         dup,
         qos,
         retain,
-        m.topic,
+        topic,
         packet_id,
         props,
         &extra,
         m.payload,
     );
     if c.max_packet_out != 0 && n > c.max_packet_out as usize {
+        // [MQTT-3.1.2-25]: too large for the client; it is dropped.
         c.outbox.buf.truncate(start);
+        if new_alias {
+            c.aliases_out.remove(m.topic);
+        }
         return false;
     }
     stats.msgs_sent += 1;
@@ -278,6 +308,7 @@ impl Broker {
                 let m = stored
                     .get_or_insert_with(|| make_message(&view, qos, retain))
                     .clone();
+                self.retained_expiring |= m.expiry_at.is_some();
                 self.retained.insert(topic, m);
             }
         }
@@ -288,7 +319,13 @@ impl Broker {
         targets.clear();
         {
             let sessions = &mut self.sessions;
+            let shared_hits = &mut self.shared_hits;
+            shared_hits.clear();
             self.tree.for_each_match(topic, |key, sub| {
+                if key & SHARED_BIT != 0 {
+                    shared_hits.push(key & !SHARED_BIT);
+                    return;
+                }
                 let key = key as usize;
                 if sub.no_local && key == origin {
                     return;
@@ -326,38 +363,37 @@ impl Broker {
             } else {
                 qos.min(t.qos)
             };
-            let out_retain = retain && t.retain_as_published;
-            self.deliver(
-                t.session,
-                &view,
-                qos,
-                retain,
-                &mut stored,
-                out_qos,
-                out_retain,
-                &t.sub_ids,
-                now,
-            );
+            let d = Delivery {
+                qos: out_qos,
+                retain: retain && t.retain_as_published,
+                sub_ids: &t.sub_ids,
+                group: NO_GROUP,
+            };
+            self.deliver(t.session, &view, (qos, retain), &mut stored, &d, now);
         }
         self.targets = targets;
+        if !self.shared_hits.is_empty() {
+            let hits = std::mem::take(&mut self.shared_hits);
+            for &g in hits.iter() {
+                self.deliver_shared(g, &view, (qos, retain), &mut stored, now);
+            }
+            self.shared_hits = hits;
+        }
     }
 
     /// Deliver to one session: straight to the socket when it can go now,
     /// into the session queue when it must wait, dropped past the limits.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn deliver(
         &mut self,
         skey: usize,
         view: &MsgView<'_>,
-        pub_qos: QoS,
-        pub_retain: bool,
+        (pub_qos, pub_retain): (QoS, bool),
         stored: &mut Option<Rc<Message>>,
-        qos: QoS,
-        retain: bool,
-        sub_ids: &[u32],
+        d: &Delivery<'_>,
         now: u64,
     ) {
         let max_inflight = self.cfg.max_inflight_messages;
+        let (qos, retain, sub_ids) = (d.qos, d.retain, d.sub_ids);
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
@@ -407,15 +443,16 @@ impl Broker {
                     s.inflight.push_back(Inflight {
                         packet_id,
                         state: if qos == QoS::AtLeastOnce {
-                            super::session::OutState::AwaitPuback
+                            OutState::AwaitPuback
                         } else {
-                            super::session::OutState::AwaitPubrec
+                            OutState::AwaitPubrec
                         },
                         out: Outgoing {
                             msg,
                             qos,
                             retain,
                             sub_ids: sub_ids.iter().copied().collect(),
+                            group: d.group,
                         },
                     });
                 }
@@ -447,6 +484,7 @@ impl Broker {
             qos,
             retain,
             sub_ids: sub_ids.iter().copied().collect(),
+            group: d.group,
         });
     }
 
@@ -632,6 +670,86 @@ impl Broker {
         }
     }
 
+    /// Give a message to one member of a shared subscription group, round
+    /// robin, preferring members that are connected.
+    fn deliver_shared(
+        &mut self,
+        gidx: u32,
+        view: &MsgView<'_>,
+        published: (QoS, bool),
+        stored: &mut Option<Rc<Message>>,
+        now: u64,
+    ) {
+        let Some((skey, opts)) = self.pick_member(gidx as usize, usize::MAX) else {
+            return;
+        };
+        let qos = if self.cfg.upgrade_outgoing_qos {
+            opts.qos
+        } else {
+            published.0.min(opts.qos)
+        };
+        let ids = [opts.sub_id];
+        let d = Delivery {
+            qos,
+            retain: published.1 && opts.retain_as_published,
+            sub_ids: if opts.sub_id != 0 { &ids } else { &[] },
+            group: gidx,
+        };
+        self.deliver(skey, view, published, stored, &d, now);
+    }
+
+    /// The next member of a group to receive a message, skipping `except`.
+    fn pick_member(&mut self, gidx: usize, except: usize) -> Option<(usize, SubOptions)> {
+        let g = self.shared.get_mut(gidx)?;
+        let n = g.members.len();
+        if n == 0 {
+            return None;
+        }
+        let mut fallback = None;
+        for i in 0..n {
+            let idx = (g.next + i) % n;
+            let (skey, opts) = g.members[idx];
+            if skey == except {
+                continue;
+            }
+            let online = self
+                .sessions
+                .get(skey)
+                .and_then(|s| s.conn)
+                .is_some_and(|c| self.conns.get(c).is_some());
+            if online {
+                g.next = idx + 1;
+                return Some((skey, opts));
+            }
+            if fallback.is_none() {
+                fallback = Some((idx, skey, opts));
+            }
+        }
+        let (idx, skey, opts) = fallback?;
+        g.next = idx + 1;
+        Some((skey, opts))
+    }
+
+    /// A message a departed member never acknowledged goes to another member.
+    pub(super) fn redeliver_shared(&mut self, o: Outgoing, now: u64) {
+        if o.msg.expired(now) {
+            return;
+        }
+        let Some((skey, opts)) = self.pick_member(o.group as usize, usize::MAX) else {
+            return;
+        };
+        let view = MsgView::of(&o.msg);
+        let mut stored = Some(o.msg.clone());
+        let ids = [opts.sub_id];
+        let d = Delivery {
+            qos: o.msg.qos.min(opts.qos),
+            retain: o.retain,
+            sub_ids: if opts.sub_id != 0 { &ids } else { &[] },
+            group: o.group,
+        };
+        self.deliver(skey, &view, (o.msg.qos, o.msg.retain), &mut stored, &d, now);
+    }
+
     /// Send stored messages (retained, on subscribe) to one session.
     pub(super) fn deliver_stored(
         &mut self,
@@ -648,7 +766,13 @@ impl Broker {
         let mut stored = Some(msg.clone());
         let sub_ids = [sub_id];
         let ids: &[u32] = if sub_id != 0 { &sub_ids } else { &[] };
-        self.deliver(skey, &view, msg.qos, true, &mut stored, qos, true, ids, now);
+        let d = Delivery {
+            qos,
+            retain: true,
+            sub_ids: ids,
+            group: NO_GROUP,
+        };
+        self.deliver(skey, &view, (msg.qos, true), &mut stored, &d, now);
     }
 }
 

@@ -70,6 +70,9 @@ pub struct Outgoing {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: SmallVec<[u32; 1]>,
+    /// Shared subscription group it came through (`publish::NO_GROUP` if
+    /// none), so it can go to another member if this session ends.
+    pub group: u32,
 }
 
 #[derive(Clone, Debug)]

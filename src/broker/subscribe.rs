@@ -12,7 +12,7 @@ use crate::protocol::{Packet, Properties, QoS, Suback, Subscribe, Unsuback, Unsu
 use crate::topic;
 
 use super::session::SubOptions;
-use super::{Broker, ConnId};
+use super::{Broker, ConnId, SharedGroup, SHARED_BIT};
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, id: ConnId, p: &Subscribe<'_>, now: u64) {
@@ -47,15 +47,6 @@ impl Broker {
                 });
                 continue;
             }
-            if topic::is_shared(filter) {
-                // Shared subscriptions arrive with the MQTT 5 work.
-                codes.push(if v5 {
-                    reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-                } else {
-                    reason::UNSPECIFIED_ERROR
-                });
-                continue;
-            }
             let granted = opts.qos.min(max_qos);
             let sub = SubOptions {
                 qos: granted,
@@ -64,7 +55,20 @@ impl Broker {
                 retain_handling: if v5 { opts.retain_handling } else { 0 },
                 sub_id,
             };
-            let existed = self.tree.insert(filter, skey as u32, sub).is_some();
+            let shared = topic::is_shared(filter);
+            let existed = if shared {
+                let Some((_, inner)) = topic::parse_shared(filter) else {
+                    codes.push(if v5 {
+                        reason::TOPIC_FILTER_INVALID
+                    } else {
+                        reason::UNSPECIFIED_ERROR
+                    });
+                    continue;
+                };
+                self.join_shared(filter, inner, skey, sub)
+            } else {
+                self.tree.insert(filter, skey as u32, sub).is_some()
+            };
             if let Some(s) = self.sessions.get_mut(skey) {
                 match s.sub_index(filter) {
                     Some(j) => s.subs[j].1 = sub,
@@ -73,7 +77,8 @@ impl Broker {
             }
             log::info!(target: "subscribe", "{} {} {}", client_id, granted as u8, filter);
             codes.push(granted as u8);
-            if sub.retain_handling == 0 || (sub.retain_handling == 1 && !existed) {
+            // [MQTT-3.8.4-4]: no retained messages for shared subscriptions.
+            if !shared && (sub.retain_handling == 0 || (sub.retain_handling == 1 && !existed)) {
                 retained_for.push((i, granted));
             }
         }
@@ -122,7 +127,11 @@ impl Broker {
         let client_id = c.client_id.clone();
         let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
         for filter in p.filters.iter() {
-            let removed = self.tree.remove(filter, skey as u32).is_some();
+            let removed = if topic::is_shared(filter) {
+                self.leave_shared(filter, skey)
+            } else {
+                self.tree.remove(filter, skey as u32).is_some()
+            };
             if let Some(s) = self.sessions.get_mut(skey) {
                 if let Some(j) = s.sub_index(filter) {
                     s.subs.swap_remove(j);
@@ -146,5 +155,58 @@ impl Broker {
             self.stats.msgs_sent += 1;
             self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
         }
+    }
+
+    /// Add a session to a shared group, creating the group on first use.
+    /// Returns whether the session was already a member.
+    fn join_shared(&mut self, full: &str, inner: &str, skey: usize, sub: SubOptions) -> bool {
+        let gidx = match self.shared_index.get(full) {
+            Some(&g) => g,
+            None => {
+                let g = self.shared.insert(SharedGroup {
+                    full: full.into(),
+                    filter: inner.into(),
+                    members: Vec::new(),
+                    next: 0,
+                });
+                self.shared_index.insert(full.into(), g);
+                // The tree holds one entry for the whole group.
+                self.tree.insert(inner, SHARED_BIT | g as u32, sub);
+                g
+            }
+        };
+        let Some(g) = self.shared.get_mut(gidx) else {
+            return false;
+        };
+        match g.members.iter_mut().find(|(k, _)| *k == skey) {
+            Some(m) => {
+                m.1 = sub;
+                true
+            }
+            None => {
+                g.members.push((skey, sub));
+                false
+            }
+        }
+    }
+
+    /// Remove a session from a shared group; the group goes with its last
+    /// member. Returns whether it was a member.
+    pub(crate) fn leave_shared(&mut self, full: &str, skey: usize) -> bool {
+        let Some(&gidx) = self.shared_index.get(full) else {
+            return false;
+        };
+        let Some(g) = self.shared.get_mut(gidx) else {
+            return false;
+        };
+        let before = g.members.len();
+        g.members.retain(|(k, _)| *k != skey);
+        let removed = g.members.len() != before;
+        if g.members.is_empty() {
+            let g = self.shared.remove(gidx);
+            self.tree.remove(&g.filter, SHARED_BIT | gidx as u32);
+            self.shared_index.remove(&g.full);
+        }
+        removed
     }
 }
