@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::broker::{Broker, BrokerConfig, ListenerSettings};
 use crate::config::{self, Config, LogDest, Security};
-use crate::net::{self, EventLoop, ListenerSpec};
+use crate::net::{self, EventLoop, Identity, ListenerSpec};
 use crate::protocol::QoS;
 
 const USAGE: &str = "midge is an MQTT v5.0/v3.1.1/v3.1 broker, compatible with Mosquitto.
@@ -104,8 +104,22 @@ pub fn main() -> i32 {
         None => Config::default(),
     };
     if args.test_config {
-        println!("Configuration file is valid.");
-        return 0;
+        // Everything start-up would check, short of binding the ports.
+        let checked = plan(&cfg, &args.ports).and_then(|_| {
+            security_blocks(&cfg)
+                .iter()
+                .try_for_each(|s| load_policy(s).map(|_| ()))
+        });
+        return match checked {
+            Ok(()) => {
+                println!("Configuration file is valid.");
+                0
+            }
+            Err(e) => {
+                eprintln!("{}", e);
+                1
+            }
+        };
     }
     init_logging(&cfg, args.verbose);
     for f in &cfg.included_files {
@@ -173,7 +187,19 @@ pub fn main() -> i32 {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     let mut broker = Broker::new(broker_cfg, ev.now());
-    let result = ev.run(&mut broker, &mut net::NoControl);
+    for (i, sec) in security_blocks(&cfg).iter().enumerate() {
+        match load_policy(sec) {
+            Ok(p) => broker.set_security(i, p),
+            Err(e) => {
+                log::error!("{}", e);
+                return 1;
+            }
+        }
+    }
+    let mut control = Reloader {
+        config_path: args.config_file.clone(),
+    };
+    let result = ev.run(&mut broker, &mut control);
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -203,6 +229,8 @@ pub fn plan(
         persistent_client_expiration: cfg.persistent_client_expiration,
         upgrade_outgoing_qos: cfg.upgrade_outgoing_qos,
         connection_messages: cfg.connection_messages,
+        clientid_prefixes: cfg.clientid_prefixes.clone(),
+        check_retain_source: cfg.check_retain_source,
         listeners: Vec::new(),
         seed: seed(),
         ..BrokerConfig::default()
@@ -223,30 +251,28 @@ pub fn plan(
         };
         for port in ports {
             let idx = bc.listeners.len();
-            bc.listeners.push(listener_settings(
-                port,
-                &security,
-                QoS::ExactlyOnce,
-                10,
-                None,
-                false,
-            ));
+            bc.listeners
+                .push(listener_settings(port, &security, 0, None));
             specs.push(ListenerSpec {
                 addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
                 settings: idx,
                 max_connections: -1,
+                tls: None,
+                identity: Identity::Connect,
             });
             if ipv6_loopback_available() {
                 specs.push(ListenerSpec {
                     addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
                     settings: idx,
                     max_connections: -1,
+                    tls: None,
+                    identity: Identity::Connect,
                 });
             }
         }
         return Ok((bc, specs, true));
     }
-    for l in configured {
+    for (i, l) in configured.into_iter().enumerate() {
         if l.unix_path.is_some() {
             return Err(format!(
                 "Error: unix socket listeners are not supported yet (listener at line {}).",
@@ -263,22 +289,31 @@ pub fn plan(
             allow_anonymous: Some(cfg.allow_anonymous(l)),
             ..cfg.security_for(l).clone()
         };
+        let sec_idx = if cfg.per_listener_settings { i } else { 0 };
         let idx = bc.listeners.len();
-        let max_qos = QoS::from_u8(l.max_qos).unwrap_or(QoS::ExactlyOnce);
-        bc.listeners.push(listener_settings(
-            l.port,
-            &security,
-            max_qos,
-            l.max_topic_alias,
-            l.mount_point.clone(),
-            l.use_username_as_clientid,
-        ));
-        let addrs = listener_addrs(l)?;
-        for addr in addrs {
+        bc.listeners
+            .push(listener_settings(l.port, &security, sec_idx, Some(l)));
+        let (tls, identity) = if l.tls_enabled() {
+            let tls = net::tls::server_config(&l.tls)
+                .map_err(|e| format!("Error: listener on port {}: {}", l.port, e))?;
+            let identity = if l.tls.use_subject_as_username {
+                Identity::Subject
+            } else if l.tls.use_identity_as_username {
+                Identity::CommonName
+            } else {
+                Identity::Connect
+            };
+            (Some(tls), identity)
+        } else {
+            (None, Identity::Connect)
+        };
+        for addr in listener_addrs(l)? {
             specs.push(ListenerSpec {
                 addr,
                 settings: idx,
                 max_connections: l.max_connections,
+                tls: tls.clone(),
+                identity,
             });
         }
     }
@@ -288,20 +323,66 @@ pub fn plan(
 fn listener_settings(
     port: u16,
     s: &Security,
-    max_qos: QoS,
-    max_topic_alias: u16,
-    mount_point: Option<String>,
-    use_username_as_clientid: bool,
+    security: usize,
+    l: Option<&config::Listener>,
 ) -> ListenerSettings {
+    let max_qos = l
+        .and_then(|l| QoS::from_u8(l.max_qos))
+        .unwrap_or(QoS::ExactlyOnce);
     ListenerSettings {
         port,
         allow_anonymous: s.allow_anonymous.unwrap_or(false),
         allow_zero_length_clientid: s.allow_zero_length_clientid,
         auto_id_prefix: s.auto_id_prefix.clone(),
         max_qos,
-        max_topic_alias,
-        mount_point,
-        use_username_as_clientid,
+        max_topic_alias: l.map(|l| l.max_topic_alias).unwrap_or(10),
+        mount_point: l.and_then(|l| l.mount_point.clone()),
+        use_username_as_clientid: l.is_some_and(|l| l.use_username_as_clientid),
+        use_identity_as_username: l.is_some_and(|l| {
+            l.tls_enabled() && (l.tls.use_identity_as_username || l.tls.use_subject_as_username)
+        }),
+        security,
+    }
+}
+
+/// Read the password file and ACL of one security block.
+pub fn load_policy(s: &Security) -> Result<crate::auth::Policy, String> {
+    use crate::auth::{acl::AclFile, password::PasswordFile, Policy};
+    let passwords = match &s.password_file {
+        Some(path) => {
+            let (pw, notes) = PasswordFile::load(Path::new(path))
+                .map_err(|e| format!("Error: Unable to load password file {}: {}", path, e))?;
+            for n in notes {
+                log::warn!("{}", n);
+            }
+            Some(pw)
+        }
+        None => None,
+    };
+    let acl = match &s.acl_file {
+        Some(path) => Some(
+            AclFile::load(Path::new(path))
+                .map_err(|e| format!("Error: Unable to load ACL file {}: {}", path, e))?,
+        ),
+        None => None,
+    };
+    Ok(Policy {
+        passwords,
+        acl,
+        deny_special_chars: s.auth_plugin_deny_special_chars,
+    })
+}
+
+/// The security blocks in force: one global block, or one per listener
+/// with `per_listener_settings true` (indexes match `ListenerSettings::security`).
+pub fn security_blocks(cfg: &Config) -> Vec<Security> {
+    if cfg.per_listener_settings {
+        cfg.all_listeners()
+            .iter()
+            .map(|l| l.security.clone())
+            .collect()
+    } else {
+        vec![cfg.security.clone()]
     }
 }
 
@@ -439,4 +520,57 @@ fn daemonise() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGHUP: re-read the config file and reload what Mosquitto reloads
+/// (password and ACL files, TLS certificates and keys). Listeners stay.
+struct Reloader {
+    config_path: Option<String>,
+}
+
+impl net::Control for Reloader {
+    fn reload(
+        &mut self,
+        broker: &mut Broker,
+        specs: &[ListenerSpec],
+        tls: &mut [Option<std::sync::Arc<rustls::ServerConfig>>],
+    ) {
+        let Some(path) = &self.config_path else {
+            return;
+        };
+        let cfg = match config::load(Path::new(path)) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "Error reloading {}: {} Keeping the running configuration.",
+                    path,
+                    e
+                );
+                return;
+            }
+        };
+        for (i, sec) in security_blocks(&cfg).iter().enumerate() {
+            match load_policy(sec) {
+                Ok(p) => broker.set_security(i, p),
+                Err(e) => log::error!("{} Keeping the previous one.", e),
+            }
+        }
+        let listeners = cfg.all_listeners();
+        for (spec, slot) in specs.iter().zip(tls.iter_mut()) {
+            if slot.is_none() {
+                continue;
+            }
+            let Some(l) = listeners.get(spec.settings) else {
+                continue;
+            };
+            match net::tls::server_config(&l.tls) {
+                Ok(c) => *slot = Some(c),
+                Err(e) => log::error!(
+                    "Error reloading TLS for port {}: {} Keeping the previous certificate.",
+                    l.port,
+                    e
+                ),
+            }
+        }
+    }
 }

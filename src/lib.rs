@@ -12,6 +12,7 @@
 //!
 //! See `../shared/DESIGN.md` in the project workspace for the map.
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -106,13 +106,43 @@ impl Broker {
             assigned = true;
         }
 
-        // Authentication: until password files exist, the only check is
-        // whether anonymous clients are allowed on this listener.
-        if p.username.is_none() && !listener.allow_anonymous {
-            log::info!(
-                "Client {} disconnected, not authorised.",
-                if assigned { "<unknown>" } else { &client_id }
-            );
+        // Authentication, as Mosquitto 2.0 decides it: a certificate name
+        // when the listener takes identities from TLS; otherwise a username
+        // is checked against the password file if there is one, and a client
+        // that is not checked is anonymous.
+        let username: Option<String> = if listener.use_identity_as_username {
+            self.conns
+                .get(id)
+                .and_then(|c| c.cert_username.as_deref())
+                .map(str::to_string)
+        } else {
+            p.username.map(str::to_string)
+        };
+        let policy = self.security.get(listener.security);
+        let authorised = if listener.use_identity_as_username {
+            username.is_some()
+        } else {
+            match (&username, policy.and_then(|x| x.passwords.as_ref())) {
+                (Some(u), Some(pw)) => pw.verify(u, p.password.unwrap_or(&[])),
+                _ => listener.allow_anonymous,
+            }
+        };
+        let prefix_ok = match &self.cfg.clientid_prefixes {
+            Some(pre) if !pre.is_empty() => client_id.starts_with(pre.as_str()),
+            _ => true,
+        };
+        // Mosquitto refuses a client whose will it would not let it publish.
+        let will_ok = match (&p.will, policy) {
+            (Some(w), Some(pol)) => pol.allows(
+                &client_id,
+                username.as_deref(),
+                w.topic,
+                crate::auth::acl::Access::Write,
+            ),
+            _ => true,
+        };
+        if !authorised || !prefix_ok || !will_ok {
+            log::info!("Client <unknown> disconnected, not authorised.");
             self.refuse(
                 id,
                 p,
@@ -123,8 +153,8 @@ impl Broker {
             return;
         }
         if listener.use_username_as_clientid {
-            if let Some(u) = p.username {
-                client_id = u.to_string();
+            if let Some(u) = &username {
+                client_id = u.clone();
             }
         }
 
@@ -162,6 +192,7 @@ impl Broker {
                     expiry_at: None,
                     qos: w.qos,
                     retain: w.retain,
+                    source: None,
                 }),
                 delay: w.properties.will_delay_interval().unwrap_or(0),
                 expiry: w.properties.message_expiry_interval(),
@@ -227,7 +258,8 @@ impl Broker {
         if let Some(s) = self.sessions.get_mut(skey) {
             s.conn = Some(id);
             s.expiry_interval = expiry;
-            s.username = p.username.map(Into::into);
+            s.username = username.as_deref().map(Into::into);
+            s.security = listener.security;
         }
 
         let Some(c) = self.conns.get_mut(id) else {
@@ -235,7 +267,7 @@ impl Broker {
         };
         c.state = State::Connected;
         c.client_id = client_id.as_str().into();
-        c.username = p.username.map(Into::into);
+        c.username = username.as_deref().map(Into::into);
         c.clean_start = p.clean_start;
         c.keepalive_ms = u64::from(keepalive) * 1500;
         c.last_rx = now;
@@ -282,7 +314,7 @@ impl Broker {
         self.send_connack_props(id, session_present, 0, v5, &props);
 
         if self.cfg.connection_messages {
-            let user = match p.username {
+            let user = match &username {
                 Some(u) => format!(", u'{}'", u),
                 None => String::new(),
             };
@@ -319,7 +351,7 @@ impl Broker {
             let a = self.next_random();
             let b = self.next_random();
             let id = format!(
-                "{}{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                "{}{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
                 prefix,
                 (a >> 32) as u32,
                 (a >> 16) as u16,
@@ -365,6 +397,7 @@ impl Broker {
                 expiry_at: Some(now + u64::from(secs) * 1000),
                 qos: w.msg.qos,
                 retain: w.msg.retain,
+                source: None,
             }),
             None => w.msg.clone(),
         };

@@ -19,6 +19,8 @@ mod sys;
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v5;
 
 use std::rc::Rc;
 
@@ -51,6 +53,10 @@ pub struct ListenerSettings {
     pub max_topic_alias: u16,
     pub mount_point: Option<String>,
     pub use_username_as_clientid: bool,
+    /// The username comes from the TLS client certificate, not CONNECT.
+    pub use_identity_as_username: bool,
+    /// Index into the broker's security policies (`Broker::set_security`).
+    pub security: usize,
 }
 
 impl Default for ListenerSettings {
@@ -64,6 +70,8 @@ impl Default for ListenerSettings {
             max_topic_alias: 10,
             mount_point: None,
             use_username_as_clientid: false,
+            use_identity_as_username: false,
+            security: 0,
         }
     }
 }
@@ -88,6 +96,10 @@ pub struct BrokerConfig {
     pub persistent_client_expiration: Option<u64>,
     pub upgrade_outgoing_qos: bool,
     pub connection_messages: bool,
+    /// Only client ids starting with this may connect (deprecated Mosquitto option).
+    pub clientid_prefixes: Option<String>,
+    /// Re-check the publisher's write access when sending a retained message.
+    pub check_retain_source: bool,
     /// Milliseconds a new connection may take to send CONNECT.
     pub connect_timeout_ms: u64,
     pub listeners: Vec<ListenerSettings>,
@@ -112,6 +124,8 @@ impl Default for BrokerConfig {
             persistent_client_expiration: None,
             upgrade_outgoing_qos: false,
             connection_messages: true,
+            clientid_prefixes: None,
+            check_retain_source: true,
             connect_timeout_ms: 20_000,
             listeners: vec![ListenerSettings::default()],
             version: format!("midge version {}", env!("CARGO_PKG_VERSION")),
@@ -237,6 +251,8 @@ pub(crate) struct Client {
     /// Aliases midge assigned on this connection, by topic.
     pub aliases_out: std::collections::HashMap<Box<str>, u16>,
     pub request_problem_info: bool,
+    /// Name from the TLS client certificate, for `use_identity_as_username`.
+    pub cert_username: Option<Box<str>>,
 }
 
 /// Counters behind `$SYS`.
@@ -311,6 +327,7 @@ pub struct Broker {
     pub(crate) tree: SubscriptionTree<SubOptions>,
     pub(crate) retained: RetainedStore<Rc<Message>>,
     pub(crate) stats: Stats,
+    pub(crate) security: Vec<crate::auth::Policy>,
     targets: Vec<Target>,
     shared_hits: Vec<u32>,
     pub(crate) shared: Slab<SharedGroup>,
@@ -341,6 +358,7 @@ impl Broker {
             tree: SubscriptionTree::new(),
             retained: RetainedStore::new(),
             stats: Stats::default(),
+            security: Vec::new(),
             targets: Vec::new(),
             shared_hits: Vec::new(),
             shared: Slab::new(),
@@ -397,9 +415,42 @@ impl Broker {
             topic_alias_max_out: 0,
             aliases_out: Default::default(),
             request_problem_info: true,
+            cert_username: None,
         });
         self.stats.connections_total += 1;
         self.next_check = self.next_check.min(now + self.cfg.connect_timeout_ms);
+    }
+
+    /// Install (or replace, on SIGHUP) the password file and ACL of security
+    /// policy `idx`. Connected clients stay connected; later checks use it.
+    pub fn set_security(&mut self, idx: usize, policy: crate::auth::Policy) {
+        if self.security.len() <= idx {
+            self.security.resize_with(idx + 1, Default::default);
+        }
+        self.security[idx] = policy;
+    }
+
+    /// ACL check for one session (true when no ACL applies).
+    pub(crate) fn acl_allows(
+        &self,
+        skey: usize,
+        topic: &str,
+        access: crate::auth::acl::Access,
+    ) -> bool {
+        let Some(s) = self.sessions.get(skey) else {
+            return false;
+        };
+        match self.security.get(s.security) {
+            Some(p) => p.allows(&s.client_id, s.username.as_deref(), topic, access),
+            None => true,
+        }
+    }
+
+    /// The TLS layer read the client's certificate name (or found none).
+    pub fn set_cert_username(&mut self, id: ConnId, name: Option<String>) {
+        if let Some(c) = self.conns.get_mut(id) {
+            c.cert_username = name.map(Into::into);
+        }
     }
 
     /// Feed bytes read from the connection. Returns how many were consumed;

@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use smallvec::SmallVec;
 
+use crate::auth::acl::Access;
 use crate::protocol::encode;
 use crate::protocol::packet_type;
 use crate::protocol::reason;
@@ -227,7 +228,17 @@ impl Broker {
                 p.payload.len()
             );
             code = reason::IMPLEMENTATION_SPECIFIC_ERROR;
-        } else if deny_sys {
+        } else if deny_sys || !self.acl_allows(origin, topic, Access::Write) {
+            log::debug!(
+                "Denied PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+                self.conns.get(id).map(|c| &*c.client_id).unwrap_or(""),
+                u8::from(p.dup),
+                p.qos as u8,
+                u8::from(p.retain),
+                p.packet_id,
+                topic,
+                p.payload.len()
+            );
             code = reason::NOT_AUTHORIZED;
         } else {
             let mut props_buf = Vec::new();
@@ -292,9 +303,11 @@ impl Broker {
         expiry_at: Option<u64>,
         qos: QoS,
         retain: bool,
-        mut stored: Option<Rc<Message>>,
+        stored: Option<Rc<Message>>,
         now: u64,
     ) {
+        let mut stored = stored;
+        let stored = &mut stored;
         let view = MsgView {
             topic,
             payload,
@@ -305,9 +318,16 @@ impl Broker {
             if payload.is_empty() {
                 self.retained.remove(topic);
             } else {
-                let m = stored
-                    .get_or_insert_with(|| make_message(&view, qos, retain))
-                    .clone();
+                if stored.is_none() {
+                    let mut m = make_message(&view, qos, retain);
+                    if let Some(r) = Rc::get_mut(&mut m) {
+                        r.source = self.retain_source(origin);
+                    }
+                    *stored = Some(m);
+                }
+                let Some(m) = stored.clone() else {
+                    return;
+                };
                 self.retained_expiring |= m.expiry_at.is_some();
                 self.retained.insert(topic, m);
             }
@@ -358,6 +378,9 @@ impl Broker {
             });
         }
         for t in targets.iter() {
+            if !self.acl_allows(t.session, topic, Access::Read) {
+                continue;
+            }
             let out_qos = if self.cfg.upgrade_outgoing_qos {
                 t.qos
             } else {
@@ -369,13 +392,13 @@ impl Broker {
                 sub_ids: &t.sub_ids,
                 group: NO_GROUP,
             };
-            self.deliver(t.session, &view, (qos, retain), &mut stored, &d, now);
+            self.deliver(t.session, &view, (qos, retain), stored, &d, now);
         }
         self.targets = targets;
         if !self.shared_hits.is_empty() {
             let hits = std::mem::take(&mut self.shared_hits);
             for &g in hits.iter() {
-                self.deliver_shared(g, &view, (qos, retain), &mut stored, now);
+                self.deliver_shared(g, &view, (qos, retain), stored, now);
             }
             self.shared_hits = hits;
         }
@@ -683,6 +706,9 @@ impl Broker {
         let Some((skey, opts)) = self.pick_member(gidx as usize, usize::MAX) else {
             return;
         };
+        if !self.acl_allows(skey, view.topic, Access::Read) {
+            return;
+        }
         let qos = if self.cfg.upgrade_outgoing_qos {
             opts.qos
         } else {
@@ -750,6 +776,21 @@ impl Broker {
         self.deliver(skey, &view, (o.msg.qos, o.msg.retain), &mut stored, &d, now);
     }
 
+    /// The publisher's identity, kept with a retained message when an ACL
+    /// applies to it (for `check_retain_source`).
+    fn retain_source(&self, origin: usize) -> Option<Box<super::session::Source>> {
+        if !self.cfg.check_retain_source {
+            return None;
+        }
+        let s = self.sessions.get(origin)?;
+        self.security.get(s.security)?.acl.as_ref()?;
+        Some(Box::new(super::session::Source {
+            client_id: s.client_id.clone(),
+            username: s.username.clone(),
+            security: s.security,
+        }))
+    }
+
     /// Send stored messages (retained, on subscribe) to one session.
     pub(super) fn deliver_stored(
         &mut self,
@@ -759,8 +800,23 @@ impl Broker {
         sub_id: u32,
         now: u64,
     ) {
-        if msg.expired(now) {
+        if msg.expired(now) || !self.acl_allows(skey, &msg.topic, Access::Read) {
             return;
+        }
+        if self.cfg.check_retain_source {
+            if let Some(src) = &msg.source {
+                let still = self.security.get(src.security).is_none_or(|p| {
+                    p.allows(
+                        &src.client_id,
+                        src.username.as_deref(),
+                        &msg.topic,
+                        Access::Write,
+                    )
+                });
+                if !still {
+                    return;
+                }
+            }
         }
         let view = MsgView::of(msg);
         let mut stored = Some(msg.clone());
@@ -797,5 +853,6 @@ fn make_message(view: &MsgView<'_>, qos: QoS, retain: bool) -> Rc<Message> {
         expiry_at: view.expiry_at,
         qos,
         retain,
+        source: None,
     })
 }

@@ -30,6 +30,16 @@ pub struct Message {
     /// QoS and retain as published.
     pub qos: QoS,
     pub retain: bool,
+    /// Who published it, kept only for retained messages under an ACL, so
+    /// `check_retain_source` can ask again whether they may still write it.
+    pub source: Option<Box<Source>>,
+}
+
+#[derive(Debug)]
+pub struct Source {
+    pub client_id: Box<str>,
+    pub username: Option<Box<str>>,
+    pub security: usize,
 }
 
 impl Message {
@@ -86,6 +96,8 @@ pub struct Inflight {
 pub struct Session {
     pub client_id: Box<str>,
     pub username: Option<Box<str>>,
+    /// Index of the security policy (password file, ACL) it connected under.
+    pub security: usize,
     /// The live connection, if any.
     pub conn: Option<ConnId>,
     /// Seconds the session outlives its connection: 0 ends it at
@@ -111,6 +123,7 @@ impl Session {
         Session {
             client_id,
             username: None,
+            security: 0,
             conn: None,
             expiry_interval: 0,
             disconnected_at: 0,

@@ -6,6 +6,7 @@
 
 use smallvec::SmallVec;
 
+use crate::auth::acl::Access;
 use crate::protocol::encode;
 use crate::protocol::reason;
 use crate::protocol::{Packet, Properties, QoS, Suback, Subscribe, Unsuback, Unsubscribe};
@@ -56,6 +57,19 @@ impl Broker {
                 sub_id,
             };
             let shared = topic::is_shared(filter);
+            let checked = match topic::parse_shared(filter) {
+                Some((_, inner)) => inner,
+                None => filter,
+            };
+            if !self.acl_allows(skey, checked, Access::Subscribe) {
+                log::debug!("Denied SUBSCRIBE from {} to '{}'", client_id, filter);
+                codes.push(if v5 {
+                    reason::NOT_AUTHORIZED
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
             let existed = if shared {
                 let Some((_, inner)) = topic::parse_shared(filter) else {
                     codes.push(if v5 {

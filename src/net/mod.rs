@@ -13,11 +13,15 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::broker::{Broker, ConnId};
+
+pub mod tls;
 
 const SIGNAL_TOKEN: Token = Token(0);
 const LISTENER_BASE: usize = 1;
@@ -34,12 +38,34 @@ pub struct ListenerSpec {
     pub settings: usize,
     /// -1 = unlimited.
     pub max_connections: i32,
+    /// TLS for this listener, if it has certificates.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Take the username from the client certificate.
+    pub identity: Identity,
+}
+
+/// Where a TLS listener takes a client's username from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// From CONNECT, as usual.
+    Connect,
+    /// The certificate's subject CN (`use_identity_as_username`).
+    CommonName,
+    /// The whole subject (`use_subject_as_username`).
+    Subject,
 }
 
 /// What the loop asks of the process when a signal arrives.
 pub trait Control {
-    /// SIGHUP: reload what can be reloaded.
-    fn reload(&mut self, _broker: &mut Broker) {}
+    /// SIGHUP: reload what can be reloaded. `tls` holds each listener's TLS
+    /// config (in `ListenerSpec` order, None for plain listeners) to replace.
+    fn reload(
+        &mut self,
+        _broker: &mut Broker,
+        _specs: &[ListenerSpec],
+        _tls: &mut [Option<Arc<rustls::ServerConfig>>],
+    ) {
+    }
     /// SIGUSR1: save persistence.
     fn save(&mut self, _broker: &mut Broker) {}
 }
@@ -56,13 +82,22 @@ struct BoundListener {
 
 enum Stream {
     Tcp(TcpStream),
+    Tls {
+        sock: TcpStream,
+        tls: Box<rustls::ServerConnection>,
+    },
 }
 
 impl Stream {
-    fn shutdown(&self) {
+    fn shutdown(&mut self) {
         match self {
             Stream::Tcp(s) => {
                 let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Stream::Tls { sock, tls } => {
+                tls.send_close_notify();
+                let _ = tls.write_tls(sock);
+                let _ = sock.shutdown(std::net::Shutdown::Both);
             }
         }
     }
@@ -70,6 +105,41 @@ impl Stream {
     fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             Stream::Tcp(s) => s,
+            Stream::Tls { sock, .. } => sock,
+        }
+    }
+
+    /// TLS records waiting to be written to the socket.
+    fn wants_write(&self) -> bool {
+        match self {
+            Stream::Tcp(_) => false,
+            Stream::Tls { tls, .. } => tls.wants_write(),
+        }
+    }
+
+    /// Push pending TLS records to the socket until it would block.
+    fn flush_tls(&mut self) -> io::Result<()> {
+        if let Stream::Tls { sock, tls } = self {
+            while tls.wants_write() {
+                match tls.write_tls(sock) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Tcp(_) => None,
+            Stream::Tls { tls, .. } => tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
         }
     }
 }
@@ -78,6 +148,24 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
+            Stream::Tls { sock, tls } => loop {
+                match tls.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                match tls.read_tls(sock) {
+                    Ok(0) => return Ok(0),
+                    Ok(_) => {
+                        if let Err(e) = tls.process_new_packets() {
+                            // Let the peer see the alert before we go.
+                            let _ = tls.write_tls(sock);
+                            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            },
         }
     }
 }
@@ -86,11 +174,20 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
+            Stream::Tls { tls, .. } => {
+                let n = tls.writer().write(buf)?;
+                self.flush_tls()?;
+                if n == 0 && !buf.is_empty() {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            }
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.flush(),
+            Stream::Tls { .. } => self.flush_tls(),
         }
     }
 }
@@ -105,6 +202,8 @@ struct Conn {
     /// Reading stopped because the client does not drain its output.
     paused: bool,
     closed: bool,
+    /// Still to tell the broker the certificate's name (TLS identity listeners).
+    identity: Identity,
 }
 
 /// Bind every listener. A failure names the address and the reason.
@@ -269,7 +368,14 @@ impl EventLoop {
                 }
                 SIGHUP => {
                     log::info!("Reloading config.");
-                    control.reload(broker);
+                    let specs: Vec<ListenerSpec> =
+                        self.listeners.iter().map(|l| l.spec.clone()).collect();
+                    let mut tls: Vec<Option<Arc<rustls::ServerConfig>>> =
+                        specs.iter().map(|s| s.tls.clone()).collect();
+                    control.reload(broker, &specs, &mut tls);
+                    for (l, t) in self.listeners.iter_mut().zip(tls) {
+                        l.spec.tls = t;
+                    }
                 }
                 SIGUSR1 => control.save(broker),
                 SIGUSR2 => {
@@ -317,14 +423,28 @@ impl EventLoop {
                 key: key as u32,
                 gen: self.next_gen,
             };
+            let stream = match &l.spec.tls {
+                None => Stream::Tcp(stream),
+                Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                    Ok(tls) => Stream::Tls {
+                        sock: stream,
+                        tls: Box::new(tls),
+                    },
+                    Err(e) => {
+                        log::error!("Error creating TLS session: {}.", e);
+                        continue;
+                    }
+                },
+            };
             let mut conn = Conn {
                 id,
-                stream: Stream::Tcp(stream),
+                stream,
                 listener: idx,
                 rx: Vec::new(),
                 writable: false,
                 paused: false,
                 closed: false,
+                identity: l.spec.identity,
             };
             if let Err(e) = self.poll.registry().register(
                 conn.stream.source(),
@@ -366,7 +486,13 @@ impl EventLoop {
                     return;
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if conn.stream.wants_write() {
+                        // A TLS handshake answer is waiting.
+                        self.flush(key, broker, now);
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     conn.closed = true;
@@ -374,6 +500,14 @@ impl EventLoop {
                     return;
                 }
             };
+            if conn.identity != Identity::Connect {
+                let name = conn
+                    .stream
+                    .peer_certificate()
+                    .and_then(|c| tls::cert_username(c, conn.identity == Identity::Subject));
+                broker.set_cert_username(id, name);
+                conn.identity = Identity::Connect;
+            }
             let data = &self.scratch[..n];
             if conn.rx.is_empty() {
                 let used = broker.receive(id, data, now);
@@ -421,7 +555,14 @@ impl EventLoop {
                 }
             }
         }
-        let want_write = !broker.outbox(id).is_empty();
+        if conn.stream.wants_write() && conn.stream.flush_tls().is_err() {
+            if !conn.closed {
+                conn.closed = true;
+                broker.connection_lost(id, now);
+            }
+            return;
+        }
+        let want_write = !broker.outbox(id).is_empty() || conn.stream.wants_write();
         if want_write != conn.writable && !conn.closed {
             let interest = if want_write {
                 Interest::READABLE | Interest::WRITABLE
@@ -474,12 +615,12 @@ impl EventLoop {
             return;
         }
         let mut conn = self.conns.remove(key);
+        conn.stream.shutdown();
         let _ = self.poll.registry().deregister(conn.stream.source());
         if let Some(l) = self.listeners.get_mut(conn.listener) {
             l.count = l.count.saturating_sub(1);
         }
         broker.release(conn.id, now);
-        conn.stream.shutdown();
     }
 
     /// Local addresses actually bound (for tests that bind port 0).
