@@ -7,12 +7,11 @@
 //! Must not: hold broker logic; it wires the rooms together and gets out of
 //! the way.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 use crate::broker::{Broker, BrokerConfig, ListenerSettings};
-use crate::config::{self, Config, LogDest, Security};
+use crate::config::{self, Config, Security};
 use crate::net::{self, EventLoop, Identity, ListenerSpec};
 use crate::protocol::QoS;
 
@@ -121,7 +120,7 @@ pub fn main() -> i32 {
             }
         };
     }
-    init_logging(&cfg, args.verbose);
+    crate::logging::init(&crate::logging::LogSetup::from_config(&cfg, args.verbose));
     for f in &cfg.included_files {
         log::info!("Loading config file {}", f);
     }
@@ -157,12 +156,17 @@ pub fn main() -> i32 {
         }
     };
     for (_, spec) in &bound {
-        let family = if spec.addr.is_ipv4() { "ipv4" } else { "ipv6" };
-        log::info!(
-            "Opening {} listen socket on port {}.",
-            family,
-            spec.addr.port()
-        );
+        match &spec.unix_path {
+            Some(p) => log::info!("Opening unix listen socket on path {}.", p.display()),
+            None => {
+                let family = if spec.addr.is_ipv4() { "ipv4" } else { "ipv6" };
+                log::info!(
+                    "Opening {} listen socket on port {}.",
+                    family,
+                    spec.addr.port()
+                );
+            }
+        }
     }
     if args.daemon {
         if let Err(e) = daemonise() {
@@ -170,6 +174,13 @@ pub fn main() -> i32 {
             return 1;
         }
     }
+    if let Some(path) = &cfg.pid_file {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            log::error!("Error: Unable to write pid file {}: {}.", path, e);
+            return 1;
+        }
+    }
+
     let mut ev = match EventLoop::new(bound) {
         Ok(e) => e,
         Err(e) => {
@@ -198,8 +209,20 @@ pub fn main() -> i32 {
     }
     let mut control = Reloader {
         config_path: args.config_file.clone(),
+        verbose: args.verbose,
     };
+    // Files are read as root; from here on midge runs as `user`.
+    if let Err(e) = drop_privileges(&cfg.user) {
+        log::error!("{}", e);
+        return 1;
+    }
+    log::info!("midge version {} running", env!("CARGO_PKG_VERSION"));
+    notify_systemd("READY=1");
     let result = ev.run(&mut broker, &mut control);
+    notify_systemd("STOPPING=1");
+    if let Some(path) = &cfg.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -259,6 +282,8 @@ pub fn plan(
                 max_connections: -1,
                 tls: None,
                 identity: Identity::Connect,
+                unix_path: None,
+                bind_interface: None,
             });
             if ipv6_loopback_available() {
                 specs.push(ListenerSpec {
@@ -267,18 +292,14 @@ pub fn plan(
                     max_connections: -1,
                     tls: None,
                     identity: Identity::Connect,
+                    unix_path: None,
+                    bind_interface: None,
                 });
             }
         }
         return Ok((bc, specs, true));
     }
     for (i, l) in configured.into_iter().enumerate() {
-        if l.unix_path.is_some() {
-            return Err(format!(
-                "Error: unix socket listeners are not supported yet (listener at line {}).",
-                l.line
-            ));
-        }
         if !matches!(l.protocol, config::ListenerProtocol::Mqtt) {
             return Err(format!(
                 "Error: websockets listeners are not supported yet (listener at line {}).",
@@ -307,13 +328,19 @@ pub fn plan(
         } else {
             (None, Identity::Connect)
         };
-        for addr in listener_addrs(l)? {
+        let addrs = match &l.unix_path {
+            Some(_) => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)],
+            None => listener_addrs(l)?,
+        };
+        for addr in addrs {
             specs.push(ListenerSpec {
                 addr,
                 settings: idx,
                 max_connections: l.max_connections,
                 tls: tls.clone(),
                 identity,
+                unix_path: l.unix_path.as_ref().map(Into::into),
+                bind_interface: l.bind_interface.clone(),
             });
         }
     }
@@ -440,60 +467,6 @@ fn seed() -> u64 {
     t ^ u64::from(std::process::id())
 }
 
-fn init_logging(cfg: &Config, verbose: bool) {
-    use log::LevelFilter;
-    let types = if verbose {
-        config::LogTypes::all()
-    } else {
-        cfg.log_type
-    };
-    let level = if types.debug {
-        LevelFilter::Debug
-    } else if types.notice || types.information || types.subscribe || types.unsubscribe {
-        LevelFilter::Info
-    } else if types.warning {
-        LevelFilter::Warn
-    } else if types.error {
-        LevelFilter::Error
-    } else {
-        LevelFilter::Off
-    };
-    let dests = if cfg.log_dest.is_empty() {
-        vec![LogDest::Stderr]
-    } else {
-        cfg.log_dest.clone()
-    };
-    let mut b = env_logger::Builder::new();
-    b.filter_level(level);
-    if !types.subscribe {
-        b.filter_module("subscribe", LevelFilter::Off);
-    }
-    if !types.unsubscribe {
-        b.filter_module("unsubscribe", LevelFilter::Off);
-    }
-    if dests.contains(&LogDest::None) {
-        b.filter_level(LevelFilter::Off);
-    }
-    b.target(if dests.contains(&LogDest::Stdout) {
-        env_logger::Target::Stdout
-    } else {
-        env_logger::Target::Stderr
-    });
-    let timestamp = cfg.log_timestamp;
-    b.format(move |buf, record| {
-        if timestamp {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            writeln!(buf, "{}: {}", t, record.args())
-        } else {
-            writeln!(buf, "{}", record.args())
-        }
-    });
-    let _ = b.try_init();
-}
-
 fn daemonise() -> std::io::Result<()> {
     // SAFETY: fork() is called before any other thread exists (midge is
     // single-threaded); the parent exits at once without touching shared state.
@@ -526,15 +499,23 @@ fn daemonise() -> std::io::Result<()> {
 /// (password and ACL files, TLS certificates and keys). Listeners stay.
 struct Reloader {
     config_path: Option<String>,
+    verbose: bool,
 }
 
 impl net::Control for Reloader {
+    fn after_pass(&mut self, broker: &mut Broker, now: u64) {
+        for (topic, line) in crate::logging::drain_topic_lines() {
+            broker.publish_internal(&topic, line.as_bytes(), false, now);
+        }
+    }
+
     fn reload(
         &mut self,
         broker: &mut Broker,
         specs: &[ListenerSpec],
         tls: &mut [Option<std::sync::Arc<rustls::ServerConfig>>],
     ) {
+        crate::logging::reopen();
         let Some(path) = &self.config_path else {
             return;
         };
@@ -549,6 +530,7 @@ impl net::Control for Reloader {
                 return;
             }
         };
+        crate::logging::init(&crate::logging::LogSetup::from_config(&cfg, self.verbose));
         for (i, sec) in security_blocks(&cfg).iter().enumerate() {
             match load_policy(sec) {
                 Ok(p) => broker.set_security(i, p),
@@ -573,4 +555,85 @@ impl net::Control for Reloader {
             }
         }
     }
+}
+
+/// Tell systemd (Type=notify) how we are doing, when started by it.
+pub fn notify_systemd(state: &str) {
+    use std::os::unix::net::UnixDatagram;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), std::path::Path::new(&path))
+    };
+    if let Err(e) = sent {
+        log::warn!("Warning: unable to notify systemd: {}.", e);
+    }
+}
+
+/// Started as root: become `user` (Mosquitto's `user` option, default
+/// "mosquitto"), falling back to "nobody" when that user does not exist.
+fn drop_privileges(user: &str) -> Result<(), String> {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 || user.is_empty() {
+        return Ok(());
+    }
+    let lookup = |name: &str| -> Option<(libc::uid_t, libc::gid_t)> {
+        let cname = std::ffi::CString::new(name).ok()?;
+        // SAFETY: getpwnam returns a pointer to static storage or null; we
+        // copy the two fields out before any other call could reuse it.
+        unsafe {
+            let pw = libc::getpwnam(cname.as_ptr());
+            if pw.is_null() {
+                None
+            } else {
+                Some(((*pw).pw_uid, (*pw).pw_gid))
+            }
+        }
+    };
+    let (uid, gid, name) = match lookup(user) {
+        Some((u, g)) => (u, g, user),
+        None => {
+            log::warn!(
+                "Warning: Unable to drop privileges to '{}' because this user does not exist. Trying 'nobody' instead.",
+                user
+            );
+            match lookup("nobody") {
+                Some((u, g)) => (u, g, "nobody"),
+                None => return Err("Error: Unable to drop privileges to 'nobody'.".to_string()),
+            }
+        }
+    };
+    let cname = std::ffi::CString::new(name).map_err(|_| "bad user name".to_string())?;
+    // SAFETY: initgroups/setgid/setuid take plain values and a valid C
+    // string; failures are reported through their return values.
+    unsafe {
+        if libc::initgroups(cname.as_ptr(), gid) != 0 {
+            return Err(format!(
+                "Error setting groups whilst dropping privileges: {}.",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if libc::setgid(gid) != 0 {
+            return Err(format!(
+                "Error setting gid whilst dropping privileges: {}.",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if libc::setuid(uid) != 0 {
+            return Err(format!(
+                "Error setting uid whilst dropping privileges: {}.",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod net;
 pub mod protocol;
 pub mod topic;

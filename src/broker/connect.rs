@@ -86,6 +86,26 @@ impl Broker {
             return;
         }
 
+        // [MQTT-3.2.2-12], [MQTT-3.2.2-13]: a will the server could not
+        // publish refuses the connection (v3.1.x clients are just closed).
+        if let Some(w) = &p.will {
+            let code = if w.qos > listener.max_qos {
+                Some(reason::QOS_NOT_SUPPORTED)
+            } else if w.retain && !self.cfg.retain_available {
+                Some(reason::RETAIN_NOT_SUPPORTED)
+            } else {
+                None
+            };
+            if let Some(code) = code {
+                if v5 {
+                    self.refuse(id, p, code, code, now);
+                } else {
+                    self.close(id, CloseReason::Refused, now);
+                }
+                return;
+            }
+        }
+
         let mut client_id: String = p.client_id.to_string();
         let mut assigned = false;
         if client_id.is_empty() {
@@ -186,7 +206,10 @@ impl Broker {
             };
             WillMsg {
                 msg: Rc::new(Message {
-                    topic: w.topic.into(),
+                    topic: match &listener.mount_point {
+                        Some(m) => format!("{}{}", m, w.topic).into(),
+                        None => w.topic.into(),
+                    },
                     payload: w.payload.into(),
                     props,
                     expiry_at: None,
@@ -375,7 +398,8 @@ impl Broker {
             {
                 let old = self.sessions.get(skey).map(|s| s.expiry_interval);
                 if old == Some(0) && new_expiry != 0 {
-                    // [MQTT-3.14.2-2] may not be set to non-zero if it was zero.
+                    // Section 3.14.2.2.2: a Session Expiry Interval of 0
+                    // at CONNECT may not be raised at DISCONNECT.
                     self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
                     return;
                 }
@@ -384,7 +408,8 @@ impl Broker {
                 }
             }
         }
-        let send_will = d.reason == reason::DISCONNECT_WITH_WILL;
+        // Only a normal disconnection (0x00) discards the will [MQTT-3.14.4-3].
+        let send_will = d.reason != reason::NORMAL_DISCONNECTION;
         self.close(id, CloseReason::ClientDisconnect { send_will }, now);
     }
 

@@ -253,6 +253,8 @@ pub(crate) struct Client {
     pub request_problem_info: bool,
     /// Name from the TLS client certificate, for `use_identity_as_username`.
     pub cert_username: Option<Box<str>>,
+    /// The listener's `mount_point`.
+    pub mount: Option<Rc<str>>,
 }
 
 /// Counters behind `$SYS`.
@@ -390,6 +392,12 @@ impl Broker {
     /// A connection was accepted on `listener`.
     pub fn open(&mut self, id: ConnId, listener: usize, peer: &str, now: u64) {
         let key = id.key as usize;
+        let mount: Option<Rc<str>> = self
+            .cfg
+            .listeners
+            .get(listener)
+            .and_then(|l| l.mount_point.as_deref())
+            .map(Into::into);
         if self.conns.slots.len() <= key {
             self.conns.slots.resize_with(key + 1, || None);
         }
@@ -416,6 +424,7 @@ impl Broker {
             aliases_out: Default::default(),
             request_problem_info: true,
             cert_username: None,
+            mount,
         });
         self.stats.connections_total += 1;
         self.next_check = self.next_check.min(now + self.cfg.connect_timeout_ms);
@@ -920,6 +929,21 @@ impl Broker {
             out.push_str(&format!("{} {} (QoS {})\n", filter, id, opts.qos as u8));
         });
         out
+    }
+
+    /// Publish a message from the broker itself (QoS 0), e.g. log lines.
+    pub fn publish_internal(&mut self, topic: &str, payload: &[u8], retain: bool, now: u64) {
+        self.route(
+            usize::MAX,
+            topic,
+            payload,
+            &[],
+            None,
+            QoS::AtMostOnce,
+            retain,
+            None,
+            now,
+        );
     }
 
     /// Uptime in seconds.

@@ -86,7 +86,11 @@ fn write_publish(
     }
     // Outbound topic aliases (beyond Mosquitto 2.0): a topic seen before on
     // this connection goes as an empty topic plus its alias.
-    let mut topic = m.topic;
+    // A mount point is not seen by the client.
+    let mut topic = match &c.mount {
+        Some(mp) => m.topic.strip_prefix(&**mp).unwrap_or(m.topic),
+        None => m.topic,
+    };
     let mut new_alias = false;
     if v5 && c.topic_alias_max_out > 0 {
         if let Some(&a) = c.aliases_out.get(m.topic) {
@@ -172,6 +176,14 @@ impl Broker {
             }
         }
         let topic: &str = alias_topic.as_deref().unwrap_or(p.topic);
+        let mounted;
+        let topic: &str = match &self.conns.get(id).and_then(|c| c.mount.clone()) {
+            Some(m) => {
+                mounted = format!("{}{}", m, topic);
+                &mounted
+            }
+            None => topic,
+        };
 
         if p.qos > max_qos {
             // Mosquitto disconnects a client publishing above max_qos.
@@ -590,6 +602,22 @@ impl Broker {
         };
         s.inflight
             .retain(|f| f.state == OutState::AwaitPubcomp || !f.out.msg.expired(now));
+        // The new connection may allow fewer in flight [MQTT-3.3.4-9]: the
+        // newest unsent-again ones wait in the queue, in order.
+        let window = inflight_window(self.cfg.max_inflight_messages, c.receive_max);
+        while s.inflight.len() > window {
+            let Some(pos) = s
+                .inflight
+                .iter()
+                .rposition(|f| f.state != OutState::AwaitPubcomp)
+            else {
+                break;
+            };
+            if let Some(f) = s.inflight.remove(pos) {
+                s.queued_bytes += f.out.msg.cost();
+                s.queue.push_front(f.out);
+            }
+        }
         for f in s.inflight.iter() {
             match f.state {
                 OutState::AwaitPuback | OutState::AwaitPubrec => {

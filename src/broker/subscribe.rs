@@ -38,8 +38,9 @@ impl Broker {
         };
         let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
         // (filter index in codes, granted qos, send retained)
-        let mut retained_for: SmallVec<[(usize, QoS); 4]> = SmallVec::new();
-        for (i, (filter, opts)) in p.filters.iter().enumerate() {
+        let mut retained_for: SmallVec<[(String, QoS); 4]> = SmallVec::new();
+        let mount = self.conns.get(id).and_then(|c| c.mount.clone());
+        for (filter, opts) in p.filters.iter() {
             if !topic::valid_topic_filter(filter) {
                 codes.push(if v5 {
                     reason::TOPIC_FILTER_INVALID
@@ -56,6 +57,8 @@ impl Broker {
                 retain_handling: if v5 { opts.retain_handling } else { 0 },
                 sub_id,
             };
+            let mounted = mount_filter(mount.as_deref(), filter);
+            let filter: &str = &mounted;
             let shared = topic::is_shared(filter);
             let checked = match topic::parse_shared(filter) {
                 Some((_, inner)) => inner,
@@ -93,7 +96,7 @@ impl Broker {
             codes.push(granted as u8);
             // [MQTT-3.8.4-4]: no retained messages for shared subscriptions.
             if !shared && (sub.retain_handling == 0 || (sub.retain_handling == 1 && !existed)) {
-                retained_for.push((i, granted));
+                retained_for.push((filter.to_string(), granted));
             }
         }
 
@@ -110,10 +113,8 @@ impl Broker {
         }
 
         // Retained messages follow the SUBACK.
-        for (i, granted) in retained_for {
-            let Some((filter, _)) = p.filters.iter().nth(i) else {
-                continue;
-            };
+        for (filter, granted) in retained_for {
+            let filter = filter.as_str();
             let mut msgs = std::mem::take(&mut self.retained_scratch);
             msgs.clear();
             self.retained
@@ -140,7 +141,10 @@ impl Broker {
         };
         let client_id = c.client_id.clone();
         let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
+        let mount = c.mount.clone();
         for filter in p.filters.iter() {
+            let mounted = mount_filter(mount.as_deref(), filter);
+            let filter: &str = &mounted;
             let removed = if topic::is_shared(filter) {
                 self.leave_shared(filter, skey)
             } else {
@@ -222,5 +226,17 @@ impl Broker {
             self.shared_index.remove(&g.full);
         }
         removed
+    }
+}
+
+/// A listener's `mount_point` goes in front of every topic its clients use;
+/// for a shared subscription it goes in front of the filter inside it.
+pub(super) fn mount_filter<'a>(mount: Option<&str>, filter: &'a str) -> std::borrow::Cow<'a, str> {
+    let Some(m) = mount else {
+        return std::borrow::Cow::Borrowed(filter);
+    };
+    match topic::parse_shared(filter) {
+        Some((group, inner)) => format!("$share/{}/{}{}", group, m, inner).into(),
+        None => format!("{}{}", m, filter).into(),
     }
 }

@@ -472,7 +472,8 @@ fn disconnect_setting_expiry_after_zero_is_protocol_error() {
     let w = watcher(&mut h, "will/#");
     let wp = PropertyWriter::new();
     let (s, _) = connect5_full(&mut h, "s", true, &[], Some(will5("will/s", b"gone", &wp)));
-    // [MQTT-3.14.2-2]: zero in CONNECT, non-zero in DISCONNECT.
+    // Section 3.14.2.2.2: zero in CONNECT, non-zero in DISCONNECT is a
+    // Protocol Error.
     disconnect5(&mut h, s, 0, &[Property::SessionExpiryInterval(30)]);
     assert_server_disconnect(&mut h, s, reason::PROTOCOL_ERROR);
     // Not a normal disconnection, so the will is published.
@@ -979,7 +980,7 @@ fn outbound_topic_alias_used_when_client_allows() {
     assert_eq!(got[0].props().topic_alias(), Some(1));
     assert_eq!(got[1].topic, "");
     assert_eq!(got[1].props().topic_alias(), Some(1));
-    // [MQTT-3.3.2-10]: without Topic Alias Maximum, no alias at all.
+    // [MQTT-3.1.2-27]: without Topic Alias Maximum, no alias at all.
     for m in pubs(&recv5(&mut h, plain)) {
         assert_eq!(m.topic, "a/b");
         assert_eq!(m.props().topic_alias(), None);
@@ -998,12 +999,12 @@ fn outbound_topic_aliases_never_exceed_client_maximum() {
     }
     let got = pubs(&recv5(&mut h, s));
     assert_eq!(got.len(), topics.len());
-    // Play the client: resolve aliases as [MQTT-3.3.2-12] describes.
+    // Play the client: resolve aliases as section 3.3.2.3.4 describes.
     let mut map: std::collections::HashMap<u16, String> = Default::default();
     for (m, want) in got.iter().zip(topics.iter()) {
         let topic = match m.props().topic_alias() {
             Some(a) => {
-                // [MQTT-3.3.2-9]: within 1..=Topic Alias Maximum.
+                // [MQTT-3.1.2-26] / [MQTT-3.3.2-10]: within 1..=maximum.
                 assert!((1..=2).contains(&a), "alias {}", a);
                 if !m.topic.is_empty() {
                     map.insert(a, m.topic.clone());
@@ -1071,7 +1072,8 @@ fn inbound_qos2_beyond_receive_maximum_is_disconnected() {
         vec![("PUBCOMP", 1), ("PUBREC", 21)]
     );
     assert!(!h.is_closed(p));
-    // [MQTT-3.3.4-8]: a 21st unreleased QoS 2 PUBLISH.
+    // [MQTT-3.3.4-7]: a 21st unreleased QoS 2 PUBLISH exceeds the Receive
+    // Maximum the server sent; 0x93 per section 3.3.4 / 4.13.
     pub5(&mut h, p, "t", b"q2", 2, false, 22, &[]);
     assert_server_disconnect(&mut h, p, reason::RECEIVE_MAXIMUM_EXCEEDED);
 }
@@ -1153,7 +1155,7 @@ fn retain_handling_options() {
     let p = c5(&mut h, "p", &[]);
     pub5(&mut h, p, "r", b"ret", 0, true, 0, &[]);
 
-    // 0: retained messages at every subscribe.
+    // 0: retained messages at every subscribe [MQTT-3.3.1-9].
     let a = c5(&mut h, "a", &[]);
     assert_eq!(
         payloads(&sub5(&mut h, a, "r", 1, 0).1),
@@ -1164,7 +1166,7 @@ fn retain_handling_options() {
         vec![b"ret".to_vec()]
     );
 
-    // 1: only when the subscription did not exist.
+    // 1: only when the subscription did not exist [MQTT-3.3.1-10].
     let b = c5(&mut h, "b", &[]);
     let (_, got) = sub5(&mut h, b, "r", 0x10 | 1, 0);
     assert_eq!(payloads(&got), vec![b"ret".to_vec()]);
@@ -1172,7 +1174,7 @@ fn retain_handling_options() {
     let (_, got) = sub5(&mut h, b, "r", 0x10 | 1, 0);
     assert!(got.is_empty(), "subscription existed: {:?}", got);
 
-    // 2: never.
+    // 2: never [MQTT-3.3.1-11].
     let c = c5(&mut h, "c", &[]);
     assert!(sub5(&mut h, c, "r", 0x20 | 1, 0).1.is_empty());
     assert!(sub5(&mut h, c, "r", 0x20 | 1, 0).1.is_empty());
@@ -1213,7 +1215,7 @@ fn shared_subscription_gets_no_retained_messages() {
     let a = c5(&mut h, "a", &[]);
     let (codes, got) = sub5(&mut h, a, "$share/g/t", 1, 0);
     assert_eq!(codes, vec![1]);
-    // [MQTT-3.8.4-4]: no retained messages for a shared subscription.
+    // Section 4.8.2: no retained messages for a shared subscription.
     assert!(got.is_empty(), "{:?}", got);
 }
 
@@ -1493,4 +1495,392 @@ fn suback_reports_invalid_filter() {
             reason::TOPIC_FILTER_INVALID
         ]
     );
+}
+
+// ------------------------------------------------------- further edge cases
+
+#[test]
+fn zero_keepalive_gets_server_keep_alive_when_limited() {
+    let mut h = H::with(BrokerConfig {
+        max_keepalive: 30,
+        ..cfg()
+    });
+    let (id, got) = connect_v(&mut h, V5, "k0", true, 0, &[], None);
+    assert_eq!(connack(&got).props().server_keep_alive(), Some(30));
+    h.advance(46_000);
+    assert_server_disconnect(&mut h, id, reason::KEEP_ALIVE_TIMEOUT);
+}
+
+#[test]
+fn will_qos_above_maximum_is_refused() {
+    let mut c = cfg();
+    c.listeners[0].max_qos = QoS::AtLeastOnce;
+    let mut h = H::with(c);
+    let wp = PropertyWriter::new();
+    let mut w = will5("will/s", b"w", &wp);
+    w.qos = QoS::ExactlyOnce;
+    let (id, got) = connect5_full(&mut h, "s", true, &[], Some(w));
+    // [MQTT-3.2.2-12]: reject a Will QoS the server does not support.
+    assert_eq!(connack(&got).code, reason::QOS_NOT_SUPPORTED, "{:?}", got);
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn will_retain_when_not_available_is_refused() {
+    let mut h = H::with(BrokerConfig {
+        retain_available: false,
+        ..cfg()
+    });
+    let wp = PropertyWriter::new();
+    let mut w = will5("will/s", b"w", &wp);
+    w.retain = true;
+    let (id, got) = connect5_full(&mut h, "s", true, &[], Some(w));
+    // [MQTT-3.2.2-13]: reject a retained will when retain is not supported.
+    assert_eq!(
+        connack(&got).code,
+        reason::RETAIN_NOT_SUPPORTED,
+        "{:?}",
+        got
+    );
+    assert!(h.is_closed(id));
+}
+
+#[test]
+fn subscribe_above_maximum_qos_is_downgraded() {
+    let mut c = cfg();
+    c.listeners[0].max_qos = QoS::AtLeastOnce;
+    let mut h = H::with(c);
+    let id = c5(&mut h, "c", &[]);
+    assert_eq!(sub5(&mut h, id, "t", 2, 0).0, vec![1]);
+}
+
+#[test]
+fn queued_message_expires_while_window_is_full() {
+    let mut h = H::with(cfg());
+    let s = c5(&mut h, "s", &[Property::ReceiveMaximum(1)]);
+    sub5(&mut h, s, "t", 1, 0);
+    let p = c5(&mut h, "p", &[]);
+    pub5(&mut h, p, "t", b"first", 1, false, 1, &[]);
+    pub5(
+        &mut h,
+        p,
+        "t",
+        b"short",
+        1,
+        false,
+        2,
+        &[Property::MessageExpiryInterval(2)],
+    );
+    pub5(
+        &mut h,
+        p,
+        "t",
+        b"long",
+        1,
+        false,
+        3,
+        &[Property::MessageExpiryInterval(100)],
+    );
+    let got = pubs(&recv5(&mut h, s));
+    assert_eq!(payloads(&got), vec![b"first".to_vec()]);
+    h.advance(3_000);
+    h.send(s, Packet::Pingreq);
+    recv5(&mut h, s);
+    h.ack(s, Packet::Puback, got[0].pid);
+    let got = pubs(&recv5(&mut h, s));
+    assert_eq!(payloads(&got), vec![b"long".to_vec()]);
+    assert_eq!(got[0].props().message_expiry_interval(), Some(97));
+}
+
+#[test]
+fn qos2_counts_against_receive_maximum_until_pubcomp() {
+    let mut h = H::with(cfg());
+    let s = c5(&mut h, "s", &[Property::ReceiveMaximum(1)]);
+    sub5(&mut h, s, "t", 2, 0);
+    let p = c5(&mut h, "p", &[]);
+    pub5(&mut h, p, "t", b"a", 2, false, 1, &[]);
+    pub5(&mut h, p, "t", b"b", 2, false, 2, &[]);
+    let got = pubs(&recv5(&mut h, s));
+    assert_eq!(payloads(&got), vec![b"a".to_vec()]);
+    h.ack(s, Packet::Pubrec, got[0].pid);
+    let got2 = recv5(&mut h, s);
+    assert_eq!(
+        got2.iter().map(|g| g.name).collect::<Vec<_>>(),
+        vec!["PUBREL"],
+        "still in flight until PUBCOMP"
+    );
+    h.ack(s, Packet::Pubcomp, got[0].pid);
+    assert_eq!(payloads(&recv5(&mut h, s)), vec![b"b".to_vec()]);
+}
+
+#[test]
+fn pubrec_with_error_code_frees_the_window() {
+    let mut h = H::with(cfg());
+    let s = c5(&mut h, "s", &[Property::ReceiveMaximum(1)]);
+    sub5(&mut h, s, "t", 2, 0);
+    let p = c5(&mut h, "p", &[]);
+    pub5(&mut h, p, "t", b"a", 2, false, 1, &[]);
+    pub5(&mut h, p, "t", b"b", 2, false, 2, &[]);
+    let got = pubs(&recv5(&mut h, s));
+    assert_eq!(payloads(&got), vec![b"a".to_vec()]);
+    h.send(
+        s,
+        Packet::Pubrec(Ack {
+            packet_id: got[0].pid,
+            reason: reason::UNSPECIFIED_ERROR,
+            properties: Properties::EMPTY,
+        }),
+    );
+    // [MQTT-4.3.3-4]: PUBREL only answers a PUBREC below 0x80, and
+    // [MQTT-3.3.4-9]: the message no longer counts against Receive Maximum.
+    let got = recv5(&mut h, s);
+    assert_eq!(
+        got.iter().map(|g| g.name).collect::<Vec<_>>(),
+        vec!["PUBLISH"],
+        "{:?}",
+        got
+    );
+    assert_eq!(got[0].payload, b"b");
+}
+
+#[test]
+fn client_sending_subscription_identifier_is_protocol_error() {
+    let mut h = H::with(cfg());
+    let p = c5(&mut h, "p", &[]);
+    pub5(
+        &mut h,
+        p,
+        "t",
+        b"x",
+        0,
+        false,
+        0,
+        &[Property::SubscriptionIdentifier(3)],
+    );
+    // [MQTT-3.3.4-6]
+    assert_server_disconnect(&mut h, p, reason::PROTOCOL_ERROR);
+}
+
+#[test]
+fn inbound_topic_aliases_do_not_survive_reconnect() {
+    let mut h = H::with(cfg());
+    let exp = [Property::SessionExpiryInterval(100)];
+    let (p, _) = connect5_full(&mut h, "p", true, &exp, None);
+    pub5(
+        &mut h,
+        p,
+        "x",
+        b"1",
+        0,
+        false,
+        0,
+        &[Property::TopicAlias(1)],
+    );
+    h.disconnect(p);
+    let (p, got) = connect5_full(&mut h, "p", false, &exp, None);
+    assert!(connack(&got).sp);
+    // [MQTT-3.3.2-7]: aliases belong to the network connection.
+    pub5(&mut h, p, "", b"2", 0, false, 0, &[Property::TopicAlias(1)]);
+    assert_server_disconnect(&mut h, p, reason::PROTOCOL_ERROR);
+}
+
+#[test]
+fn no_local_on_shared_subscription_is_protocol_error() {
+    let mut h = H::with(cfg());
+    let id = c5(&mut h, "c", &[]);
+    let raw = [&[0u8, 10][..], b"$share/g/t", &[0x04 | 1]].concat();
+    h.send(
+        id,
+        Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::EMPTY,
+            filters: SubscribeFilters::from_raw(&raw),
+        }),
+    );
+    // [MQTT-3.8.3-4]
+    assert_server_disconnect(&mut h, id, reason::PROTOCOL_ERROR);
+}
+
+#[test]
+fn invalid_shared_filters_get_topic_filter_invalid() {
+    let mut h = H::with(cfg());
+    let id = c5(&mut h, "c", &[]);
+    let (codes, _) = sub_many(
+        &mut h,
+        id,
+        &[
+            ("$share/g", 1),
+            ("$share//t", 1),
+            ("$share/g+/t", 1),
+            ("$share/g/t", 1),
+        ],
+        0,
+    );
+    assert_eq!(
+        codes,
+        vec![
+            reason::TOPIC_FILTER_INVALID,
+            reason::TOPIC_FILTER_INVALID,
+            reason::TOPIC_FILTER_INVALID,
+            1
+        ]
+    );
+}
+
+#[test]
+fn shared_member_departure_moves_inflight_and_queued() {
+    let mut h = H::with(cfg());
+    let a = c5(&mut h, "a", &[Property::ReceiveMaximum(1)]);
+    let b = c5(&mut h, "b", &[]);
+    sub5(&mut h, a, "$share/g/t", 1, 0);
+    sub5(&mut h, b, "$share/g/t", 1, 0);
+    let p = c5(&mut h, "p", &[]);
+    for i in 0..4u8 {
+        pub5(&mut h, p, "t", &[i], 1, false, u16::from(i) + 1, &[]);
+    }
+    let ga = payloads(&recv5(&mut h, a));
+    let gb = payloads(&recv5(&mut h, b));
+    assert_eq!(ga.len(), 1, "A's window is 1: {:?}", ga);
+    assert_eq!(gb.len(), 2, "{:?}", gb);
+    h.disconnect(a);
+    let moved = payloads(&recv5(&mut h, b));
+    let mut all: Vec<u8> = gb.iter().chain(moved.iter()).map(|p| p[0]).collect();
+    all.sort_unstable();
+    assert_eq!(all, vec![0, 1, 2, 3], "nothing lost: moved {:?}", moved);
+}
+
+#[test]
+fn unsubscribe_shared_subscription() {
+    let mut h = H::with(cfg());
+    let id = c5(&mut h, "c", &[]);
+    sub5(&mut h, id, "$share/g/t", 1, 0);
+    for want in [reason::SUCCESS, reason::NO_SUBSCRIPTION_EXISTED] {
+        let raw = [&[0u8, 10][..], b"$share/g/t"].concat();
+        h.send(
+            id,
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id: 3,
+                properties: Properties::EMPTY,
+                filters: UnsubscribeFilters::from_raw(&raw),
+            }),
+        );
+        assert_eq!(recv5(&mut h, id)[0].codes, vec![want]);
+    }
+    let p = c5(&mut h, "p", &[]);
+    pub5(&mut h, p, "t", b"x", 0, false, 0, &[]);
+    assert!(recv5(&mut h, id).is_empty());
+}
+
+#[test]
+fn retained_delivery_respects_receive_maximum_and_packet_size() {
+    let mut h = H::with(cfg());
+    let p = c5(&mut h, "p", &[]);
+    for i in 0..5u8 {
+        let topic = format!("r/{}", i);
+        pub5(&mut h, p, &topic, &[i; 4], 1, true, u16::from(i) + 1, &[]);
+    }
+    pub5(&mut h, p, "r/big", &[9u8; 200], 1, true, 9, &[]);
+    let s = c5(
+        &mut h,
+        "s",
+        &[
+            Property::ReceiveMaximum(2),
+            Property::MaximumPacketSize(100),
+        ],
+    );
+    let (_, got) = sub5(&mut h, s, "r/#", 1, 0);
+    assert_eq!(pubs(&got).len(), 2, "window of 2: {:?}", got);
+    let mut total = pubs(&got);
+    let mut pending: Vec<u16> = total.iter().map(|m| m.pid).collect();
+    while let Some(pid) = pending.pop() {
+        h.ack(s, Packet::Puback, pid);
+        for m in pubs(&recv5(&mut h, s)) {
+            pending.push(m.pid);
+            total.push(m);
+        }
+        assert!(pending.len() <= 2);
+    }
+    assert_eq!(total.len(), 5, "the 200-byte one is never sent");
+    assert!(total.iter().all(|m| m.payload.len() == 4 && m.retain));
+}
+
+#[test]
+fn resend_on_reconnect_respects_new_receive_maximum() {
+    let mut h = H::with(cfg());
+    let (s, _) = connect5_full(
+        &mut h,
+        "s",
+        true,
+        &[
+            Property::SessionExpiryInterval(100),
+            Property::ReceiveMaximum(5),
+        ],
+        None,
+    );
+    sub5(&mut h, s, "t", 1, 0);
+    let p = c5(&mut h, "p", &[]);
+    for i in 0..5u8 {
+        pub5(&mut h, p, "t", &[i], 1, false, u16::from(i) + 1, &[]);
+    }
+    assert_eq!(pubs(&recv5(&mut h, s)).len(), 5);
+    h.b.connection_lost(s, h.now);
+    h.settle();
+    let (_, got) = connect5_full(
+        &mut h,
+        "s",
+        false,
+        &[
+            Property::SessionExpiryInterval(100),
+            Property::ReceiveMaximum(2),
+        ],
+        None,
+    );
+    assert!(connack(&got).sp);
+    // [MQTT-3.3.4-9] holds for re-sent PUBLISHes too.
+    assert!(
+        pubs(&got).len() <= 2,
+        "{} PUBLISHes with Receive Maximum 2",
+        pubs(&got).len()
+    );
+}
+
+#[test]
+fn clean_start_discards_existing_session() {
+    let mut h = H::with(cfg());
+    let exp = [Property::SessionExpiryInterval(100)];
+    let (s, _) = connect5_full(&mut h, "s", true, &exp, None);
+    sub5(&mut h, s, "t", 1, 0);
+    h.disconnect(s);
+    let (s, got) = connect5_full(&mut h, "s", true, &exp, None);
+    assert!(!connack(&got).sp, "[MQTT-3.2.2-2]");
+    let p = c5(&mut h, "p", &[]);
+    pub5(&mut h, p, "t", b"x", 0, false, 0, &[]);
+    assert!(recv5(&mut h, s).is_empty(), "old subscription gone");
+}
+
+#[test]
+fn disconnect_with_error_reason_keeps_will() {
+    let mut h = H::with(cfg());
+    let w = watcher(&mut h, "will/#");
+    let wp = PropertyWriter::new();
+    let (s, _) = connect5_full(&mut h, "s", true, &[], Some(will5("will/s", b"w", &wp)));
+    disconnect5(&mut h, s, reason::UNSPECIFIED_ERROR, &[]);
+    assert!(h.is_closed(s));
+    assert_eq!(payloads(&recv5(&mut h, w)), vec![b"w".to_vec()]);
+}
+
+#[test]
+fn resubscribe_replaces_subscription_identifier() {
+    let mut h = H::with(cfg());
+    let s = c5(&mut h, "s", &[]);
+    let p = c5(&mut h, "p", &[]);
+    // [MQTT-3.8.4-3]: each SUBSCRIBE replaces the subscription, identifier
+    // included (none on the last one).
+    for (sub_id, want) in [(1, vec![1]), (5, vec![5]), (0, vec![])] {
+        sub5(&mut h, s, "a", 1, sub_id);
+        pub5(&mut h, p, "a", b"m", 0, false, 0, &[]);
+        let got = pubs(&recv5(&mut h, s));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].sub_ids(), want);
+    }
 }

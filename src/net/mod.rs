@@ -33,7 +33,12 @@ const SCRATCH_SIZE: usize = 64 * 1024;
 /// One address to listen on.
 #[derive(Clone, Debug)]
 pub struct ListenerSpec {
+    /// TCP address (ignored for unix sockets).
     pub addr: SocketAddr,
+    /// `listener 0 /path`: a unix socket instead of TCP.
+    pub unix_path: Option<std::path::PathBuf>,
+    /// `bind_interface`: only accept on this network device (Linux).
+    pub bind_interface: Option<String>,
     /// Index into `BrokerConfig::listeners`.
     pub settings: usize,
     /// -1 = unlimited.
@@ -68,6 +73,8 @@ pub trait Control {
     }
     /// SIGUSR1: save persistence.
     fn save(&mut self, _broker: &mut Broker) {}
+    /// End of every loop pass (before outboxes are flushed).
+    fn after_pass(&mut self, _broker: &mut Broker, _now: u64) {}
 }
 
 /// No reloading, no persistence.
@@ -75,13 +82,19 @@ pub struct NoControl;
 impl Control for NoControl {}
 
 struct BoundListener {
-    listener: TcpListener,
+    listener: Listening,
     spec: ListenerSpec,
     count: usize,
 }
 
+enum Transport {
+    Tcp(TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
 enum Stream {
     Tcp(TcpStream),
+    Unix(mio::net::UnixStream),
     Tls {
         sock: TcpStream,
         tls: Box<rustls::ServerConnection>,
@@ -92,6 +105,9 @@ impl Stream {
     fn shutdown(&mut self) {
         match self {
             Stream::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Stream::Unix(s) => {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }
             Stream::Tls { sock, tls } => {
@@ -105,6 +121,7 @@ impl Stream {
     fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
             Stream::Tls { sock, .. } => sock,
         }
     }
@@ -112,7 +129,7 @@ impl Stream {
     /// TLS records waiting to be written to the socket.
     fn wants_write(&self) -> bool {
         match self {
-            Stream::Tcp(_) => false,
+            Stream::Tcp(_) | Stream::Unix(_) => false,
             Stream::Tls { tls, .. } => tls.wants_write(),
         }
     }
@@ -135,7 +152,7 @@ impl Stream {
 
     fn peer_certificate(&self) -> Option<&[u8]> {
         match self {
-            Stream::Tcp(_) => None,
+            Stream::Tcp(_) | Stream::Unix(_) => None,
             Stream::Tls { tls, .. } => tls
                 .peer_certificates()
                 .and_then(|c| c.first())
@@ -148,6 +165,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
             Stream::Tls { sock, tls } => loop {
                 match tls.reader().read(buf) {
                     Ok(n) => return Ok(n),
@@ -174,6 +192,7 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
             Stream::Tls { tls, .. } => {
                 let n = tls.writer().write(buf)?;
                 self.flush_tls()?;
@@ -187,6 +206,7 @@ impl Write for Stream {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
             Stream::Tls { .. } => self.flush_tls(),
         }
     }
@@ -206,22 +226,148 @@ struct Conn {
     identity: Identity,
 }
 
+/// A bound listening socket.
+pub enum Listening {
+    Tcp(TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+impl ListenerSpec {
+    /// How the listener appears in log lines.
+    pub fn describe(&self) -> String {
+        match &self.unix_path {
+            Some(p) => p.display().to_string(),
+            None => self.addr.to_string(),
+        }
+    }
+}
+
 /// Bind every listener. A failure names the address and the reason.
-pub fn bind(specs: &[ListenerSpec]) -> Result<Vec<(TcpListener, ListenerSpec)>, String> {
+pub fn bind(specs: &[ListenerSpec]) -> Result<Vec<(Listening, ListenerSpec)>, String> {
     let mut out = Vec::new();
     for spec in specs {
-        match TcpListener::bind(spec.addr) {
+        let bound = match (&spec.unix_path, &spec.bind_interface) {
+            (Some(path), _) => {
+                // A socket file left by an earlier run would make bind fail.
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    use std::os::unix::fs::FileTypeExt;
+                    if meta.file_type().is_socket() {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+                mio::net::UnixListener::bind(path).map(Listening::Unix)
+            }
+            (None, Some(dev)) => bind_to_device(spec.addr, dev).map(Listening::Tcp),
+            (None, None) => TcpListener::bind(spec.addr).map(Listening::Tcp),
+        };
+        match bound {
             Ok(l) => out.push((l, spec.clone())),
             Err(e) => {
                 return Err(format!(
                     "Error: Unable to listen on {}: {}.",
-                    spec.addr,
+                    spec.describe(),
                     describe(&e)
                 ))
             }
         }
     }
     Ok(out)
+}
+
+/// A TCP listener bound to one network device (SO_BINDTODEVICE), which std
+/// and mio cannot set before bind.
+fn bind_to_device(addr: SocketAddr, dev: &str) -> io::Result<TcpListener> {
+    use std::os::unix::io::FromRawFd;
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let cdev = std::ffi::CString::new(dev)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
+    // SAFETY: plain socket(2); the descriptor is owned below by a
+    // std::net::TcpListener (closed on drop) or closed on every error path.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own; from here the listener closes it.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    let (sa, len) = sockaddr(addr);
+    // SAFETY: setsockopt/bind/listen read only the buffers passed, whose
+    // sizes are given; fd is valid for the lifetime of `listener`.
+    unsafe {
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) < 0
+            || libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                cdev.as_ptr() as *const libc::c_void,
+                cdev.as_bytes_with_nul().len() as libc::socklen_t,
+            ) < 0
+            || libc::bind(
+                fd,
+                &sa as *const libc::sockaddr_storage as *const libc::sockaddr,
+                len,
+            ) < 0
+            || libc::listen(fd, 1024) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(TcpListener::from_std(listener))
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage (that is its purpose).
+            unsafe {
+                std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin);
+            }
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe {
+                std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6);
+            }
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 fn describe(e: &io::Error) -> String {
@@ -246,12 +392,15 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    pub fn new(listeners: Vec<(TcpListener, ListenerSpec)>) -> io::Result<EventLoop> {
+    pub fn new(listeners: Vec<(Listening, ListenerSpec)>) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let mut bound = Vec::new();
         for (i, (mut l, spec)) in listeners.into_iter().enumerate() {
-            poll.registry()
-                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            let token = Token(LISTENER_BASE + i);
+            match &mut l {
+                Listening::Tcp(t) => poll.registry().register(t, token, Interest::READABLE)?,
+                Listening::Unix(u) => poll.registry().register(u, token, Interest::READABLE)?,
+            }
             bound.push(BoundListener {
                 listener: l,
                 spec,
@@ -333,6 +482,7 @@ impl EventLoop {
                 self.read(key, broker, now);
             }
             broker.tick(now);
+            control.after_pass(broker, now);
             self.flush_dirty(broker, now);
             self.close_requested(broker, now);
             if shutting_down {
@@ -393,7 +543,23 @@ impl EventLoop {
             let Some(l) = self.listeners.get_mut(idx) else {
                 return;
             };
-            let (stream, peer) = match l.listener.accept() {
+            let accepted = match &l.listener {
+                Listening::Tcp(t) => t.accept().map(|(s, peer)| {
+                    // midge coalesces its writes per loop pass, so Nagle's
+                    // algorithm only adds latency.
+                    let _ = s.set_nodelay(true);
+                    let peer = match peer {
+                        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+                        SocketAddr::V6(a) => format!("{}:{}", a.ip(), a.port()),
+                    };
+                    (Transport::Tcp(s), peer)
+                }),
+                Listening::Unix(u) => u.accept().map(|(s, _)| {
+                    let path = l.spec.describe();
+                    (Transport::Unix(s), path)
+                }),
+            };
+            let (stream, peer_s) = match accepted {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -406,15 +572,16 @@ impl EventLoop {
             if l.spec.max_connections >= 0 && l.count >= l.spec.max_connections as usize {
                 log::info!(
                     "Client connection from {} denied: max_connections exceeded.",
-                    peer.ip()
+                    peer_s
                 );
                 drop(stream);
                 continue;
             }
-            // midge coalesces its writes per loop pass, so Nagle's algorithm
-            // only adds latency.
-            let _ = stream.set_nodelay(true);
-            let port = l.spec.addr.port();
+            let port = if l.spec.unix_path.is_some() {
+                0
+            } else {
+                l.spec.addr.port()
+            };
             let settings = l.spec.settings;
             self.next_gen = self.next_gen.wrapping_add(1);
             let entry = self.conns.vacant_entry();
@@ -423,18 +590,21 @@ impl EventLoop {
                 key: key as u32,
                 gen: self.next_gen,
             };
-            let stream = match &l.spec.tls {
-                None => Stream::Tcp(stream),
-                Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
-                    Ok(tls) => Stream::Tls {
-                        sock: stream,
-                        tls: Box::new(tls),
-                    },
-                    Err(e) => {
-                        log::error!("Error creating TLS session: {}.", e);
-                        continue;
+            let stream = match (&l.spec.tls, stream) {
+                (None, Transport::Tcp(t)) => Stream::Tcp(t),
+                (_, Transport::Unix(u)) => Stream::Unix(u),
+                (Some(cfg), Transport::Tcp(stream)) => {
+                    match rustls::ServerConnection::new(cfg.clone()) {
+                        Ok(tls) => Stream::Tls {
+                            sock: stream,
+                            tls: Box::new(tls),
+                        },
+                        Err(e) => {
+                            log::error!("Error creating TLS session: {}.", e);
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let mut conn = Conn {
                 id,
@@ -456,10 +626,6 @@ impl EventLoop {
             }
             entry.insert(conn);
             l.count += 1;
-            let peer_s = match peer {
-                SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-                SocketAddr::V6(a) => format!("{}:{}", a.ip(), a.port()),
-            };
             log::info!("New connection from {} on port {}.", peer_s, port);
             broker.open(id, settings, &peer_s, now);
         }
@@ -627,7 +793,10 @@ impl EventLoop {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.listener.local_addr().ok())
+            .filter_map(|l| match &l.listener {
+                Listening::Tcp(t) => t.local_addr().ok(),
+                Listening::Unix(_) => None,
+            })
             .collect()
     }
 }
