@@ -151,7 +151,6 @@ pub fn main() -> i32 {
         Ok(b) => b,
         Err(msg) => {
             log::error!("{}", msg);
-            eprintln!("{}", msg);
             return 1;
         }
     };
@@ -207,9 +206,17 @@ pub fn main() -> i32 {
             }
         }
     }
+    let persistence = match open_persistence(&cfg, &mut broker, ev.now()) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{}", e);
+            return 1;
+        }
+    };
     let mut control = Reloader {
         config_path: args.config_file.clone(),
         verbose: args.verbose,
+        persistence,
     };
     // Files are read as root; from here on midge runs as `user`.
     if let Err(e) = drop_privileges(&cfg.user) {
@@ -220,6 +227,8 @@ pub fn main() -> i32 {
     notify_systemd("READY=1");
     let result = ev.run(&mut broker, &mut control);
     notify_systemd("STOPPING=1");
+    let now = ev.now();
+    control.save_now(&mut broker, now);
     if let Some(path) = &cfg.pid_file {
         let _ = std::fs::remove_file(path);
     }
@@ -500,6 +509,90 @@ fn daemonise() -> std::io::Result<()> {
 struct Reloader {
     config_path: Option<String>,
     verbose: bool,
+    persistence: Option<Persistence>,
+}
+
+/// The persistence store and its save triggers.
+struct Persistence {
+    store: crate::persist::Store,
+    /// Seconds between snapshots (0 = never on a timer).
+    autosave_interval: u64,
+    /// Count changes instead of seconds (`autosave_on_changes`).
+    on_changes: bool,
+    last_save: u64,
+    changes_at_save: u64,
+}
+
+/// Load saved state into the broker and decide how to keep saving it.
+fn open_persistence(
+    cfg: &Config,
+    broker: &mut Broker,
+    now: u64,
+) -> Result<Option<Persistence>, String> {
+    if !cfg.persistence {
+        return Ok(None);
+    }
+    let journal = cfg.persistence_mode == config::PersistenceMode::Journal;
+    let opts = crate::persist::Options {
+        path: cfg.persistence_path().into(),
+        journal,
+    };
+    let path = opts.path.display().to_string();
+    let (mut store, state, report) =
+        crate::persist::Store::open(opts, now).map_err(|e| e.to_string())?;
+    for p in &report.problems {
+        log::error!("Error: persistence: {}.", p);
+    }
+    log::info!(
+        "Restored {} retained messages and {} sessions ({} queued messages) from {}{}.",
+        report.retained,
+        report.sessions,
+        report.messages,
+        path,
+        if report.journal_records > 0 {
+            format!(" and {} journal records", report.journal_records)
+        } else {
+            String::new()
+        }
+    );
+    broker.import(state, now);
+    broker.set_journaling(journal);
+    if journal {
+        // Start this run's journal on a fresh snapshot of what was loaded.
+        let state = broker.export(now);
+        store
+            .snapshot(&state, now)
+            .map_err(|e| format!("Error: Unable to write {}: {}.", path, e))?;
+    }
+    Ok(Some(Persistence {
+        store,
+        autosave_interval: u64::from(cfg.autosave_interval),
+        on_changes: cfg.autosave_on_changes,
+        last_save: now,
+        changes_at_save: broker.change_count(),
+    }))
+}
+
+impl Reloader {
+    fn save_now(&mut self, broker: &mut Broker, now: u64) {
+        let Some(p) = self.persistence.as_mut() else {
+            return;
+        };
+        if p.store.journaling() {
+            if let Err(e) = p.store.append(broker, now) {
+                log::error!("Error: persistence journal: {}.", e);
+            }
+        }
+        let state = broker.export(now);
+        match p.store.snapshot(&state, now) {
+            Ok(()) => {
+                log::info!("Saving in-memory database to disk.");
+                p.last_save = now;
+                p.changes_at_save = broker.change_count();
+            }
+            Err(e) => log::error!("Error saving in-memory database: {}.", e),
+        }
+    }
 }
 
 impl net::Control for Reloader {
@@ -507,6 +600,33 @@ impl net::Control for Reloader {
         for (topic, line) in crate::logging::drain_topic_lines() {
             broker.publish_internal(&topic, line.as_bytes(), false, now);
         }
+        let Some(p) = self.persistence.as_mut() else {
+            return;
+        };
+        let mut compact = false;
+        if p.store.journaling() {
+            // Group commit: one fsync for everything accepted in this pass,
+            // before its acknowledgements are flushed to the sockets.
+            match p.store.append(broker, now) {
+                Ok(c) => compact = c,
+                Err(e) => log::error!("Error: persistence journal: {}.", e),
+            }
+        }
+        let changes = broker.change_count() - p.changes_at_save;
+        let due = if p.on_changes {
+            p.autosave_interval > 0 && changes >= p.autosave_interval
+        } else {
+            p.autosave_interval > 0
+                && changes > 0
+                && now >= p.last_save + p.autosave_interval * 1000
+        };
+        if due || compact {
+            self.save_now(broker, now);
+        }
+    }
+
+    fn save(&mut self, broker: &mut Broker, now: u64) {
+        self.save_now(broker, now);
     }
 
     fn reload(

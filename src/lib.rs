@@ -18,5 +18,6 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod net;
+pub mod persist;
 pub mod protocol;
 pub mod topic;

@@ -12,6 +12,7 @@ use crate::protocol::{
     Connack, Connect, Disconnect, Packet, Property, PropertyWriter, ProtocolVersion, QoS,
 };
 
+use super::journal::JournalOp;
 use super::session::{Message, Session};
 use super::{Broker, CloseReason, ConnId, State, WillMsg};
 
@@ -216,6 +217,7 @@ impl Broker {
                     qos: w.qos,
                     retain: w.retain,
                     source: None,
+                    persist_id: Default::default(),
                 }),
                 delay: w.properties.will_delay_interval().unwrap_or(0),
                 expiry: w.properties.message_expiry_interval(),
@@ -283,6 +285,14 @@ impl Broker {
             s.expiry_interval = expiry;
             s.username = username.as_deref().map(Into::into);
             s.security = listener.security;
+            if expiry > 0 {
+                s.persisted = true;
+                self.journal.push(|| JournalOp::Session {
+                    client_id: s.client_id.clone(),
+                    username: s.username.clone(),
+                    expiry,
+                });
+            }
         }
 
         let Some(c) = self.conns.get_mut(id) else {
@@ -405,6 +415,14 @@ impl Broker {
                 }
                 if let Some(s) = self.sessions.get_mut(skey) {
                     s.expiry_interval = new_expiry;
+                    if new_expiry > 0 {
+                        s.persisted = true;
+                        self.journal.push(|| JournalOp::Session {
+                            client_id: s.client_id.clone(),
+                            username: s.username.clone(),
+                            expiry: new_expiry,
+                        });
+                    }
                 }
             }
         }
@@ -423,6 +441,7 @@ impl Broker {
                 qos: w.msg.qos,
                 retain: w.msg.retain,
                 source: None,
+                persist_id: Default::default(),
             }),
             None => w.msg.clone(),
         };

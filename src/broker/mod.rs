@@ -11,12 +11,15 @@
 //! testable by feeding bytes and advancing a fake clock.
 
 mod connect;
+pub mod journal;
 mod publish;
 pub mod session;
 mod subscribe;
 mod sys;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+pub(crate) mod testkit_pub;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -330,6 +333,7 @@ pub struct Broker {
     pub(crate) retained: RetainedStore<Rc<Message>>,
     pub(crate) stats: Stats,
     pub(crate) security: Vec<crate::auth::Policy>,
+    pub(crate) journal: journal::Journal,
     targets: Vec<Target>,
     shared_hits: Vec<u32>,
     pub(crate) shared: Slab<SharedGroup>,
@@ -361,6 +365,7 @@ impl Broker {
             retained: RetainedStore::new(),
             stats: Stats::default(),
             security: Vec::new(),
+            journal: Default::default(),
             targets: Vec::new(),
             shared_hits: Vec::new(),
             shared: Slab::new(),
@@ -731,7 +736,7 @@ impl Broker {
                 // A will still waiting goes now that its session is over.
                 let cid = s.client_id.clone();
                 for w in self.delayed_wills.iter_mut() {
-                    if w.0 == cid {
+                    if *w.0 == *cid {
                         w.1 = now;
                     }
                 }
@@ -874,6 +879,10 @@ impl Broker {
             return;
         }
         let s = self.sessions.remove(key);
+        if s.persisted {
+            self.journal
+                .push(|| journal::JournalOp::EndSession(s.client_id.clone()));
+        }
         for (filter, _) in s.subs.iter() {
             if crate::topic::is_shared(filter) {
                 self.leave_shared(filter, key);
@@ -881,8 +890,8 @@ impl Broker {
                 self.tree.remove(filter, key as u32);
             }
         }
-        if self.by_client_id.get(&s.client_id) == Some(&key) {
-            self.by_client_id.remove(&s.client_id);
+        if self.by_client_id.get(&*s.client_id) == Some(&key) {
+            self.by_client_id.remove(&*s.client_id);
         }
         // Messages this session got through a shared subscription and never
         // acknowledged go to another member of the group [MQTT-4.8.2-?].

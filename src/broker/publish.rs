@@ -20,6 +20,7 @@ use crate::protocol::reason;
 use crate::protocol::{Property, ProtocolVersion, Publish, QoS};
 
 use super::connect::filter_forwarded_props;
+use super::journal::JournalOp;
 use super::session::{Inflight, Message, OutState, Outgoing, SubOptions};
 use super::{Broker, Client, CloseReason, ConnId, Stats, Target, OUTBOX_SOFT_LIMIT, SHARED_BIT};
 
@@ -289,6 +290,12 @@ impl Broker {
                 if code == reason::SUCCESS || !v5 {
                     if let Some(s) = self.sessions.get_mut(origin) {
                         s.incoming_qos2.push(p.packet_id);
+                        if s.persisted {
+                            self.journal.push(|| JournalOp::In2 {
+                                client_id: s.client_id.clone(),
+                                packet_id: p.packet_id,
+                            });
+                        }
                     }
                 }
                 write_ack(
@@ -328,7 +335,9 @@ impl Broker {
         };
         if retain {
             if payload.is_empty() {
-                self.retained.remove(topic);
+                if self.retained.remove(topic).is_some() && !topic.starts_with("$SYS") {
+                    self.journal.push(|| JournalOp::Unretain(topic.into()));
+                }
             } else {
                 if stored.is_none() {
                     let mut m = make_message(&view, qos, retain);
@@ -341,6 +350,9 @@ impl Broker {
                     return;
                 };
                 self.retained_expiring |= m.expiry_at.is_some();
+                if !topic.starts_with("$SYS") {
+                    self.journal.push(|| JournalOp::Retain(m.clone()));
+                }
                 self.retained.insert(topic, m);
             }
         }
@@ -475,6 +487,22 @@ impl Broker {
                     let msg = stored
                         .get_or_insert_with(|| make_message(view, pub_qos, pub_retain))
                         .clone();
+                    if s.persisted {
+                        self.journal.push(|| JournalOp::Enqueue {
+                            client_id: s.client_id.clone(),
+                            msg: msg.clone(),
+                            qos,
+                            retain,
+                            sub_ids: sub_ids.iter().copied().collect(),
+                        });
+                        if qos == QoS::ExactlyOnce {
+                            self.journal.push(|| JournalOp::Sent {
+                                client_id: s.client_id.clone(),
+                                msg: msg.clone(),
+                                packet_id,
+                            });
+                        }
+                    }
                     s.inflight.push_back(Inflight {
                         packet_id,
                         state: if qos == QoS::AtLeastOnce {
@@ -514,6 +542,15 @@ impl Broker {
         let msg = stored
             .get_or_insert_with(|| make_message(view, pub_qos, pub_retain))
             .clone();
+        if s.persisted {
+            self.journal.push(|| JournalOp::Enqueue {
+                client_id: s.client_id.clone(),
+                msg: msg.clone(),
+                qos,
+                retain,
+                sub_ids: sub_ids.iter().copied().collect(),
+            });
+        }
         s.push_queue(Outgoing {
             msg,
             qos,
@@ -546,6 +583,15 @@ impl Broker {
                 break;
             }
             let Some(out) = s.pop_queue() else { break };
+            if out.msg.expired(now) || out.qos == QoS::AtMostOnce {
+                // It leaves the session now: expired, or sent at QoS 0 below.
+                if s.persisted {
+                    self.journal.push(|| JournalOp::Done {
+                        client_id: s.client_id.clone(),
+                        msg: out.msg.clone(),
+                    });
+                }
+            }
             if out.msg.expired(now) {
                 continue;
             }
@@ -579,6 +625,13 @@ impl Broker {
                 let state = if out.qos == QoS::AtLeastOnce {
                     OutState::AwaitPuback
                 } else {
+                    if s.persisted {
+                        self.journal.push(|| JournalOp::Sent {
+                            client_id: s.client_id.clone(),
+                            msg: out.msg.clone(),
+                            packet_id,
+                        });
+                    }
                     OutState::AwaitPubrec
                 };
                 s.inflight.push_back(Inflight {
@@ -650,7 +703,14 @@ impl Broker {
         };
         if let Some(i) = s.find_inflight(packet_id) {
             if s.inflight[i].state == OutState::AwaitPuback {
-                s.inflight.remove(i);
+                if let Some(f) = s.inflight.remove(i) {
+                    if s.persisted {
+                        self.journal.push(|| JournalOp::Done {
+                            client_id: s.client_id.clone(),
+                            msg: f.out.msg,
+                        });
+                    }
+                }
                 self.pump(skey, now);
             }
         }
@@ -666,15 +726,33 @@ impl Broker {
         let found = s.find_inflight(packet_id);
         if code >= 0x80 {
             // v5: the receiver refused it; the exchange ends here.
-            if let Some(i) = found {
-                s.inflight.remove(i);
+            if let Some(f) = found.and_then(|i| s.inflight.remove(i)) {
+                if s.persisted {
+                    self.journal.push(|| JournalOp::Done {
+                        client_id: s.client_id.clone(),
+                        msg: f.out.msg,
+                    });
+                }
             }
             self.pump(skey, now);
             return;
         }
         let mut rel_code = reason::SUCCESS;
         match found {
-            Some(i) => s.inflight[i].state = OutState::AwaitPubcomp,
+            Some(i) => {
+                let f = &mut s.inflight[i];
+                if f.state != OutState::AwaitPubcomp {
+                    f.state = OutState::AwaitPubcomp;
+                    if s.persisted {
+                        let msg = f.out.msg.clone();
+                        self.journal.push(|| JournalOp::Released {
+                            client_id: s.client_id.clone(),
+                            msg,
+                            packet_id,
+                        });
+                    }
+                }
+            }
             None => rel_code = reason::PACKET_IDENTIFIER_NOT_FOUND,
         }
         if let Some(c) = self.conns.writer(id) {
@@ -696,6 +774,12 @@ impl Broker {
             match s.incoming_qos2.iter().position(|&p| p == packet_id) {
                 Some(i) => {
                     s.incoming_qos2.swap_remove(i);
+                    if s.persisted {
+                        self.journal.push(|| JournalOp::In2Done {
+                            client_id: s.client_id.clone(),
+                            packet_id,
+                        });
+                    }
                 }
                 None => code = reason::PACKET_IDENTIFIER_NOT_FOUND,
             }
@@ -715,7 +799,14 @@ impl Broker {
         };
         if let Some(i) = s.find_inflight(packet_id) {
             if s.inflight[i].state == OutState::AwaitPubcomp {
-                s.inflight.remove(i);
+                if let Some(f) = s.inflight.remove(i) {
+                    if s.persisted {
+                        self.journal.push(|| JournalOp::Done {
+                            client_id: s.client_id.clone(),
+                            msg: f.out.msg,
+                        });
+                    }
+                }
                 self.pump(skey, now);
             }
         }
@@ -882,5 +973,6 @@ fn make_message(view: &MsgView<'_>, qos: QoS, retain: bool) -> Rc<Message> {
         qos,
         retain,
         source: None,
+        persist_id: Default::default(),
     })
 }

@@ -33,11 +33,13 @@ pub struct Message {
     /// Who published it, kept only for retained messages under an ACL, so
     /// `check_retain_source` can ask again whether they may still write it.
     pub source: Option<Box<Source>>,
+    /// Identity in the persistence files (0 = not written yet).
+    pub persist_id: std::cell::Cell<u64>,
 }
 
 #[derive(Debug)]
 pub struct Source {
-    pub client_id: Box<str>,
+    pub client_id: Rc<str>,
     pub username: Option<Box<str>>,
     pub security: usize,
 }
@@ -94,7 +96,7 @@ pub struct Inflight {
 
 #[derive(Debug)]
 pub struct Session {
-    pub client_id: Box<str>,
+    pub client_id: Rc<str>,
     pub username: Option<Box<str>>,
     /// Index of the security policy (password file, ACL) it connected under.
     pub security: usize,
@@ -116,10 +118,12 @@ pub struct Session {
     /// sequence number that last matched this session, and where.
     pub match_seq: u64,
     pub match_idx: u32,
+    /// A `Session` journal op was written for it (so its end must be too).
+    pub persisted: bool,
 }
 
 impl Session {
-    pub fn new(client_id: Box<str>) -> Session {
+    pub fn new(client_id: Rc<str>) -> Session {
         Session {
             client_id,
             username: None,
@@ -135,6 +139,7 @@ impl Session {
             next_packet_id: 1,
             match_seq: 0,
             match_idx: 0,
+            persisted: false,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::protocol::reason;
 use crate::protocol::{Packet, Properties, QoS, Suback, Subscribe, Unsuback, Unsubscribe};
 use crate::topic;
 
+use super::journal::JournalOp;
 use super::session::SubOptions;
 use super::{Broker, ConnId, SharedGroup, SHARED_BIT};
 
@@ -91,6 +92,13 @@ impl Broker {
                     Some(j) => s.subs[j].1 = sub,
                     None => s.subs.push((filter.into(), sub)),
                 }
+                if s.persisted {
+                    self.journal.push(|| JournalOp::Sub {
+                        client_id: s.client_id.clone(),
+                        filter: filter.into(),
+                        opts: sub,
+                    });
+                }
             }
             log::info!(target: "subscribe", "{} {} {}", client_id, granted as u8, filter);
             codes.push(granted as u8);
@@ -153,6 +161,12 @@ impl Broker {
             if let Some(s) = self.sessions.get_mut(skey) {
                 if let Some(j) = s.sub_index(filter) {
                     s.subs.swap_remove(j);
+                    if s.persisted {
+                        self.journal.push(|| JournalOp::Unsub {
+                            client_id: s.client_id.clone(),
+                            filter: filter.into(),
+                        });
+                    }
                 }
             }
             log::info!(target: "unsubscribe", "{} {}", client_id, filter);
@@ -177,7 +191,13 @@ impl Broker {
 
     /// Add a session to a shared group, creating the group on first use.
     /// Returns whether the session was already a member.
-    fn join_shared(&mut self, full: &str, inner: &str, skey: usize, sub: SubOptions) -> bool {
+    pub(super) fn join_shared(
+        &mut self,
+        full: &str,
+        inner: &str,
+        skey: usize,
+        sub: SubOptions,
+    ) -> bool {
         let gidx = match self.shared_index.get(full) {
             Some(&g) => g,
             None => {

@@ -3,16 +3,16 @@
 
 use std::collections::HashSet;
 
-pub(super) use super::*;
-pub(super) use crate::protocol::encode::encode;
-pub(super) use crate::protocol::{
+pub(crate) use super::*;
+pub(crate) use crate::protocol::encode::encode;
+pub(crate) use crate::protocol::{
     Ack, Connect, Disconnect, Properties, Publish, Subscribe, SubscribeFilters, Unsubscribe,
     UnsubscribeFilters, Will,
 };
 
-pub(super) const V3: ProtocolVersion = ProtocolVersion::V311;
+pub(crate) const V3: ProtocolVersion = ProtocolVersion::V311;
 
-pub(super) struct H {
+pub(crate) struct H {
     pub b: Broker,
     pub now: u64,
     next_key: u32,
@@ -24,7 +24,7 @@ pub(super) struct H {
 
 /// An owned view of a decoded packet, enough for assertions.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Got {
+pub(crate) enum Got {
     Connack {
         sp: bool,
         code: u8,
@@ -49,9 +49,9 @@ pub(super) enum Got {
 }
 
 /// (topic, payload, qos, retain, dup, packet id)
-pub(super) type PubView<'a> = (&'a str, &'a [u8], u8, bool, bool, u16);
+pub(crate) type PubView<'a> = (&'a str, &'a [u8], u8, bool, bool, u16);
 
-pub(super) fn pub_of(g: &Got) -> Option<PubView<'_>> {
+pub(crate) fn pub_of(g: &Got) -> Option<PubView<'_>> {
     match g {
         Got::Publish {
             topic,
@@ -66,13 +66,13 @@ pub(super) fn pub_of(g: &Got) -> Option<PubView<'_>> {
 }
 
 impl H {
-    pub(super) fn new() -> H {
+    pub(crate) fn new() -> H {
         H::with(BrokerConfig {
             sys_interval: 0,
             ..BrokerConfig::default()
         })
     }
-    pub(super) fn with(cfg: BrokerConfig) -> H {
+    pub(crate) fn with(cfg: BrokerConfig) -> H {
         H {
             b: Broker::new(cfg, 1_000_000),
             now: 1_000_000,
@@ -82,7 +82,7 @@ impl H {
             pending: Default::default(),
         }
     }
-    pub(super) fn open(&mut self) -> ConnId {
+    pub(crate) fn open(&mut self) -> ConnId {
         let id = ConnId {
             key: self.next_key,
             gen: 7,
@@ -91,12 +91,12 @@ impl H {
         self.b.open(id, 0, "127.0.0.1:5000", self.now);
         id
     }
-    pub(super) fn raw(&mut self, id: ConnId, bytes: &[u8]) {
+    pub(crate) fn raw(&mut self, id: ConnId, bytes: &[u8]) {
         let used = self.b.receive(id, bytes, self.now);
         assert!(used <= bytes.len());
         self.settle();
     }
-    pub(super) fn send(&mut self, id: ConnId, p: Packet<'_>) {
+    pub(crate) fn send(&mut self, id: ConnId, p: Packet<'_>) {
         let v = self.versions.get(&id).copied().unwrap_or(V3);
         let mut buf = Vec::new();
         encode(&p, v, &mut buf);
@@ -104,23 +104,23 @@ impl H {
         assert_eq!(used, buf.len(), "whole packet consumed");
         self.settle();
     }
-    pub(super) fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         let mut ids = Vec::new();
         self.b.take_closing(&mut ids);
         for id in ids {
             self.closed.insert(id);
         }
     }
-    pub(super) fn is_closed(&self, id: ConnId) -> bool {
+    pub(crate) fn is_closed(&self, id: ConnId) -> bool {
         self.closed.contains(&id)
     }
     /// Simulate the network layer finishing the close.
-    pub(super) fn release_closed(&mut self) {
+    pub(crate) fn release_closed(&mut self) {
         for id in self.closed.clone() {
             self.b.release(id, self.now);
         }
     }
-    pub(super) fn recv(&mut self, id: ConnId) -> Vec<Got> {
+    pub(crate) fn recv(&mut self, id: ConnId) -> Vec<Got> {
         let v = self.versions.get(&id).copied().unwrap_or(V3);
         let data = self.b.outbox(id).to_vec();
         self.b.outbox_written(id, data.len(), self.now);
@@ -160,7 +160,7 @@ impl H {
         }
         out
     }
-    pub(super) fn advance(&mut self, ms: u64) {
+    pub(crate) fn advance(&mut self, ms: u64) {
         // Step like the event loop would, a second at a time.
         let end = self.now + ms;
         while self.now < end {
@@ -170,7 +170,7 @@ impl H {
         self.settle();
     }
 
-    pub(super) fn connect_full(
+    pub(crate) fn connect_full(
         &mut self,
         client_id: &str,
         clean: bool,
@@ -201,12 +201,12 @@ impl H {
         self.pending.insert(id, got);
         (id, first)
     }
-    pub(super) fn connect(&mut self, client_id: &str, clean: bool) -> ConnId {
+    pub(crate) fn connect(&mut self, client_id: &str, clean: bool) -> ConnId {
         let (id, ack) = self.connect_full(client_id, clean, 60, None, V3);
         assert!(matches!(ack, Got::Connack { code: 0, .. }), "{:?}", ack);
         id
     }
-    pub(super) fn subscribe(&mut self, id: ConnId, filter: &str, qos: u8) -> Vec<u8> {
+    pub(crate) fn subscribe(&mut self, id: ConnId, filter: &str, qos: u8) -> Vec<u8> {
         let mut raw = Vec::new();
         raw.extend_from_slice(&(filter.len() as u16).to_be_bytes());
         raw.extend_from_slice(filter.as_bytes());
@@ -229,7 +229,7 @@ impl H {
             other => panic!("expected SUBACK, got {:?}", other),
         }
     }
-    pub(super) fn publish(
+    pub(crate) fn publish(
         &mut self,
         id: ConnId,
         topic: &str,
@@ -251,7 +251,7 @@ impl H {
             }),
         );
     }
-    pub(super) fn ack(&mut self, id: ConnId, kind: fn(Ack<'static>) -> Packet<'static>, pid: u16) {
+    pub(crate) fn ack(&mut self, id: ConnId, kind: fn(Ack<'static>) -> Packet<'static>, pid: u16) {
         self.send(
             id,
             kind(Ack {
@@ -261,7 +261,7 @@ impl H {
             }),
         );
     }
-    pub(super) fn disconnect(&mut self, id: ConnId) {
+    pub(crate) fn disconnect(&mut self, id: ConnId) {
         self.send(
             id,
             Packet::Disconnect(Disconnect {
@@ -272,7 +272,7 @@ impl H {
     }
 }
 
-pub(super) fn will<'a>(topic: &'a str, payload: &'a [u8]) -> Will<'a> {
+pub(crate) fn will<'a>(topic: &'a str, payload: &'a [u8]) -> Will<'a> {
     Will {
         topic,
         payload,

@@ -132,6 +132,17 @@ static TABLE: &[Directive] = &[
         p.cfg.autosave_on_changes = a.bool()?;
         Ok(())
     }),
+    // midge-only: `snapshot` (Mosquitto's behaviour) or `journal` (every
+    // change appended and fsync'd before it is acknowledged).
+    h("persistence_mode", G, |p, a| {
+        let v = a.string()?;
+        p.cfg.persistence_mode = match v.as_str() {
+            "snapshot" => super::PersistenceMode::Snapshot,
+            "journal" => super::PersistenceMode::Journal,
+            _ => return Err(invalid(a.name, &v)),
+        };
+        Ok(())
+    }),
     h("check_retain_source", G, |p, a| {
         // Mosquitto counts this as a security option for the
         // per_listener_settings ordering check.

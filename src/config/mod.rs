@@ -76,6 +76,16 @@ pub fn parse_str(text: &str, file_name: &str) -> Result<Config, ConfigError> {
     parse::parse_main(text.as_bytes(), file_name)
 }
 
+/// How persistence writes to disk (midge-only directive `persistence_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistenceMode {
+    /// Whole-state snapshots on Mosquitto's triggers.
+    Snapshot,
+    /// Snapshots plus a journal of every change, fsync'd once per event-loop
+    /// pass before acknowledgements leave.
+    Journal,
+}
+
 /// Everything `mosquitto.conf` can say, with Mosquitto 2.0's defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -119,6 +129,8 @@ pub struct Config {
     pub user: String,
     pub autosave_interval: u32,
     pub autosave_on_changes: bool,
+    /// midge-only `persistence_mode`: snapshots alone (Mosquitto) or a journal.
+    pub persistence_mode: PersistenceMode,
     pub persistence: bool,
     pub persistence_file: String,
     /// "" = current directory.
@@ -179,6 +191,7 @@ impl Default for Config {
             user: "mosquitto".to_string(),
             autosave_interval: 1800,
             autosave_on_changes: false,
+            persistence_mode: PersistenceMode::Snapshot,
             persistence: false,
             persistence_file: "mosquitto.db".to_string(),
             persistence_location: String::new(),

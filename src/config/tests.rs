@@ -184,6 +184,7 @@ fn sample(name: &str, include_dir: &str) -> String {
         "allow_duplicate_messages" => "true",
         "autosave_interval" => "60",
         "autosave_on_changes" => "true",
+        "persistence_mode" => "journal",
         "check_retain_source" => "false",
         "clientid_prefixes" => "secure-",
         "include_dir" => include_dir,
@@ -294,8 +295,10 @@ fn in_context(name: &str, line: &str) -> String {
 #[test]
 fn table_has_every_mosquitto_2_0_directive_once() {
     let names: Vec<&str> = all_directives().collect();
-    // Verified against the mosquitto 2.0.11 binary (see directives.rs).
-    assert_eq!(names.len(), 116);
+    // Verified against the mosquitto 2.0.11 binary (see directives.rs),
+    // plus midge's own `persistence_mode`.
+    assert_eq!(names.len(), 116 + 1);
+    assert!(names.contains(&"persistence_mode"));
     let mut sorted = names.clone();
     sorted.sort_unstable();
     sorted.dedup();

@@ -72,7 +72,7 @@ pub trait Control {
     ) {
     }
     /// SIGUSR1: save persistence.
-    fn save(&mut self, _broker: &mut Broker) {}
+    fn save(&mut self, _broker: &mut Broker, _now: u64) {}
     /// End of every loop pass (before outboxes are flushed).
     fn after_pass(&mut self, _broker: &mut Broker, _now: u64) {}
 }
@@ -527,7 +527,7 @@ impl EventLoop {
                         l.spec.tls = t;
                     }
                 }
-                SIGUSR1 => control.save(broker),
+                SIGUSR1 => control.save(broker, now),
                 SIGUSR2 => {
                     let dump = broker.dump_subscriptions();
                     log::info!("Subscriptions:\n{}", dump.trim_end());

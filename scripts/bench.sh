@@ -1,0 +1,422 @@
+#!/usr/bin/env bash
+# A/B benchmark of midge against Mosquitto with target/release/midge_bench.
+#
+#   scripts/bench.sh              rounds of every scenario, both brokers
+#   scripts/bench.sh callgrind    instructions and syscalls per delivered message
+#
+# Environment:
+#   ROUNDS=3                 rounds; brokers alternate which goes first
+#   SCENARIOS="fanin fanout qos1 latency conns retained wildcard"
+#   QUICK=1                  small sizes and 2 s durations
+#   DURATION, CONNS, RETAINED, WILDCARD_SUBS, FANOUT_SUBS   override sizes
+#   BENCH_ARGS="--v5"        extra midge_bench options for every run
+#   NODELAY=1                set_tcp_nodelay in every scenario, not only latency
+#   MOSQUITTO=/path          Mosquitto binary (default: found on PATH or /usr/sbin)
+#   CG_COUNT=200000          callgrind/strace mode: fan-in messages
+#
+# Each broker is started fresh for every (round, scenario) on a free loopback
+# port with the same mosquitto.conf, and stopped by the PID this script got
+# when it started it; nothing else is ever signalled.
+# Results: bench-results/results.md (medians, ratios), raw.jsonl (every run),
+# ratios.png (if matplotlib is available), callgrind.md (callgrind mode).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=${1:-run}
+ROUNDS=${ROUNDS:-3}
+SCENARIOS=${SCENARIOS:-"fanin fanout qos1 latency conns retained wildcard"}
+QUICK=${QUICK:-0}
+NODELAY=${NODELAY:-0}
+BENCH_ARGS=${BENCH_ARGS:-}
+OUT=bench-results
+
+if [ "$QUICK" = 1 ]; then
+    DURATION=${DURATION:-2}
+    CONNS=${CONNS:-1000}
+    RETAINED=${RETAINED:-10000}
+    WILDCARD_SUBS=${WILDCARD_SUBS:-1000}
+    CG_COUNT=${CG_COUNT:-20000}
+else
+    DURATION=${DURATION:-10}
+    CONNS=${CONNS:-10000}
+    RETAINED=${RETAINED:-100000}
+    WILDCARD_SUBS=${WILDCARD_SUBS:-10000}
+    CG_COUNT=${CG_COUNT:-200000}
+fi
+FANOUT_SUBS=${FANOUT_SUBS:-100}
+
+case "$MODE" in
+run | callgrind) ;;
+*)
+    echo "usage: $0 [run|callgrind]" >&2
+    exit 2
+    ;;
+esac
+
+echo "== building (cargo build --release)" >&2
+cargo build --release --bin midge --bin midge_bench >&2
+MIDGE=$PWD/target/release/midge
+BENCH=$PWD/target/release/midge_bench
+
+MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || true)}
+if [ -z "$MOSQUITTO" ] && [ -x /usr/sbin/mosquitto ]; then
+    MOSQUITTO=/usr/sbin/mosquitto
+fi
+BROKERS="midge"
+if [ -n "$MOSQUITTO" ] && [ -x "$MOSQUITTO" ]; then
+    BROKERS="midge mosquitto"
+else
+    echo "== Mosquitto not found: measuring midge alone" >&2
+fi
+
+mkdir -p "$OUT"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/midge-bench.XXXXXX")
+STARTED=() # PIDs this script started; the only ones it ever signals
+
+cleanup() {
+    local pid
+    for pid in ${STARTED[@]+"${STARTED[@]}"}; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+    sleep 0.2
+    for pid in ${STARTED[@]+"${STARTED[@]}"}; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Idle connections and many subscribers need descriptors, in the brokers
+# (inherited from here) and in midge_bench (which raises its own soft limit).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+broker_bin() {
+    case "$1" in
+    midge) echo "$MIDGE" ;;
+    mosquitto) echo "$MOSQUITTO" ;;
+    esac
+}
+
+# write_conf FILE PORT NODELAY(0|1): the same mosquitto.conf for both brokers.
+write_conf() {
+    {
+        echo "listener $2 127.0.0.1"
+        echo "allow_anonymous true"
+        echo "persistence false"
+        # Mosquitto's defaults, stated so both brokers run the same limits.
+        echo "max_queued_messages 1000"
+        echo "max_inflight_messages 20"
+        echo "log_dest stderr"
+        echo "log_type error"
+        echo "log_type warning"
+        if [ "$3" = 1 ]; then
+            echo "set_tcp_nodelay true"
+        fi
+    } >"$1"
+}
+
+BROKER_PID=
+# start_broker NAME CONF LOG [WRAPPER...]: sets BROKER_PID (the wrapper's PID
+# when a wrapper such as valgrind or strace is given).
+start_broker() {
+    local name=$1 conf=$2 log=$3
+    shift 3
+    "$@" "$(broker_bin "$name")" -c "$conf" >"$log" 2>&1 &
+    BROKER_PID=$!
+    STARTED+=("$BROKER_PID")
+}
+
+# stop_broker PID [GRACE_SECONDS]: TERM, wait, then KILL; reaps it and sets
+# STOP_STATUS. The PID is forgotten afterwards so a reused PID is never signalled.
+STOP_STATUS=0
+stop_broker() {
+    local pid=$1 grace=${2:-10} i=0 keep=() p
+    STOP_STATUS=0
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && [ "$i" -lt $((grace * 10)) ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "   warning: PID $pid ignored SIGTERM for ${grace}s; killing" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || STOP_STATUS=$?
+    for p in ${STARTED[@]+"${STARTED[@]}"}; do
+        if [ "$p" != "$pid" ]; then keep+=("$p"); fi
+    done
+    STARTED=(${keep[@]+"${keep[@]}"})
+}
+
+scenario_args() {
+    case "$1" in
+    fanin | qos1) echo "--duration $DURATION" ;;
+    fanout) echo "--duration $DURATION --subs $FANOUT_SUBS" ;;
+    latency) echo "--duration $DURATION --rate 1000" ;;
+    conns) echo "--conns $CONNS" ;;
+    retained) echo "--count $RETAINED" ;;
+    wildcard) echo "--duration $DURATION --subs $WILDCARD_SUBS" ;;
+    *) echo "--duration $DURATION" ;;
+    esac
+}
+
+# json_num LINE KEY: a numeric field of one of midge_bench's JSON lines.
+json_num() {
+    sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1" | head -n1
+}
+
+cpu_steal() { # "busy steal total" jiffies from /proc/stat
+    awk '/^cpu /{print $2+$3+$4+$7+$8, $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
+}
+
+NOTES=$TMP/notes.txt
+: >"$NOTES"
+
+run_one() { # run_one ROUND SCENARIO BROKER
+    local round=$1 scenario=$2 name=$3 port conf log nodelay=0 line rc=0
+    port=$("$BENCH" free-port)
+    conf=$TMP/$name.conf
+    log=$TMP/$name.log
+    if [ "$scenario" = latency ] || [ "$NODELAY" = 1 ]; then
+        nodelay=1
+    fi
+    write_conf "$conf" "$port" "$nodelay"
+    start_broker "$name" "$conf" "$log"
+    local pid=$BROKER_PID
+    if ! "$BENCH" wait-port --port "$port" --timeout 10; then
+        echo "   $name did not start; log:" >&2
+        cat "$log" >&2
+        line="{\"scenario\":\"$scenario\",\"broker\":\"$name\",\"error\":\"broker did not start\"}"
+    else
+        # shellcheck disable=SC2046,SC2086
+        line=$(timeout 900 "$BENCH" "$scenario" --port "$port" --broker-pid "$pid" \
+            --label "$name" $(scenario_args "$scenario") $BENCH_ARGS) || rc=$?
+        if [ -z "$line" ]; then
+            line="{\"scenario\":\"$scenario\",\"broker\":\"$name\",\"error\":\"midge_bench exited with $rc and no result\"}"
+        fi
+    fi
+    stop_broker "$pid"
+    # 143 = terminated by our SIGTERM, which is how a broker is meant to stop.
+    if [ "$STOP_STATUS" != 0 ] && [ "$STOP_STATUS" != 143 ]; then
+        echo "- round $round $scenario / $name: broker exit status $STOP_STATUS" >>"$NOTES"
+    fi
+    if [ -s "$log" ]; then
+        mkdir -p "$OUT/logs"
+        cp "$log" "$OUT/logs/r$round-$scenario-$name.log"
+    fi
+    echo "$line" >>"$OUT/raw.jsonl"
+    printf '   %-9s %-9s %s\n' "$scenario" "$name" "$(summary "$line")" >&2
+}
+
+summary() { # the headline numbers of one JSON line
+    local l=$1 key v out=""
+    for key in msgs_per_sec loss_pct p50_us p99_us bytes_per_conn bytes_per_msg broker_cpu_us_per_msg error; do
+        v=$(json_num "$l" "$key")
+        if [ -n "$v" ]; then out="$out $key=$v"; fi
+    done
+    if [[ "$l" == *'"error"'* ]]; then out="$out $(sed -n 's/.*"error":"\([^"]*\)".*/error: \1/p' <<<"$l")"; fi
+    echo "$out"
+}
+
+machine_header() {
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- machine: $(uname -srm), $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+    echo "- midge: $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1) (target/release/midge built $(date -u -r "$MIDGE" '+%Y-%m-%d %H:%M UTC'))"
+    if [[ "$BROKERS" == *mosquitto* ]]; then
+        echo "- mosquitto: $("$MOSQUITTO" -h 2>&1 | head -n1)"
+    fi
+}
+
+draw_chart() { # draw_chart TSV PNG TITLE
+    local tsv=$1 png=$2 title=$3
+    if [ ! -s "$tsv" ]; then
+        echo "== no ratios to draw (needs both brokers)" >&2
+        return 0
+    fi
+    if ! python3 -c 'import matplotlib' 2>/dev/null; then
+        echo "== matplotlib missing; trying pip install" >&2
+        python3 -m pip install --quiet matplotlib >/dev/null 2>&1 ||
+            python3 -m pip install --quiet --user matplotlib >/dev/null 2>&1 || true
+    fi
+    if ! python3 -c 'import matplotlib' 2>/dev/null; then
+        echo "== matplotlib could not be installed: no $png (the table is complete)" >&2
+        return 0
+    fi
+    MPLBACKEND=Agg python3 - "$tsv" "$png" "$title" <<'PY' || echo "== chart failed (the table is complete)" >&2
+import sys
+import matplotlib.pyplot as plt
+
+tsv, png, title = sys.argv[1:4]
+rows = []
+for line in open(tsv, encoding="utf-8"):
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) == 3:
+        rows.append((parts[0], float(parts[1]), parts[2] == "1"))
+labels = [r[0] for r in rows][::-1]
+ratios = [r[1] for r in rows][::-1]
+def colour(r, higher_better):
+    if abs(r - 1.0) <= 0.02:
+        return "#999999"  # a tie, as in the table
+    return "#3a9a4a" if (r > 1) == higher_better else "#c0453a"
+
+colours = [colour(r, hb) for (_, r, hb) in rows][::-1]
+fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.5))
+ax.barh(labels, ratios, color=colours)
+ax.axvline(1.0, color="black", linewidth=0.8)
+ax.set_xscale("log")
+ax.set_xlabel("midge / Mosquitto (median; log scale). Green: midge better, red: worse, grey: within 2%")
+ax.set_title(title)
+for y, r in enumerate(ratios):
+    ax.text(r, y, f" {r:.2f}", va="center", fontsize=8)
+fig.tight_layout()
+fig.savefig(png, dpi=120)
+PY
+}
+
+if [ "$MODE" = run ]; then
+    : >"$OUT/raw.jsonl"
+    rm -rf "$OUT/logs"
+    read -r busy0 steal0 total0 < <(cpu_steal)
+    echo "== $ROUNDS round(s) of: $SCENARIOS (QUICK=$QUICK) on: $BROKERS" >&2
+    for round in $(seq 1 "$ROUNDS"); do
+        echo "== round $round" >&2
+        if [ $((round % 2)) = 1 ]; then order=$BROKERS; else order=$(echo "$BROKERS" | awk '{for(i=NF;i>0;i--) printf "%s ", $i}'); fi
+        for scenario in $SCENARIOS; do
+            for name in $order; do
+                run_one "$round" "$scenario" "$name"
+            done
+        done
+    done
+    read -r busy1 steal1 total1 < <(cpu_steal)
+    steal_pct=$(awk -v s=$((steal1 - steal0)) -v t=$((total1 - total0)) 'BEGIN{if(t>0) printf "%.1f", 100*s/t; else print "?"}')
+    {
+        echo "# midge vs Mosquitto"
+        echo
+        machine_header
+        echo "- rounds: $ROUNDS, QUICK=$QUICK, duration ${DURATION}s, conns $CONNS, retained $RETAINED, wildcard subscribers $WILDCARD_SUBS, extra args: ${BENCH_ARGS:-none}"
+        echo "- CPU steal time during the run: ${steal_pct}% (high values mean noisy numbers; CPU µs/msg is the steadier metric)"
+        echo
+        "$BENCH" report "$OUT/raw.jsonl" --tsv "$TMP/ratios.tsv"
+        if [ -s "$NOTES" ]; then
+            echo
+            echo "Broker exits:"
+            echo
+            cat "$NOTES"
+        fi
+    } >"$OUT/results.md"
+    echo >&2
+    cat "$OUT/results.md"
+    draw_chart "$TMP/ratios.tsv" "$OUT/ratios.png" "midge vs Mosquitto, median of $ROUNDS round(s)"
+    echo "== wrote $OUT/results.md, $OUT/raw.jsonl$([ -f "$OUT/ratios.png" ] && echo ", $OUT/ratios.png")" >&2
+    exit 0
+fi
+
+# ---- callgrind mode: a fixed fan-in workload under valgrind and strace.
+RAW=$OUT/raw-callgrind.jsonl
+: >"$RAW"
+SYSCALL_TABLES=$TMP/syscalls.md
+: >"$SYSCALL_TABLES"
+FANIN_ARGS="--count $CG_COUNT --duration 3600 --timeout 300"
+
+if command -v valgrind >/dev/null; then
+    for name in $BROKERS; do
+        port=$("$BENCH" free-port)
+        conf=$TMP/$name.conf
+        write_conf "$conf" "$port" 0
+        out=$TMP/callgrind.$name.out
+        echo "== callgrind: $name, $CG_COUNT fan-in messages" >&2
+        start_broker "$name" "$conf" "$TMP/cg-$name.log" valgrind --tool=callgrind --callgrind-out-file="$out"
+        pid=$BROKER_PID
+        if ! "$BENCH" wait-port --port "$port" --timeout 60; then
+            echo "   $name under valgrind did not start:" >&2
+            cat "$TMP/cg-$name.log" >&2
+            stop_broker "$pid" 5
+            continue
+        fi
+        # shellcheck disable=SC2086
+        line=$("$BENCH" fanin --port "$port" --label "$name" $FANIN_ARGS $BENCH_ARGS) || true
+        stop_broker "$pid" 120
+        msgs=$(json_num "$line" msgs)
+        ir=$(awk '/^(summary|totals):/{print $2; exit}' "$out" 2>/dev/null || true)
+        if [ -n "$msgs" ] && [ -n "$ir" ] && [ "$msgs" != 0 ]; then
+            per=$(awk -v a="$ir" -v b="$msgs" 'BEGIN{printf "%.1f", a/b}')
+            loss=$(json_num "$line" loss)
+            echo "{\"scenario\":\"callgrind\",\"broker\":\"$name\",\"msgs\":$msgs,\"ir_total\":$ir,\"ir_per_msg\":$per,\"loss\":${loss:-null}}" >>"$RAW"
+            echo "   $name: $ir instructions / $msgs messages = $per per message (start-up included)" >&2
+        else
+            echo "{\"scenario\":\"callgrind\",\"broker\":\"$name\",\"error\":\"no callgrind total or no messages\"}" >>"$RAW"
+            echo "   $name: no result (bench said: $line)" >&2
+        fi
+    done
+else
+    echo "== valgrind not installed: skipping callgrind" >&2
+fi
+
+if ! command -v strace >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing strace" >&2
+    apt-get install -y strace >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y strace >/dev/null 2>&1) || true
+fi
+if command -v strace >/dev/null; then
+    for name in $BROKERS; do
+        port=$("$BENCH" free-port)
+        conf=$TMP/$name.conf
+        write_conf "$conf" "$port" 0
+        out=$TMP/strace.$name.txt
+        echo "== strace -c -f: $name, $CG_COUNT fan-in messages" >&2
+        start_broker "$name" "$conf" "$TMP/st-$name.log" strace -c -f -o "$out"
+        spid=$BROKER_PID
+        if ! "$BENCH" wait-port --port "$port" --timeout 30; then
+            echo "   $name under strace did not start" >&2
+            stop_broker "$spid" 5
+            continue
+        fi
+        # The broker is strace's child; signal it, not strace, so strace
+        # sees it exit and writes its summary.
+        bpid=$(cat "/proc/$spid/task/$spid/children" 2>/dev/null | awk '{print $1}')
+        # shellcheck disable=SC2086
+        line=$("$BENCH" fanin --port "$port" --label "$name" ${bpid:+--broker-pid $bpid} $FANIN_ARGS $BENCH_ARGS) || true
+        if [ -n "$bpid" ]; then
+            kill -TERM "$bpid" 2>/dev/null || true
+        fi
+        stop_broker "$spid" 30
+        msgs=$(json_num "$line" msgs)
+        calls=$(awk '$NF=="total"{print $4}' "$out" 2>/dev/null || true)
+        if [ -n "$msgs" ] && [ -n "$calls" ] && [ "$msgs" != 0 ]; then
+            per=$(awk -v a="$calls" -v b="$msgs" 'BEGIN{printf "%.4f", a/b}')
+            echo "{\"scenario\":\"strace\",\"broker\":\"$name\",\"msgs\":$msgs,\"syscalls\":$calls,\"syscalls_per_msg\":$per}" >>"$RAW"
+            echo "   $name: $calls syscalls / $msgs messages = $per per message" >&2
+            {
+                echo "### $name: strace -c -f (top 12)"
+                echo
+                echo '```'
+                head -n 14 "$out"
+                echo '```'
+                echo
+            } >>"$SYSCALL_TABLES"
+        else
+            echo "{\"scenario\":\"strace\",\"broker\":\"$name\",\"error\":\"no strace total or no messages\"}" >>"$RAW"
+            echo "   $name: no strace result (bench said: $line)" >&2
+        fi
+    done
+else
+    echo "== strace not installed and could not be installed: skipping syscall counts" >&2
+fi
+
+{
+    echo "# midge vs Mosquitto: cost per delivered message"
+    echo
+    machine_header
+    echo "- workload: fanin (8 publishers -> 1 subscriber, QoS 0, 64-byte payloads), $CG_COUNT messages; broker start-up and shutdown included"
+    echo
+    "$BENCH" report "$RAW"
+    echo
+    cat "$SYSCALL_TABLES"
+} >"$OUT/callgrind.md"
+echo >&2
+cat "$OUT/callgrind.md"
+echo "== wrote $OUT/callgrind.md, $RAW" >&2
