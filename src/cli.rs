@@ -263,6 +263,8 @@ pub fn plan(
         connection_messages: cfg.connection_messages,
         clientid_prefixes: cfg.clientid_prefixes.clone(),
         check_retain_source: cfg.check_retain_source,
+        memory_limit: cfg.memory_limit,
+        memory_used: crate::memory::used,
         listeners: Vec::new(),
         seed: seed(),
         ..BrokerConfig::default()
@@ -651,6 +653,10 @@ impl net::Control for Reloader {
             }
         };
         crate::logging::init(&crate::logging::LogSetup::from_config(&cfg, self.verbose));
+        match plan(&cfg, &[]) {
+            Ok((bc, _, _)) => broker.reload_config(bc),
+            Err(e) => log::error!("{} Keeping the running limits.", e),
+        }
         for (i, sec) in security_blocks(&cfg).iter().enumerate() {
             match load_policy(sec) {
                 Ok(p) => broker.set_security(i, p),

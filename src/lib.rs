@@ -17,6 +17,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod memory;
 pub mod net;
 pub mod persist;
 pub mod protocol;

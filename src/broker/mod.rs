@@ -103,6 +103,10 @@ pub struct BrokerConfig {
     pub clientid_prefixes: Option<String>,
     /// Re-check the publisher's write access when sending a retained message.
     pub check_retain_source: bool,
+    /// `memory_limit` in bytes (0 = none), checked against `memory_used`.
+    pub memory_limit: u64,
+    /// Live heap bytes (the process's allocator counter; tests pass a fake).
+    pub memory_used: fn() -> usize,
     /// Milliseconds a new connection may take to send CONNECT.
     pub connect_timeout_ms: u64,
     pub listeners: Vec<ListenerSettings>,
@@ -129,6 +133,8 @@ impl Default for BrokerConfig {
             connection_messages: true,
             clientid_prefixes: None,
             check_retain_source: true,
+            memory_limit: 0,
+            memory_used: || 0,
             connect_timeout_ms: 20_000,
             listeners: vec![ListenerSettings::default()],
             version: format!("midge version {}", env!("CARGO_PKG_VERSION")),
@@ -433,6 +439,17 @@ impl Broker {
         });
         self.stats.connections_total += 1;
         self.next_check = self.next_check.min(now + self.cfg.connect_timeout_ms);
+    }
+
+    /// SIGHUP: new limits and listener security settings. Listeners
+    /// themselves stay as they were bound (as in Mosquitto).
+    pub fn reload_config(&mut self, mut cfg: BrokerConfig) {
+        if cfg.listeners.len() != self.cfg.listeners.len() {
+            cfg.listeners = self.cfg.listeners.clone();
+        }
+        cfg.seed = self.cfg.seed;
+        cfg.version = self.cfg.version.clone();
+        self.cfg = cfg;
     }
 
     /// Install (or replace, on SIGHUP) the password file and ACL of security

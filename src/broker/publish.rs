@@ -228,6 +228,36 @@ impl Broker {
         self.stats.pub_msgs_received += 1;
         let mut code = reason::SUCCESS;
         let deny_sys = topic.starts_with("$SYS") || crate::topic::is_shared(topic);
+        // memory_limit: Mosquitto's allocator fails past the limit and the
+        // client is dropped; midge refuses the publish where it arrives.
+        if self.cfg.memory_limit > 0 && (self.cfg.memory_used)() as u64 > self.cfg.memory_limit {
+            self.stats.pub_msgs_dropped += 1;
+            if v5 {
+                if let Some(c) = self.conns.writer(id) {
+                    match p.qos {
+                        QoS::AtMostOnce => {}
+                        QoS::AtLeastOnce => write_ack(
+                            c,
+                            &mut self.stats,
+                            packet_type::PUBACK,
+                            p.packet_id,
+                            reason::QUOTA_EXCEEDED,
+                        ),
+                        QoS::ExactlyOnce => write_ack(
+                            c,
+                            &mut self.stats,
+                            packet_type::PUBREC,
+                            p.packet_id,
+                            reason::QUOTA_EXCEEDED,
+                        ),
+                    }
+                }
+            } else if p.qos != QoS::AtMostOnce {
+                log::warn!("Out of memory (memory_limit): disconnecting a publisher.");
+                self.close(id, CloseReason::Protocol(reason::QUOTA_EXCEEDED), now);
+            }
+            return;
+        }
         let too_big = self.cfg.message_size_limit > 0
             && p.payload.len() > self.cfg.message_size_limit as usize;
         if too_big {

@@ -106,6 +106,10 @@ impl Broker {
         for (topic, value) in values {
             self.sys_value(topic, value, now);
         }
+        let heap = (self.cfg.memory_used)();
+        if heap > 0 {
+            self.sys_value("$SYS/broker/heap/current", heap.to_string(), now);
+        }
         let retained = self.retained.len().to_string();
         self.sys_value("$SYS/broker/retained messages/count", retained, now);
     }

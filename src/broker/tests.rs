@@ -593,3 +593,67 @@ fn partial_packets_are_reassembled_by_caller() {
     assert_eq!(used, buf.len());
     assert_eq!(h.recv(id), vec![Got::Connack { sp: false, code: 0 }]);
 }
+
+#[test]
+fn memory_limit_refuses_publishes_but_keeps_serving() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 0,
+        memory_limit: 1000,
+        memory_used: || 5000,
+        ..BrokerConfig::default()
+    });
+    let s = h.connect("s", true);
+    h.subscribe(s, "m", 1);
+    let p = h.connect("p", true);
+    h.publish(p, "m", b"zero", 0, false, 0);
+    assert!(h.recv(s).is_empty(), "QoS 0 dropped");
+    assert!(!h.is_closed(p));
+    h.publish(p, "m", b"one", 1, false, 1);
+    assert!(
+        h.is_closed(p),
+        "v3 publisher of QoS 1 is dropped, as Mosquitto"
+    );
+    assert!(h.recv(s).is_empty());
+    h.send(s, Packet::Pingreq);
+    assert_eq!(h.recv(s), vec![Got::Pingresp], "others still served");
+}
+
+#[test]
+fn mount_point_prefixes_and_strips_topics() {
+    let mut cfg = BrokerConfig {
+        sys_interval: 0,
+        ..BrokerConfig::default()
+    };
+    let mut mounted = cfg.listeners[0].clone();
+    mounted.mount_point = Some("site1/".to_string());
+    cfg.listeners.push(mounted);
+    let mut h = H::with(cfg);
+    let plain = h.connect("plain", true);
+    h.subscribe(plain, "#", 0);
+    // A client on the mounted listener (index 1).
+    let m = ConnId { key: 100, gen: 1 };
+    h.b.open(m, 1, "127.0.0.1:1", h.now);
+    h.send(
+        m,
+        Packet::Connect(Connect {
+            version: V3,
+            clean_start: true,
+            keep_alive: 60,
+            properties: Properties::EMPTY,
+            client_id: "mounted",
+            will: None,
+            username: None,
+            password: None,
+        }),
+    );
+    h.recv(m);
+    h.subscribe(m, "in/#", 0);
+    h.publish(m, "out/x", b"up", 0, false, 0);
+    let g = h.recv(plain);
+    assert_eq!(pub_of(&g[0]).unwrap().0, "site1/out/x");
+    h.publish(plain, "site1/in/y", b"down", 0, false, 0);
+    let g = h.recv(m);
+    assert_eq!(pub_of(&g[0]).unwrap().0, "in/y", "mount point stripped");
+    h.publish(plain, "in/y", b"other", 0, false, 0);
+    assert!(h.recv(m).is_empty(), "outside the mount point");
+}
