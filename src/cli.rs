@@ -637,6 +637,19 @@ impl net::Control for Reloader {
         specs: &[ListenerSpec],
         tls: &mut [Option<std::sync::Arc<rustls::ServerConfig>>],
     ) {
+        notify_systemd("RELOADING=1");
+        self.reload_files(broker, specs, tls);
+        notify_systemd("READY=1");
+    }
+}
+
+impl Reloader {
+    fn reload_files(
+        &mut self,
+        broker: &mut Broker,
+        specs: &[ListenerSpec],
+        tls: &mut [Option<std::sync::Arc<rustls::ServerConfig>>],
+    ) {
         crate::logging::reopen();
         let Some(path) = &self.config_path else {
             return;

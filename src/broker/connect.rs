@@ -295,11 +295,15 @@ impl Broker {
             }
         }
 
+        let shared_id: Rc<str> = match self.sessions.get(skey) {
+            Some(s) => s.client_id.clone(),
+            None => client_id.as_str().into(),
+        };
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         c.state = State::Connected;
-        c.client_id = client_id.as_str().into();
+        c.client_id = shared_id;
         c.username = username.as_deref().map(Into::into);
         c.clean_start = p.clean_start;
         c.keepalive_ms = u64::from(keepalive) * 1500;
@@ -374,8 +378,10 @@ impl Broker {
     }
 
     fn new_session(&mut self, client_id: &str) -> usize {
-        let key = self.sessions.insert(Session::new(client_id.into()));
-        self.by_client_id.insert(client_id.into(), key);
+        let s = Session::new(client_id.into());
+        let cid = s.client_id.clone();
+        let key = self.sessions.insert(Box::new(s));
+        self.by_client_id.insert(cid, key);
         key
     }
 

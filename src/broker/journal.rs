@@ -217,8 +217,9 @@ impl Broker {
                 }
             }
             let subs = st.subs;
-            let key = self.sessions.insert(s);
-            self.by_client_id.insert((*st.client_id).into(), key);
+            let cid = s.client_id.clone();
+            let key = self.sessions.insert(Box::new(s));
+            self.by_client_id.insert(cid, key);
             for (filter, opts) in subs {
                 if crate::topic::is_shared(&filter) {
                     if let Some((_, inner)) = crate::topic::parse_shared(&filter) {

@@ -222,7 +222,9 @@ impl Outbox {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
-            if self.buf.capacity() > 64 * 1024 {
+            // An idle connection holds no buffer; a busy one keeps a
+            // moderate one so it does not allocate on every pass.
+            if self.buf.capacity() < 1024 || self.buf.capacity() > 64 * 1024 {
                 self.buf = Vec::new();
             }
         } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
@@ -239,7 +241,8 @@ pub(crate) struct Client {
     pub peer: Box<str>,
     state: State,
     pub version: ProtocolVersion,
-    pub client_id: Box<str>,
+    /// Shared with the session.
+    pub client_id: Rc<str>,
     pub username: Option<Box<str>>,
     pub clean_start: bool,
     pub keepalive_ms: u64,
@@ -279,6 +282,9 @@ pub struct Stats {
     pub clients_connected: u64,
     pub clients_maximum: u64,
     pub connections_total: u64,
+    pub pub_bytes_received: u64,
+    pub pub_bytes_sent: u64,
+    pub clients_expired: u64,
 }
 
 /// Per-publish match result: one entry per receiving session.
@@ -293,7 +299,8 @@ struct Target {
 /// Connections by slot, plus the lists the network layer drains every pass.
 #[derive(Debug, Default)]
 pub(crate) struct Conns {
-    slots: Vec<Option<Client>>,
+    /// Boxed so the slot vector's spare capacity costs a pointer, not a Client.
+    slots: Vec<Option<Box<Client>>>,
     dirty: Vec<ConnId>,
     closing: Vec<ConnId>,
 }
@@ -325,7 +332,7 @@ impl Conns {
         }
     }
     fn iter(&self) -> impl Iterator<Item = &Client> {
-        self.slots.iter().filter_map(|s| s.as_ref())
+        self.slots.iter().filter_map(|s| s.as_deref())
     }
 }
 
@@ -333,8 +340,10 @@ impl Conns {
 pub struct Broker {
     pub(crate) cfg: BrokerConfig,
     pub(crate) conns: Conns,
-    pub(crate) sessions: Slab<Session>,
-    pub(crate) by_client_id: std::collections::HashMap<Box<str>, usize>,
+    /// Boxed for the same reason as connection slots.
+    pub(crate) sessions: Slab<Box<Session>>,
+    /// Keys share the session's client id allocation.
+    pub(crate) by_client_id: std::collections::HashMap<Rc<str>, usize>,
     pub(crate) tree: SubscriptionTree<SubOptions>,
     pub(crate) retained: RetainedStore<Rc<Message>>,
     pub(crate) stats: Stats,
@@ -353,7 +362,7 @@ pub struct Broker {
     sys: sys::SysState,
     shutting_down: bool,
     /// v5 wills waiting out their Will Delay Interval: (client id, due, will).
-    delayed_wills: Vec<(Box<str>, u64, WillMsg)>,
+    delayed_wills: Vec<(Rc<str>, u64, WillMsg)>,
     /// Some retained message carries an expiry: prune the store now and then.
     pub(crate) retained_expiring: bool,
     last_retained_prune: u64,
@@ -412,7 +421,7 @@ impl Broker {
         if self.conns.slots.len() <= key {
             self.conns.slots.resize_with(key + 1, || None);
         }
-        self.conns.slots[key] = Some(Client {
+        self.conns.slots[key] = Some(Box::new(Client {
             id,
             listener,
             peer: peer.into(),
@@ -436,7 +445,7 @@ impl Broker {
             request_problem_info: true,
             cert_username: None,
             mount,
-        });
+        }));
         self.stats.connections_total += 1;
         self.next_check = self.next_check.min(now + self.cfg.connect_timeout_ms);
     }
@@ -750,6 +759,7 @@ impl Broker {
         for key in expired {
             if let Some(s) = self.sessions.get(key) {
                 log::info!("Expiring client {} due to timeout.", s.client_id);
+                self.stats.clients_expired += 1;
                 // A will still waiting goes now that its session is over.
                 let cid = s.client_id.clone();
                 for w in self.delayed_wills.iter_mut() {

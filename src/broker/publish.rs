@@ -128,6 +128,7 @@ fn write_publish(
     }
     stats.msgs_sent += 1;
     stats.pub_msgs_sent += 1;
+    stats.pub_bytes_sent += m.payload.len() as u64;
     stats.bytes_sent += n as u64;
     true
 }
@@ -226,6 +227,7 @@ impl Broker {
         }
 
         self.stats.pub_msgs_received += 1;
+        self.stats.pub_bytes_received += p.payload.len() as u64;
         let mut code = reason::SUCCESS;
         let deny_sys = topic.starts_with("$SYS") || crate::topic::is_shared(topic);
         // memory_limit: Mosquitto's allocator fails past the limit and the
