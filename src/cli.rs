@@ -157,6 +157,12 @@ pub fn main() -> i32 {
     for (_, spec) in &bound {
         match &spec.unix_path {
             Some(p) => log::info!("Opening unix listen socket on path {}.", p.display()),
+            None if spec.websockets.is_some() => {
+                log::info!(
+                    "Opening websockets listen socket on port {}.",
+                    spec.addr.port()
+                )
+            }
             None => {
                 let family = if spec.addr.is_ipv4() { "ipv4" } else { "ipv6" };
                 log::info!(
@@ -295,6 +301,7 @@ pub fn plan(
                 identity: Identity::Connect,
                 unix_path: None,
                 bind_interface: None,
+                websockets: None,
             });
             if ipv6_loopback_available() {
                 specs.push(ListenerSpec {
@@ -305,18 +312,13 @@ pub fn plan(
                     identity: Identity::Connect,
                     unix_path: None,
                     bind_interface: None,
+                    websockets: None,
                 });
             }
         }
         return Ok((bc, specs, true));
     }
     for (i, l) in configured.into_iter().enumerate() {
-        if !matches!(l.protocol, config::ListenerProtocol::Mqtt) {
-            return Err(format!(
-                "Error: websockets listeners are not supported yet (listener at line {}).",
-                l.line
-            ));
-        }
         let security = Security {
             allow_anonymous: Some(cfg.allow_anonymous(l)),
             ..cfg.security_for(l).clone()
@@ -352,6 +354,13 @@ pub fn plan(
                 identity,
                 unix_path: l.unix_path.as_ref().map(Into::into),
                 bind_interface: l.bind_interface.clone(),
+                websockets: match l.protocol {
+                    config::ListenerProtocol::Websockets => Some(net::WsSpec {
+                        headers_limit: cfg.websockets_headers_size as usize,
+                        http_dir: l.http_dir.as_ref().map(Into::into),
+                    }),
+                    config::ListenerProtocol::Mqtt => None,
+                },
             });
         }
     }

@@ -22,6 +22,7 @@ use slab::Slab;
 use crate::broker::{Broker, ConnId};
 
 pub mod tls;
+pub mod ws;
 
 const SIGNAL_TOKEN: Token = Token(0);
 const LISTENER_BASE: usize = 1;
@@ -47,7 +48,22 @@ pub struct ListenerSpec {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Take the username from the client certificate.
     pub identity: Identity,
+    /// `protocol websockets`: MQTT inside WebSocket frames.
+    pub websockets: Option<WsSpec>,
 }
+
+/// WebSocket settings of a listener.
+#[derive(Clone, Debug)]
+pub struct WsSpec {
+    /// `websockets_headers_size`.
+    pub headers_limit: usize,
+    /// `http_dir`: static files for plain HTTP requests.
+    pub http_dir: Option<std::path::PathBuf>,
+}
+
+/// Bytes of WebSocket frames waiting for the socket past which the broker
+/// is told to wait (its outbox then holds the rest).
+const WS_WIRE_LIMIT: usize = 256 * 1024;
 
 /// Where a TLS listener takes a client's username from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +111,15 @@ enum Transport {
 enum Stream {
     Tcp(TcpStream),
     Unix(mio::net::UnixStream),
+    /// MQTT over WebSocket over any of the others.
+    Ws {
+        inner: Box<Stream>,
+        ws: Box<ws::WsServer>,
+        /// Decoded MQTT bytes not yet handed to the reader.
+        app: Vec<u8>,
+        /// Frames (and handshake answers) not yet written to the socket.
+        wire: Vec<u8>,
+    },
     Tls {
         sock: TcpStream,
         tls: Box<rustls::ServerConnection>,
@@ -115,6 +140,14 @@ impl Stream {
                 let _ = tls.write_tls(sock);
                 let _ = sock.shutdown(std::net::Shutdown::Both);
             }
+            Stream::Ws {
+                inner, ws, wire, ..
+            } => {
+                ws.close(ws::CLOSE_NORMAL, wire);
+                let _ = inner.write(wire);
+                wire.clear();
+                inner.shutdown();
+            }
         }
     }
 
@@ -123,6 +156,7 @@ impl Stream {
             Stream::Tcp(s) => s,
             Stream::Unix(s) => s,
             Stream::Tls { sock, .. } => sock,
+            Stream::Ws { inner, .. } => inner.source(),
         }
     }
 
@@ -131,11 +165,27 @@ impl Stream {
         match self {
             Stream::Tcp(_) | Stream::Unix(_) => false,
             Stream::Tls { tls, .. } => tls.wants_write(),
+            Stream::Ws { inner, wire, .. } => !wire.is_empty() || inner.wants_write(),
         }
     }
 
-    /// Push pending TLS records to the socket until it would block.
+    /// Push pending TLS records (or WebSocket frames) to the socket until
+    /// it would block.
     fn flush_tls(&mut self) -> io::Result<()> {
+        if let Stream::Ws { inner, wire, .. } = self {
+            let mut off = 0;
+            while off < wire.len() {
+                match inner.write(&wire[off..]) {
+                    Ok(0) => break,
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            wire.drain(..off);
+            return inner.flush_tls();
+        }
         if let Stream::Tls { sock, tls } = self {
             while tls.wants_write() {
                 match tls.write_tls(sock) {
@@ -153,10 +203,50 @@ impl Stream {
     fn peer_certificate(&self) -> Option<&[u8]> {
         match self {
             Stream::Tcp(_) | Stream::Unix(_) => None,
+            Stream::Ws { inner, .. } => inner.peer_certificate(),
             Stream::Tls { tls, .. } => tls
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| c.as_ref()),
+        }
+    }
+}
+
+impl Stream {
+    /// Read MQTT bytes from inside WebSocket frames.
+    fn read_ws(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Stream::Ws {
+                inner,
+                ws,
+                app,
+                wire,
+            } = self
+            else {
+                return Ok(0);
+            };
+            if !app.is_empty() {
+                let n = buf.len().min(app.len());
+                buf[..n].copy_from_slice(&app[..n]);
+                app.drain(..n);
+                return Ok(n);
+            }
+            let mut raw = [0u8; 16 * 1024];
+            let n = inner.read(&mut raw)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let fed = ws.feed(&raw[..n], app, wire);
+            // Handshake answers, pongs, close frames: out they go.
+            let flushed = self.flush_tls();
+            match fed {
+                Ok(()) => flushed?,
+                Err(ws::WsError::Closed) => return Ok(0),
+                Err(e) => {
+                    log::info!("WebSocket connection closed: {}.", e);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                }
+            }
         }
     }
 }
@@ -166,6 +256,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Ws { .. } => self.read_ws(buf),
             Stream::Tls { sock, tls } => loop {
                 match tls.reader().read(buf) {
                     Ok(n) => return Ok(n),
@@ -193,6 +284,18 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Ws { ws, wire, .. } => {
+                if wire.len() >= WS_WIRE_LIMIT {
+                    self.flush_tls()?;
+                    if self.wants_write() {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    return Ok(0);
+                }
+                ws.wrap(buf, wire);
+                self.flush_tls()?;
+                Ok(buf.len())
+            }
             Stream::Tls { tls, .. } => {
                 let n = tls.writer().write(buf)?;
                 self.flush_tls()?;
@@ -207,7 +310,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.flush(),
             Stream::Unix(s) => s.flush(),
-            Stream::Tls { .. } => self.flush_tls(),
+            Stream::Tls { .. } | Stream::Ws { .. } => self.flush_tls(),
         }
     }
 }
@@ -605,6 +708,15 @@ impl EventLoop {
                         }
                     }
                 }
+            };
+            let stream = match &l.spec.websockets {
+                Some(w) => Stream::Ws {
+                    inner: Box::new(stream),
+                    ws: Box::new(ws::WsServer::new(w.headers_limit, w.http_dir.clone())),
+                    app: Vec::new(),
+                    wire: Vec::new(),
+                },
+                None => stream,
             };
             let mut conn = Conn {
                 id,
