@@ -772,7 +772,12 @@ impl EventLoop {
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData && !broker.is_connected(id) {
+                        // A failed TLS handshake (bad or missing client
+                        // certificate, version) or a bad WebSocket upgrade.
+                        log::info!("Client <unknown> disconnected: {}.", e);
+                    }
                     conn.closed = true;
                     broker.connection_lost(id, now);
                     return;
