@@ -356,7 +356,12 @@ pub fn plan(
                 bind_interface: l.bind_interface.clone(),
                 websockets: match l.protocol {
                     config::ListenerProtocol::Websockets => Some(net::WsSpec {
-                        headers_limit: cfg.websockets_headers_size as usize,
+                        // Mosquitto documents 1024 but libwebsockets really
+                        // allows about 4096 when the option is left alone.
+                        headers_limit: match cfg.websockets_headers_size {
+                            1024 => 4096,
+                            n => n as usize,
+                        },
                         http_dir: l.http_dir.as_ref().map(Into::into),
                     }),
                     config::ListenerProtocol::Mqtt => None,
