@@ -30,6 +30,8 @@ const CONN_BASE: usize = 1 << 16;
 /// Bytes read from one connection per pass before others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
 const SCRATCH_SIZE: usize = 64 * 1024;
+/// How long a closed connection waits for the peer's FIN.
+const LINGER_MS: u64 = 2000;
 
 /// One address to listen on.
 #[derive(Clone, Debug)]
@@ -127,6 +129,42 @@ enum Stream {
 }
 
 impl Stream {
+    /// Read from the socket itself, under TLS and WebSocket framing (used
+    /// only to drain a connection we are closing).
+    fn raw_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tls { sock, .. } => sock.read(buf),
+            Stream::Ws { inner, .. } => inner.raw_read(buf),
+        }
+    }
+
+    /// Say goodbye at every layer and send FIN, keeping the read side open.
+    fn close_write(&mut self) {
+        match self {
+            Stream::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+            Stream::Unix(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+            Stream::Tls { sock, tls } => {
+                tls.send_close_notify();
+                let _ = tls.write_tls(sock);
+                let _ = sock.shutdown(std::net::Shutdown::Write);
+            }
+            Stream::Ws {
+                inner, ws, wire, ..
+            } => {
+                ws.close(ws::CLOSE_NORMAL, wire);
+                let _ = inner.write(wire);
+                wire.clear();
+                inner.close_write();
+            }
+        }
+    }
+
     fn shutdown(&mut self) {
         match self {
             Stream::Tcp(s) => {
@@ -325,6 +363,9 @@ struct Conn {
     /// Reading stopped because the client does not drain its output.
     paused: bool,
     closed: bool,
+    /// Closed by us and waiting (briefly) for the peer to close too, so our
+    /// last bytes are not lost to a reset: until this time (loop clock, ms).
+    linger_until: Option<u64>,
     /// Still to tell the broker the certificate's name (TLS identity listeners).
     identity: Identity,
 }
@@ -492,6 +533,9 @@ pub struct EventLoop {
     ids: Vec<ConnId>,
     started: Instant,
     signals: Option<signal_hook_mio::v1_0::Signals>,
+    /// Connections closed by us, waiting for the peer (see `drop_conn`).
+    lingering: Vec<usize>,
+    shutting_down: bool,
 }
 
 impl EventLoop {
@@ -520,6 +564,8 @@ impl EventLoop {
             ids: Vec::new(),
             started: Instant::now(),
             signals: None,
+            lingering: Vec::new(),
+            shutting_down: false,
         })
     }
 
@@ -549,9 +595,11 @@ impl EventLoop {
             let timeout = if !self.read_pending.is_empty() || shutting_down {
                 Some(Duration::ZERO)
             } else {
-                broker
-                    .next_deadline()
-                    .map(|d| Duration::from_millis(d.saturating_sub(now)))
+                let mut deadline = broker.next_deadline();
+                if !self.lingering.is_empty() {
+                    deadline = Some(deadline.map_or(now + 500, |d| d.min(now + 500)));
+                }
+                deadline.map(|d| Duration::from_millis(d.saturating_sub(now)))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -564,6 +612,7 @@ impl EventLoop {
                     SIGNAL_TOKEN => {
                         if self.handle_signals(broker, control, now) {
                             shutting_down = true;
+                            self.shutting_down = true;
                         }
                     }
                     Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
@@ -585,6 +634,9 @@ impl EventLoop {
                 self.read(key, broker, now);
             }
             broker.tick(now);
+            if !self.lingering.is_empty() {
+                self.sweep_lingering(now);
+            }
             control.after_pass(broker, now);
             self.flush_dirty(broker, now);
             self.close_requested(broker, now);
@@ -726,6 +778,7 @@ impl EventLoop {
                 writable: false,
                 paused: false,
                 closed: false,
+                linger_until: None,
                 identity: l.spec.identity,
             };
             if let Err(e) = self.poll.registry().register(
@@ -747,6 +800,20 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.linger_until.is_some() {
+            // Discard whatever the peer still sends until it closes.
+            loop {
+                match conn.stream.raw_read(&mut self.scratch) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            self.forget(key);
+            return;
+        }
         if conn.closed {
             return;
         }
@@ -894,16 +961,61 @@ impl EventLoop {
     }
 
     fn drop_conn(&mut self, key: usize, broker: &mut Broker, now: u64) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.linger_until.is_some() {
+            return;
+        }
+        broker.release(conn.id, now);
+        if conn.closed || self.shutting_down {
+            conn.stream.shutdown();
+            self.forget(key);
+            return;
+        }
+        // Send our FIN (after a TLS close_notify / WebSocket close frame)
+        // but keep reading until the peer closes, so the last thing we
+        // sent (a refusal CONNACK, a DISCONNECT) is not lost to a reset.
+        conn.stream.close_write();
+        conn.linger_until = Some(now + LINGER_MS);
+        self.lingering.push(key);
+    }
+
+    /// Deregister and free a connection slot for good.
+    fn forget(&mut self, key: usize) {
         if !self.conns.contains(key) {
             return;
         }
         let mut conn = self.conns.remove(key);
-        conn.stream.shutdown();
         let _ = self.poll.registry().deregister(conn.stream.source());
         if let Some(l) = self.listeners.get_mut(conn.listener) {
             l.count = l.count.saturating_sub(1);
         }
-        broker.release(conn.id, now);
+        drop(conn);
+    }
+
+    /// Free lingering connections whose peer never closed.
+    fn sweep_lingering(&mut self, now: u64) {
+        let mut i = 0;
+        while i < self.lingering.len() {
+            let key = self.lingering[i];
+            let expired = match self.conns.get(key) {
+                Some(c) => c.linger_until.is_none_or(|t| t <= now),
+                None => true,
+            };
+            if expired {
+                self.lingering.swap_remove(i);
+                if self
+                    .conns
+                    .get(key)
+                    .is_some_and(|c| c.linger_until.is_some())
+                {
+                    self.forget(key);
+                }
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Local addresses actually bound (for tests that bind port 0).
