@@ -631,14 +631,26 @@ impl net::Control for Reloader {
         let changes = broker.change_count() - p.changes_at_save;
         let due = if p.on_changes {
             p.autosave_interval > 0 && changes >= p.autosave_interval
+        } else if p.autosave_interval > 0 && now >= p.last_save + p.autosave_interval * 1000 {
+            if changes == 0 {
+                // Nothing to save: start the next interval from here.
+                p.last_save = now;
+            }
+            changes > 0
         } else {
-            p.autosave_interval > 0
-                && changes > 0
-                && now >= p.last_save + p.autosave_interval * 1000
+            false
         };
         if due || compact {
             self.save_now(broker, now);
         }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        let p = self.persistence.as_ref()?;
+        if p.on_changes || p.autosave_interval == 0 {
+            return None;
+        }
+        Some(p.last_save + p.autosave_interval * 1000)
     }
 
     fn save(&mut self, broker: &mut Broker, now: u64) {

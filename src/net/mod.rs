@@ -93,6 +93,10 @@ pub trait Control {
     fn save(&mut self, _broker: &mut Broker, _now: u64) {}
     /// End of every loop pass (before outboxes are flushed).
     fn after_pass(&mut self, _broker: &mut Broker, _now: u64) {}
+    /// When the loop must wake up for `after_pass` even if nothing happens.
+    fn next_deadline(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// No reloading, no persistence.
@@ -596,6 +600,9 @@ impl EventLoop {
                 Some(Duration::ZERO)
             } else {
                 let mut deadline = broker.next_deadline();
+                if let Some(c) = control.next_deadline() {
+                    deadline = Some(deadline.map_or(c, |d| d.min(c)));
+                }
                 if !self.lingering.is_empty() {
                     deadline = Some(deadline.map_or(now + 500, |d| d.min(now + 500)));
                 }

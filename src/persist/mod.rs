@@ -567,9 +567,19 @@ fn read_records(
 
 /// Move a damaged file aside (never delete it) and say where.
 fn keep_aside(path: &Path) -> String {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".corrupt-{}", wall_ms() / 1000));
-    let aside = PathBuf::from(aside);
+    let stamp = wall_ms() / 1000;
+    // Never overwrite an earlier copy, even one from the same second.
+    let aside = (0u32..)
+        .map(|n| {
+            let mut a = path.as_os_str().to_owned();
+            match n {
+                0 => a.push(format!(".corrupt-{}", stamp)),
+                n => a.push(format!(".corrupt-{}-{}", stamp, n)),
+            }
+            PathBuf::from(a)
+        })
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| with_suffix(path, ".corrupt"));
     match fs::rename(path, &aside) {
         Ok(()) => format!("the damaged file was kept as {}", aside.display()),
         Err(e) => format!("could not move the damaged file aside: {}", e),
