@@ -122,7 +122,7 @@ pub fn main() -> i32 {
     }
     crate::logging::init(&crate::logging::LogSetup::from_config(&cfg, args.verbose));
     for f in &cfg.included_files {
-        log::info!("Loading config file {}", f);
+        log::info!(target: "information", "Loading config file {}", f);
     }
     for w in &cfg.warnings {
         log::warn!("Warning: {}", w);
@@ -138,10 +138,10 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    log::info!("midge version {} starting", env!("CARGO_PKG_VERSION"));
+    log::info!(target: "information", "midge version {} starting", env!("CARGO_PKG_VERSION"));
     match &args.config_file {
-        Some(p) => log::info!("Config loaded from {}.", p),
-        None => log::info!("Using default config."),
+        Some(p) => log::info!(target: "information", "Config loaded from {}.", p),
+        None => log::info!(target: "information", "Using default config."),
     }
     if local_only {
         log::info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
@@ -156,9 +156,12 @@ pub fn main() -> i32 {
     };
     for (_, spec) in &bound {
         match &spec.unix_path {
-            Some(p) => log::info!("Opening unix listen socket on path {}.", p.display()),
+            Some(p) => {
+                log::info!(target: "information", "Opening unix listen socket on path {}.", p.display())
+            }
             None if spec.websockets.is_some() => {
                 log::info!(
+                    target: "information",
                     "Opening websockets listen socket on port {}.",
                     spec.addr.port()
                 )
@@ -166,6 +169,7 @@ pub fn main() -> i32 {
             None => {
                 let family = if spec.addr.is_ipv4() { "ipv4" } else { "ipv6" };
                 log::info!(
+                    target: "information",
                     "Opening {} listen socket on port {}.",
                     family,
                     spec.addr.port()
@@ -229,7 +233,7 @@ pub fn main() -> i32 {
         log::error!("{}", e);
         return 1;
     }
-    log::info!("midge version {} running", env!("CARGO_PKG_VERSION"));
+    log::info!(target: "information", "midge version {} running", env!("CARGO_PKG_VERSION"));
     notify_systemd("READY=1");
     let result = ev.run(&mut broker, &mut control);
     notify_systemd("STOPPING=1");
@@ -560,6 +564,7 @@ fn open_persistence(
         log::error!("Error: persistence: {}.", p);
     }
     log::info!(
+        target: "information",
         "Restored {} retained messages and {} sessions ({} queued messages) from {}{}.",
         report.retained,
         report.sessions,
@@ -602,7 +607,7 @@ impl Reloader {
         let state = broker.export(now);
         match p.store.snapshot(&state, now) {
             Ok(()) => {
-                log::info!("Saving in-memory database to disk.");
+                log::info!(target: "information", "Saving in-memory database to disk.");
                 p.last_save = now;
                 p.changes_at_save = broker.change_count();
             }

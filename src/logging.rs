@@ -140,6 +140,7 @@ fn tag_for(level: Level, target: &str) -> u8 {
     match (level, target) {
         (_, "subscribe") => b'S',
         (_, "unsubscribe") => b'U',
+        (Level::Info, "information") => b'I',
         (Level::Error, _) => b'E',
         (Level::Warn, _) => b'W',
         (Level::Info, _) => b'N',
@@ -174,15 +175,26 @@ impl LogSetup {
     }
 }
 
+/// The level for ordinary (notice) lines: Mosquitto's error, warning and
+/// notice types map to levels; information, subscribe and unsubscribe lines
+/// have targets of their own (see `init`).
 fn level_for(types: &LogTypes) -> LevelFilter {
     if types.debug {
         LevelFilter::Debug
-    } else if types.notice || types.information || types.subscribe || types.unsubscribe {
+    } else if types.notice {
         LevelFilter::Info
     } else if types.warning {
         LevelFilter::Warn
     } else if types.error {
         LevelFilter::Error
+    } else {
+        LevelFilter::Off
+    }
+}
+
+fn on(enabled: bool) -> LevelFilter {
+    if enabled {
+        LevelFilter::Info
     } else {
         LevelFilter::Off
     }
@@ -220,11 +232,11 @@ pub fn init(setup: &LogSetup) {
     };
     let mut b = env_logger::Builder::new();
     b.filter_level(level);
-    if !setup.types.subscribe {
-        b.filter_module("subscribe", LevelFilter::Off);
-    }
-    if !setup.types.unsubscribe {
-        b.filter_module("unsubscribe", LevelFilter::Off);
+    if !none {
+        let t = &setup.types;
+        b.filter_module("subscribe", on(t.subscribe || t.debug));
+        b.filter_module("unsubscribe", on(t.unsubscribe || t.debug));
+        b.filter_module("information", on(t.information || t.debug));
     }
     // Libraries log at their own whim; only errors from them are ours to show.
     for noisy in ["rustls", "mio"] {
@@ -309,6 +321,12 @@ mod tests {
         assert_eq!(level_for(&t), LevelFilter::Off);
         t.error = true;
         assert_eq!(level_for(&t), LevelFilter::Error);
+        t.information = true;
+        assert_eq!(
+            level_for(&t),
+            LevelFilter::Error,
+            "information has its own target"
+        );
         t.notice = true;
         assert_eq!(level_for(&t), LevelFilter::Info);
         assert_eq!(level_for(&LogTypes::all()), LevelFilter::Debug);

@@ -525,7 +525,7 @@ impl Broker {
                     self.handle(id, packet, now);
                 }
                 Err(e) => {
-                    self.decode_failed(id, e, now);
+                    self.decode_failed(id, e, rest, now);
                     return buf.len();
                 }
             }
@@ -573,7 +573,7 @@ impl Broker {
         }
     }
 
-    fn decode_failed(&mut self, id: ConnId, e: DecodeError, now: u64) {
+    fn decode_failed(&mut self, id: ConnId, e: DecodeError, raw: &[u8], now: u64) {
         let Some(c) = self.conns.get(id) else { return };
         let name = if c.client_id.is_empty() {
             "<unknown>"
@@ -595,6 +595,14 @@ impl Broker {
             if e == DecodeError::ZeroLengthClientId {
                 // [MQTT-3.1.3-8]: CONNACK 0x02, then close.
                 self.send_connack(id, false, reason::CONNACK_IDENTIFIER_REJECTED, false);
+                self.close(id, CloseReason::Refused, now);
+                return;
+            }
+            // A v5 CONNECT that cannot be accepted gets a CONNACK with the
+            // reason first (section 4.13.1); 3.1.x has no code for it.
+            if crate::protocol::peek_connect_version(raw) == Some(ProtocolVersion::V5) {
+                log::info!("Client {} from {} sent a bad CONNECT: {}.", name, c.peer, e);
+                self.send_connack(id, false, e.reason_code(), true);
                 self.close(id, CloseReason::Refused, now);
                 return;
             }

@@ -674,12 +674,12 @@ impl EventLoop {
         for sig in got {
             match sig {
                 SIGINT | SIGTERM => {
-                    log::info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
+                    log::info!(target: "information", "midge version {} terminating", env!("CARGO_PKG_VERSION"));
                     broker.shutdown(now);
                     stop = true;
                 }
                 SIGHUP => {
-                    log::info!("Reloading config.");
+                    log::info!(target: "information", "Reloading config.");
                     let specs: Vec<ListenerSpec> =
                         self.listeners.iter().map(|l| l.spec.clone()).collect();
                     let mut tls: Vec<Option<Arc<rustls::ServerConfig>>> =
@@ -798,7 +798,9 @@ impl EventLoop {
             }
             entry.insert(conn);
             l.count += 1;
-            log::info!("New connection from {} on port {}.", peer_s, port);
+            if broker.config().connection_messages {
+                log::info!("New connection from {} on port {}.", peer_s, port);
+            }
             broker.open(id, settings, &peer_s, now);
         }
     }
