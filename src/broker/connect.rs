@@ -304,13 +304,12 @@ impl Broker {
         };
         c.state = State::Connected;
         c.client_id = shared_id;
-        c.username = username.as_deref().map(Into::into);
         c.clean_start = p.clean_start;
         c.keepalive_ms = u64::from(keepalive) * 1500;
         c.last_rx = now;
         c.connected_at = now;
         c.session = Some(skey);
-        c.will = will;
+        c.will = will.map(Box::new);
         if v5 {
             c.max_packet_out = p.properties.maximum_packet_size().unwrap_or(0);
             c.receive_max = p.properties.receive_maximum().unwrap_or(u16::MAX);

@@ -243,30 +243,38 @@ pub(crate) struct Client {
     pub version: ProtocolVersion,
     /// Shared with the session.
     pub client_id: Rc<str>,
-    pub username: Option<Box<str>>,
     pub clean_start: bool,
     pub keepalive_ms: u64,
     pub last_rx: u64,
     pub connected_at: u64,
     pub session: Option<usize>,
-    pub will: Option<WillMsg>,
+    /// Boxed: most clients have none.
+    pub will: Option<Box<WillMsg>>,
     pub outbox: Outbox,
     dirty: bool,
     /// The client's Maximum Packet Size (v5), 0 = none.
     pub max_packet_out: u32,
     /// The client's Receive Maximum (v5), 65535 for v3.
     pub receive_max: u16,
-    /// Inbound topic aliases (v5), index = alias - 1.
-    pub aliases_in: Vec<Option<Box<str>>>,
+    /// Topic aliases both ways (v5), allocated on first use: most
+    /// connections never have any.
+    pub aliases: Option<Box<Aliases>>,
     /// The client's Topic Alias Maximum (v5): aliases midge may assign.
     pub topic_alias_max_out: u16,
-    /// Aliases midge assigned on this connection, by topic.
-    pub aliases_out: std::collections::HashMap<Box<str>, u16>,
     pub request_problem_info: bool,
     /// Name from the TLS client certificate, for `use_identity_as_username`.
     pub cert_username: Option<Box<str>>,
     /// The listener's `mount_point`.
     pub mount: Option<Rc<str>>,
+}
+
+/// A connection's topic aliases.
+#[derive(Debug, Default)]
+pub(crate) struct Aliases {
+    /// Inbound, index = alias - 1.
+    pub inbound: Vec<Option<Box<str>>>,
+    /// Assigned by midge, by topic.
+    pub outbound: std::collections::HashMap<Box<str>, u16>,
 }
 
 /// Counters behind `$SYS`.
@@ -428,7 +436,6 @@ impl Broker {
             state: State::New,
             version: ProtocolVersion::V311,
             client_id: "".into(),
-            username: None,
             clean_start: true,
             keepalive_ms: 0,
             last_rx: now,
@@ -439,9 +446,8 @@ impl Broker {
             dirty: false,
             max_packet_out: 0,
             receive_max: u16::MAX,
-            aliases_in: Vec::new(),
+            aliases: None,
             topic_alias_max_out: 0,
-            aliases_out: Default::default(),
             request_problem_info: true,
             cert_username: None,
             mount,
@@ -866,7 +872,7 @@ impl Broker {
                     self.publish_will(&w, now);
                 } else {
                     let due = now + u64::from(delay) * 1000;
-                    self.delayed_wills.push((client_id, due, w));
+                    self.delayed_wills.push((client_id, due, *w));
                     self.next_check = self.next_check.min(due);
                 }
             }

@@ -94,12 +94,13 @@ fn write_publish(
     };
     let mut new_alias = false;
     if v5 && c.topic_alias_max_out > 0 {
-        if let Some(&a) = c.aliases_out.get(m.topic) {
+        let al = c.aliases.get_or_insert_with(Default::default);
+        if let Some(&a) = al.outbound.get(m.topic) {
             topic = "";
             extra.push(Property::TopicAlias(a));
-        } else if c.aliases_out.len() < usize::from(c.topic_alias_max_out) {
-            let a = c.aliases_out.len() as u16 + 1;
-            c.aliases_out.insert(m.topic.into(), a);
+        } else if al.outbound.len() < usize::from(c.topic_alias_max_out) {
+            let a = al.outbound.len() as u16 + 1;
+            al.outbound.insert(m.topic.into(), a);
             extra.push(Property::TopicAlias(a));
             new_alias = true;
         }
@@ -122,7 +123,9 @@ fn write_publish(
         // [MQTT-3.1.2-25]: too large for the client; it is dropped.
         c.outbox.buf.truncate(start);
         if new_alias {
-            c.aliases_out.remove(m.topic);
+            if let Some(al) = c.aliases.as_mut() {
+                al.outbound.remove(m.topic);
+            }
         }
         return false;
     }
@@ -161,19 +164,20 @@ impl Broker {
                     return;
                 }
                 let slot = usize::from(alias - 1);
-                if c.aliases_in.len() <= slot {
-                    c.aliases_in.resize_with(slot + 1, || None);
+                let al = c.aliases.get_or_insert_with(Default::default);
+                if al.inbound.len() <= slot {
+                    al.inbound.resize_with(slot + 1, || None);
                 }
                 if p.topic.is_empty() {
-                    match &c.aliases_in[slot] {
+                    match &al.inbound[slot] {
                         Some(t) => alias_topic = Some(t.clone()),
                         None => {
                             self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
                             return;
                         }
                     }
-                } else if c.aliases_in[slot].as_deref() != Some(p.topic) {
-                    c.aliases_in[slot] = Some(p.topic.into());
+                } else if al.inbound[slot].as_deref() != Some(p.topic) {
+                    al.inbound[slot] = Some(p.topic.into());
                 }
             }
         }

@@ -90,7 +90,14 @@ impl Broker {
             if let Some(s) = self.sessions.get_mut(skey) {
                 match s.sub_index(filter) {
                     Some(j) => s.subs[j].1 = sub,
-                    None => s.subs.push((filter.into(), sub)),
+                    None => {
+                        // Most sessions hold one or two subscriptions: grow
+                        // exactly while small instead of by four.
+                        if s.subs.len() < 4 {
+                            s.subs.reserve_exact(1);
+                        }
+                        s.subs.push((filter.into(), sub))
+                    }
                 }
                 if s.persisted {
                     self.journal.push(|| JournalOp::Sub {

@@ -117,15 +117,9 @@ enum Transport {
 enum Stream {
     Tcp(TcpStream),
     Unix(mio::net::UnixStream),
-    /// MQTT over WebSocket over any of the others.
-    Ws {
-        inner: Box<Stream>,
-        ws: Box<ws::WsServer>,
-        /// Decoded MQTT bytes not yet handed to the reader.
-        app: Vec<u8>,
-        /// Frames (and handshake answers) not yet written to the socket.
-        wire: Vec<u8>,
-    },
+    /// MQTT over WebSocket over any of the others (boxed: it is large and
+    /// rare, and every connection slot is as big as the largest variant).
+    Ws(Box<WsStream>),
     Tls {
         sock: TcpStream,
         tls: Box<rustls::ServerConnection>,
@@ -140,7 +134,7 @@ impl Stream {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
             Stream::Tls { sock, .. } => sock.read(buf),
-            Stream::Ws { inner, .. } => inner.raw_read(buf),
+            Stream::Ws(w) => w.inner.raw_read(buf),
         }
     }
 
@@ -158,9 +152,10 @@ impl Stream {
                 let _ = tls.write_tls(sock);
                 let _ = sock.shutdown(std::net::Shutdown::Write);
             }
-            Stream::Ws {
-                inner, ws, wire, ..
-            } => {
+            Stream::Ws(w) => {
+                let WsStream {
+                    inner, ws, wire, ..
+                } = &mut **w;
                 ws.close(ws::CLOSE_NORMAL, wire);
                 let _ = inner.write(wire);
                 wire.clear();
@@ -182,9 +177,10 @@ impl Stream {
                 let _ = tls.write_tls(sock);
                 let _ = sock.shutdown(std::net::Shutdown::Both);
             }
-            Stream::Ws {
-                inner, ws, wire, ..
-            } => {
+            Stream::Ws(w) => {
+                let WsStream {
+                    inner, ws, wire, ..
+                } = &mut **w;
                 ws.close(ws::CLOSE_NORMAL, wire);
                 let _ = inner.write(wire);
                 wire.clear();
@@ -198,7 +194,7 @@ impl Stream {
             Stream::Tcp(s) => s,
             Stream::Unix(s) => s,
             Stream::Tls { sock, .. } => sock,
-            Stream::Ws { inner, .. } => inner.source(),
+            Stream::Ws(w) => w.inner.source(),
         }
     }
 
@@ -207,14 +203,15 @@ impl Stream {
         match self {
             Stream::Tcp(_) | Stream::Unix(_) => false,
             Stream::Tls { tls, .. } => tls.wants_write(),
-            Stream::Ws { inner, wire, .. } => !wire.is_empty() || inner.wants_write(),
+            Stream::Ws(w) => !w.wire.is_empty() || w.inner.wants_write(),
         }
     }
 
     /// Push pending TLS records (or WebSocket frames) to the socket until
     /// it would block.
     fn flush_tls(&mut self) -> io::Result<()> {
-        if let Stream::Ws { inner, wire, .. } = self {
+        if let Stream::Ws(w) = self {
+            let WsStream { inner, wire, .. } = &mut **w;
             let mut off = 0;
             while off < wire.len() {
                 match inner.write(&wire[off..]) {
@@ -245,7 +242,7 @@ impl Stream {
     fn peer_certificate(&self) -> Option<&[u8]> {
         match self {
             Stream::Tcp(_) | Stream::Unix(_) => None,
-            Stream::Ws { inner, .. } => inner.peer_certificate(),
+            Stream::Ws(w) => w.inner.peer_certificate(),
             Stream::Tls { tls, .. } => tls
                 .peer_certificates()
                 .and_then(|c| c.first())
@@ -258,15 +255,15 @@ impl Stream {
     /// Read MQTT bytes from inside WebSocket frames.
     fn read_ws(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let Stream::Ws {
+            let Stream::Ws(w) = self else {
+                return Ok(0);
+            };
+            let WsStream {
                 inner,
                 ws,
                 app,
                 wire,
-            } = self
-            else {
-                return Ok(0);
-            };
+            } = &mut **w;
             if !app.is_empty() {
                 let n = buf.len().min(app.len());
                 buf[..n].copy_from_slice(&app[..n]);
@@ -298,7 +295,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
-            Stream::Ws { .. } => self.read_ws(buf),
+            Stream::Ws(_) => self.read_ws(buf),
             Stream::Tls { sock, tls } => loop {
                 match tls.reader().read(buf) {
                     Ok(n) => return Ok(n),
@@ -326,15 +323,18 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
-            Stream::Ws { ws, wire, .. } => {
-                if wire.len() >= WS_WIRE_LIMIT {
+            Stream::Ws(w) => {
+                if w.wire.len() >= WS_WIRE_LIMIT {
                     self.flush_tls()?;
-                    if self.wants_write() {
+                    if matches!(self, Stream::Ws(w) if w.wire.len() >= WS_WIRE_LIMIT) {
                         return Err(io::ErrorKind::WouldBlock.into());
                     }
-                    return Ok(0);
                 }
-                ws.wrap(buf, wire);
+                let w = match self {
+                    Stream::Ws(w) => w,
+                    _ => return Ok(0),
+                };
+                w.ws.wrap(buf, &mut w.wire);
                 self.flush_tls()?;
                 Ok(buf.len())
             }
@@ -352,9 +352,18 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.flush(),
             Stream::Unix(s) => s.flush(),
-            Stream::Tls { .. } | Stream::Ws { .. } => self.flush_tls(),
+            Stream::Tls { .. } | Stream::Ws(_) => self.flush_tls(),
         }
     }
+}
+
+struct WsStream {
+    inner: Stream,
+    ws: ws::WsServer,
+    /// Decoded MQTT bytes not yet handed to the reader.
+    app: Vec<u8>,
+    /// Frames (and handshake answers) not yet written to the socket.
+    wire: Vec<u8>,
 }
 
 struct Conn {
@@ -769,12 +778,12 @@ impl EventLoop {
                 }
             };
             let stream = match &l.spec.websockets {
-                Some(w) => Stream::Ws {
-                    inner: Box::new(stream),
-                    ws: Box::new(ws::WsServer::new(w.headers_limit, w.http_dir.clone())),
+                Some(w) => Stream::Ws(Box::new(WsStream {
+                    inner: stream,
+                    ws: ws::WsServer::new(w.headers_limit, w.http_dir.clone()),
                     app: Vec::new(),
                     wire: Vec::new(),
-                },
+                })),
                 None => stream,
             };
             let mut conn = Conn {
