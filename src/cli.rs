@@ -757,6 +757,12 @@ fn drop_privileges(user: &str) -> Result<(), String> {
         return Ok(());
     }
     let lookup = |name: &str| -> Option<(libc::uid_t, libc::gid_t)> {
+        // /etc/passwd first: getpwnam loads the NSS modules (a few hundred
+        // KB of resident memory on a Pi) for what is nearly always a local
+        // system user.
+        if let Some(ids) = passwd_entry(name) {
+            return Some(ids);
+        }
         let cname = std::ffi::CString::new(name).ok()?;
         // SAFETY: getpwnam returns a pointer to static storage or null; we
         // copy the two fields out before any other call could reuse it.
@@ -783,10 +789,16 @@ fn drop_privileges(user: &str) -> Result<(), String> {
         }
     };
     let cname = std::ffi::CString::new(name).map_err(|_| "bad user name".to_string())?;
-    // SAFETY: initgroups/setgid/setuid take plain values and a valid C
-    // string; failures are reported through their return values.
+    // SAFETY: setgroups reads `g.len()` gids from a live Vec; initgroups,
+    // setgid and setuid take plain values and a valid C string; failures
+    // are reported through their return values.
+    let local_groups = group_entries(name, gid);
     unsafe {
-        if libc::initgroups(cname.as_ptr(), gid) != 0 {
+        let grouped = match &local_groups {
+            Some(g) => libc::setgroups(g.len() as _, g.as_ptr()),
+            None => libc::initgroups(cname.as_ptr(), gid),
+        };
+        if grouped != 0 {
             return Err(format!(
                 "Error setting groups whilst dropping privileges: {}.",
                 std::io::Error::last_os_error()
@@ -806,4 +818,41 @@ fn drop_privileges(user: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// uid and gid of `name` from /etc/passwd, if it is there.
+fn passwd_entry(name: &str) -> Option<(libc::uid_t, libc::gid_t)> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        let uid = f.next()?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+/// The supplementary groups of `name` from /etc/group (plus its primary
+/// group), or None when the file cannot be read (then NSS is asked).
+fn group_entries(name: &str, primary: libc::gid_t) -> Option<Vec<libc::gid_t>> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    let mut gids = vec![primary];
+    for line in text.lines() {
+        let mut f = line.split(':');
+        let (_group, _pw, gid, members) = (f.next(), f.next(), f.next(), f.next());
+        let (Some(gid), Some(members)) = (gid, members) else {
+            continue;
+        };
+        if members.split(',').any(|m| m == name) {
+            if let Ok(g) = gid.parse() {
+                if !gids.contains(&g) {
+                    gids.push(g);
+                }
+            }
+        }
+    }
+    Some(gids)
 }
