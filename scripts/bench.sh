@@ -282,6 +282,7 @@ if [ "$MODE" = run ]; then
     : >"$OUT/raw.jsonl"
     rm -rf "$OUT/logs"
     read -r busy0 steal0 total0 < <(cpu_steal)
+    load0=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "== $ROUNDS round(s) of: $SCENARIOS (QUICK=$QUICK) on: $BROKERS" >&2
     for round in $(seq 1 "$ROUNDS"); do
         echo "== round $round" >&2
@@ -299,7 +300,7 @@ if [ "$MODE" = run ]; then
         echo
         machine_header
         echo "- rounds: $ROUNDS, QUICK=$QUICK, duration ${DURATION}s, conns $CONNS, retained $RETAINED, wildcard subscribers $WILDCARD_SUBS, extra args: ${BENCH_ARGS:-none}"
-        echo "- CPU steal time during the run: ${steal_pct}% (high values mean noisy numbers; CPU µs/msg is the steadier metric)"
+        echo "- CPU steal time during the run: ${steal_pct}%; load average at start: $load0, at end: $(cut -d' ' -f1-3 /proc/loadavg) (other load or steal makes throughput noisy; broker CPU µs/msg is the steadier metric)"
         echo
         "$BENCH" report "$OUT/raw.jsonl" --tsv "$TMP/ratios.tsv"
         if [ -s "$NOTES" ]; then
@@ -317,41 +318,96 @@ if [ "$MODE" = run ]; then
 fi
 
 # ---- callgrind mode: a fixed fan-in workload under valgrind and strace.
+# A broker under valgrind can pause for a while (code translation), so
+# midge_bench waits up to 10 s for stragglers instead of 1 s.
+# Each tool runs twice per broker: with 1 message (start-up, 9 connections,
+# shutdown) and with CG_COUNT messages; the difference divided by the extra
+# messages is the cost of one delivered message, free of start-up costs.
 RAW=$OUT/raw-callgrind.jsonl
 : >"$RAW"
 SYSCALL_TABLES=$TMP/syscalls.md
 : >"$SYSCALL_TABLES"
-FANIN_ARGS="--count $CG_COUNT --duration 3600 --timeout 300"
+
+# Started as root, both brokers switch to the `mosquitto` user, and valgrind
+# writes its output file at exit with that identity: the file (created at
+# start-up by root) and the directory must be writable by it.
+CGDIR=$TMP/callgrind
+mkdir -p "$CGDIR"
+chmod 711 "$TMP"
+chmod 1777 "$CGDIR"
+
+M_TOTAL= # instructions or syscalls counted by the last `measure`
+M_MSGS=  # messages the last `measure` delivered
+M_OUT=   # the tool's output file
+# measure callgrind|strace NAME COUNT
+measure() {
+    local tool=$1 name=$2 count=$3 port conf out pid bpid line
+    M_TOTAL=
+    M_MSGS=
+    port=$("$BENCH" free-port)
+    conf=$TMP/$name.conf
+    write_conf "$conf" "$port" 0
+    out=$CGDIR/$tool.$name.$count.out
+    M_OUT=$out
+    if [ "$tool" = callgrind ]; then
+        start_broker "$name" "$conf" "$TMP/$tool-$name.log" valgrind --tool=callgrind --vgdb=no --callgrind-out-file="$out"
+    else
+        start_broker "$name" "$conf" "$TMP/$tool-$name.log" strace -c -f -S calls -o "$out"
+    fi
+    pid=$BROKER_PID
+    if ! "$BENCH" wait-port --port "$port" --timeout 60; then
+        echo "   $name under $tool did not start:" >&2
+        cat "$TMP/$tool-$name.log" >&2
+        stop_broker "$pid" 5
+        return 0
+    fi
+    chmod 666 "$out" 2>/dev/null || true
+    bpid=
+    if [ "$tool" = strace ]; then
+        # The broker is strace's child; it is signalled, not strace, so
+        # strace sees it exit and writes its summary.
+        bpid=$(awk '{print $1}' "/proc/$pid/task/$pid/children" 2>/dev/null || true)
+    fi
+    # shellcheck disable=SC2086
+    line=$("$BENCH" fanin --port "$port" --label "$name" --count "$count" --duration 3600 \
+        --timeout 300 --drain 10 ${bpid:+--broker-pid $bpid} $BENCH_ARGS) || true
+    if [ -n "$bpid" ]; then
+        kill -TERM "$bpid" 2>/dev/null || true
+    fi
+    stop_broker "$pid" 120
+    M_MSGS=$(json_num "$line" msgs)
+    if [ "$tool" = callgrind ]; then
+        M_TOTAL=$(awk '/^(summary|totals):/{print $2; exit}' "$out" 2>/dev/null || true)
+    else
+        M_TOTAL=$(awk '$NF=="total"{print $4}' "$out" 2>/dev/null || true)
+    fi
+    if [ -z "$M_MSGS" ] || [ -z "$M_TOTAL" ]; then
+        echo "   $name under $tool: no result (bench said: $line)" >&2
+        M_TOTAL=
+    fi
+}
+
+# cost TOOL NAME SCENARIO KEY DECIMALS: both runs, one JSON line.
+cost() {
+    local tool=$1 name=$2 scenario=$3 key=$4 dec=$5 base_total base_msgs per
+    echo "== $tool: $name, 1 and $CG_COUNT fan-in messages" >&2
+    measure "$tool" "$name" 1
+    base_total=$M_TOTAL
+    base_msgs=$M_MSGS
+    measure "$tool" "$name" "$CG_COUNT"
+    if [ -z "$base_total" ] || [ -z "$M_TOTAL" ] || [ "${M_MSGS:-0}" -le "${base_msgs:-0}" ]; then
+        echo "{\"scenario\":\"$scenario\",\"broker\":\"$name\",\"error\":\"$tool gave no usable totals\"}" >>"$RAW"
+        return 0
+    fi
+    per=$(awk -v a="$M_TOTAL" -v b="$base_total" -v m="$M_MSGS" -v n="$base_msgs" -v d="$dec" \
+        'BEGIN{printf "%.*f", d, (a-b)/(m-n)}')
+    echo "{\"scenario\":\"$scenario\",\"broker\":\"$name\",\"msgs\":$M_MSGS,\"total\":$M_TOTAL,\"baseline_total\":$base_total,\"$key\":$per,\"loss\":$((CG_COUNT - M_MSGS))}" >>"$RAW"
+    echo "   $name: ($M_TOTAL - $base_total) / ($M_MSGS - $base_msgs) = $per per message" >&2
+}
 
 if command -v valgrind >/dev/null; then
     for name in $BROKERS; do
-        port=$("$BENCH" free-port)
-        conf=$TMP/$name.conf
-        write_conf "$conf" "$port" 0
-        out=$TMP/callgrind.$name.out
-        echo "== callgrind: $name, $CG_COUNT fan-in messages" >&2
-        start_broker "$name" "$conf" "$TMP/cg-$name.log" valgrind --tool=callgrind --callgrind-out-file="$out"
-        pid=$BROKER_PID
-        if ! "$BENCH" wait-port --port "$port" --timeout 60; then
-            echo "   $name under valgrind did not start:" >&2
-            cat "$TMP/cg-$name.log" >&2
-            stop_broker "$pid" 5
-            continue
-        fi
-        # shellcheck disable=SC2086
-        line=$("$BENCH" fanin --port "$port" --label "$name" $FANIN_ARGS $BENCH_ARGS) || true
-        stop_broker "$pid" 120
-        msgs=$(json_num "$line" msgs)
-        ir=$(awk '/^(summary|totals):/{print $2; exit}' "$out" 2>/dev/null || true)
-        if [ -n "$msgs" ] && [ -n "$ir" ] && [ "$msgs" != 0 ]; then
-            per=$(awk -v a="$ir" -v b="$msgs" 'BEGIN{printf "%.1f", a/b}')
-            loss=$(json_num "$line" loss)
-            echo "{\"scenario\":\"callgrind\",\"broker\":\"$name\",\"msgs\":$msgs,\"ir_total\":$ir,\"ir_per_msg\":$per,\"loss\":${loss:-null}}" >>"$RAW"
-            echo "   $name: $ir instructions / $msgs messages = $per per message (start-up included)" >&2
-        else
-            echo "{\"scenario\":\"callgrind\",\"broker\":\"$name\",\"error\":\"no callgrind total or no messages\"}" >>"$RAW"
-            echo "   $name: no result (bench said: $line)" >&2
-        fi
+        cost callgrind "$name" callgrind ir_per_msg 1
     done
 else
     echo "== valgrind not installed: skipping callgrind" >&2
@@ -363,44 +419,16 @@ if ! command -v strace >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/
 fi
 if command -v strace >/dev/null; then
     for name in $BROKERS; do
-        port=$("$BENCH" free-port)
-        conf=$TMP/$name.conf
-        write_conf "$conf" "$port" 0
-        out=$TMP/strace.$name.txt
-        echo "== strace -c -f: $name, $CG_COUNT fan-in messages" >&2
-        start_broker "$name" "$conf" "$TMP/st-$name.log" strace -c -f -o "$out"
-        spid=$BROKER_PID
-        if ! "$BENCH" wait-port --port "$port" --timeout 30; then
-            echo "   $name under strace did not start" >&2
-            stop_broker "$spid" 5
-            continue
-        fi
-        # The broker is strace's child; signal it, not strace, so strace
-        # sees it exit and writes its summary.
-        bpid=$(cat "/proc/$spid/task/$spid/children" 2>/dev/null | awk '{print $1}')
-        # shellcheck disable=SC2086
-        line=$("$BENCH" fanin --port "$port" --label "$name" ${bpid:+--broker-pid $bpid} $FANIN_ARGS $BENCH_ARGS) || true
-        if [ -n "$bpid" ]; then
-            kill -TERM "$bpid" 2>/dev/null || true
-        fi
-        stop_broker "$spid" 30
-        msgs=$(json_num "$line" msgs)
-        calls=$(awk '$NF=="total"{print $4}' "$out" 2>/dev/null || true)
-        if [ -n "$msgs" ] && [ -n "$calls" ] && [ "$msgs" != 0 ]; then
-            per=$(awk -v a="$calls" -v b="$msgs" 'BEGIN{printf "%.4f", a/b}')
-            echo "{\"scenario\":\"strace\",\"broker\":\"$name\",\"msgs\":$msgs,\"syscalls\":$calls,\"syscalls_per_msg\":$per}" >>"$RAW"
-            echo "   $name: $calls syscalls / $msgs messages = $per per message" >&2
+        cost strace "$name" strace syscalls_per_msg 4
+        if [ -s "$M_OUT" ]; then
             {
-                echo "### $name: strace -c -f (top 12)"
+                echo "### $name: strace -c -f, $CG_COUNT messages, by number of calls (top 12)"
                 echo
                 echo '```'
-                head -n 14 "$out"
+                head -n 14 "$M_OUT"
                 echo '```'
                 echo
             } >>"$SYSCALL_TABLES"
-        else
-            echo "{\"scenario\":\"strace\",\"broker\":\"$name\",\"error\":\"no strace total or no messages\"}" >>"$RAW"
-            echo "   $name: no strace result (bench said: $line)" >&2
         fi
     done
 else
@@ -411,7 +439,9 @@ fi
     echo "# midge vs Mosquitto: cost per delivered message"
     echo
     machine_header
-    echo "- workload: fanin (8 publishers -> 1 subscriber, QoS 0, 64-byte payloads), $CG_COUNT messages; broker start-up and shutdown included"
+    echo "- load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- workload: fanin (8 publishers -> 1 subscriber, QoS 0, 64-byte payloads), $CG_COUNT messages,"
+    echo "  minus a 1-message run (start-up, connections, shutdown), divided by the extra messages"
     echo
     "$BENCH" report "$RAW"
     echo

@@ -52,6 +52,10 @@ pub(super) struct Delivery<'a> {
     pub sub_ids: &'a [u32],
     /// The shared subscription group it was chosen through, or NO_GROUP.
     pub group: u32,
+    /// Sent because of a new subscription (retained): waits in the queue
+    /// for a congested client whatever `max_queued_messages` says, as
+    /// Mosquitto sends every retained match.
+    pub unbounded: bool,
 }
 
 pub(super) const NO_GROUP: u32 = u32::MAX;
@@ -451,6 +455,7 @@ impl Broker {
                 retain: retain && t.retain_as_published,
                 sub_ids: &t.sub_ids,
                 group: NO_GROUP,
+                unbounded: false,
             };
             self.deliver(t.session, &view, (qos, retain), stored, &d, now);
         }
@@ -483,11 +488,7 @@ impl Broker {
         let live = s.conn.and_then(|id| self.conns.get(id).map(|c| (id, c)));
         if let Some((id, c)) = live {
             let congested = c.outbox.len() >= OUTBOX_SOFT_LIMIT;
-            if qos == QoS::AtMostOnce {
-                if congested {
-                    self.stats.pub_msgs_dropped += 1;
-                    return;
-                }
+            if qos == QoS::AtMostOnce && !congested && s.queue.is_empty() {
                 if let Some(c) = self.conns.writer(id) {
                     write_publish(
                         c,
@@ -504,7 +505,11 @@ impl Broker {
                 return;
             }
             let window = inflight_window(max_inflight, c.receive_max);
-            if !congested && s.queue.is_empty() && s.inflight.len() < window {
+            if qos != QoS::AtMostOnce
+                && !congested
+                && s.queue.is_empty()
+                && s.inflight.len() < window
+            {
                 let packet_id = s.alloc_packet_id();
                 let Some(c) = self.conns.writer(id) else {
                     return;
@@ -560,11 +565,13 @@ impl Broker {
         } else if qos == QoS::AtMostOnce && !self.cfg.queue_qos0_messages {
             return;
         }
-        // Queue it, within the limits.
+        // Queue it, within the limits. A connected client that is not
+        // keeping up queues QoS 0 too (in order with the rest).
         let max_msgs = self.cfg.max_queued_messages as usize;
         let max_bytes = self.cfg.max_queued_bytes as usize;
-        if (max_msgs > 0 && s.queue.len() >= max_msgs)
-            || (max_bytes > 0 && s.queued_bytes + view.payload.len() > max_bytes)
+        if !d.unbounded
+            && ((max_msgs > 0 && s.queue.len() >= max_msgs)
+                || (max_bytes > 0 && s.queued_bytes + view.payload.len() > max_bytes))
         {
             if s.queue.len() == max_msgs {
                 log::debug!(
@@ -875,6 +882,7 @@ impl Broker {
             retain: published.1 && opts.retain_as_published,
             sub_ids: if opts.sub_id != 0 { &ids } else { &[] },
             group: gidx,
+            unbounded: false,
         };
         self.deliver(skey, view, published, stored, &d, now);
     }
@@ -927,6 +935,7 @@ impl Broker {
             retain: o.retain,
             sub_ids: if opts.sub_id != 0 { &ids } else { &[] },
             group: o.group,
+            unbounded: false,
         };
         self.deliver(skey, &view, (o.msg.qos, o.msg.retain), &mut stored, &d, now);
     }
@@ -982,6 +991,7 @@ impl Broker {
             retain: true,
             sub_ids: ids,
             group: NO_GROUP,
+            unbounded: true,
         };
         self.deliver(skey, &view, (msg.qos, true), &mut stored, &d, now);
     }

@@ -657,3 +657,50 @@ fn mount_point_prefixes_and_strips_topics() {
     h.publish(plain, "in/y", b"other", 0, false, 0);
     assert!(h.recv(m).is_empty(), "outside the mount point");
 }
+
+#[test]
+fn every_retained_match_reaches_a_new_subscriber_past_the_outbox_limit() {
+    let mut h = H::new();
+    let p = h.connect("p", true);
+    let payload = vec![b'x'; 1024];
+    for i in 0..3000 {
+        h.publish(p, &format!("r/{}", i), &payload, 0, true, 0);
+    }
+    let s = h.connect("s", true);
+    h.subscribe(s, "r/#", 0);
+    let mut got = 0;
+    for _ in 0..100 {
+        let n = h.recv(s).iter().filter(|g| pub_of(g).is_some()).count();
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert_eq!(got, 3000, "3 MB of retained messages, none dropped");
+}
+
+#[test]
+fn qos0_to_a_slow_subscriber_waits_in_its_queue_in_order() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "t", 0);
+    let p = h.connect("p", true);
+    let payload = vec![b'y'; 4096];
+    // Nothing is read by the subscriber while 1.5 MB arrive.
+    for i in 0..400u32 {
+        let mut m = payload.clone();
+        m[..4].copy_from_slice(&i.to_be_bytes());
+        h.publish(p, "t", &m, 0, false, 0);
+    }
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let g = h.recv(s);
+        if g.is_empty() {
+            break;
+        }
+        for x in g.iter().filter_map(pub_of) {
+            seen.push(u32::from_be_bytes([x.1[0], x.1[1], x.1[2], x.1[3]]));
+        }
+    }
+    assert_eq!(seen, (0..400).collect::<Vec<_>>());
+}

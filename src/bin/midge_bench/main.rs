@@ -54,6 +54,8 @@ options:
                      Mosquitto listens with a backlog of 100)
   --timeout S        bound on set-up phases (default 120)
   --hold S           conns: wait before reading RSS (default 1)
+  --drain S          after sending stops, give up on the rest after S
+                     seconds without a delivery (default 1; retained: 2*S)
   --v5               speak MQTT 5 instead of 3.1.1
 ";
 
@@ -92,6 +94,7 @@ fn parse_opts(args: Vec<String>) -> Result<Opts, String> {
         concurrency: 64,
         timeout: Duration::from_secs(120),
         hold: Duration::from_secs(1),
+        drain: Duration::from_secs(1),
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -118,6 +121,7 @@ fn parse_opts(args: Vec<String>) -> Result<Opts, String> {
             "--concurrency" => o.concurrency = parse_num(&flag, it.next())?,
             "--timeout" => o.timeout = parse_secs(&flag, it.next())?,
             "--hold" => o.hold = parse_secs(&flag, it.next())?,
+            "--drain" => o.drain = parse_secs(&flag, it.next())?,
             "--v5" => o.v5 = true,
             other => return Err(format!("unknown option '{other}'")),
         }

@@ -121,6 +121,15 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+fn fmt_ratio(r: f64) -> String {
+    if r >= 0.1 {
+        format!("{r:.2}")
+    } else {
+        // Keep two significant digits for tiny ratios (syscalls per message).
+        format!("{r:.2e}")
+    }
+}
+
 fn str_of<'a>(o: &'a Object, k: &str) -> &'a str {
     json::get(o, k).and_then(Value::as_str).unwrap_or("?")
 }
@@ -229,7 +238,7 @@ pub fn render(text: &str, a: &str, b: &str) -> (String, String) {
                 metric.label,
                 show(ma),
                 show(mb),
-                ratio.map_or_else(|| "-".to_string(), |r| format!("{r:.2}")),
+                ratio.map_or_else(|| "-".to_string(), fmt_ratio),
                 ra.len(),
                 rb.len()
             );
@@ -298,6 +307,8 @@ not json
         );
         assert!(md.contains("fanin / midge run 2: 3 lost"), "{md}");
         assert!(md.contains("1 unreadable"), "{md}");
+        assert_eq!(fmt_ratio(0.0021), "2.10e-3");
+        assert_eq!(fmt_ratio(0.5), "0.50");
         assert!(tsv.contains("fanin: delivered msgs/s\t3.0000\t1"), "{tsv}");
         assert!(tsv.contains("latency: p50 µs\t0.5000\t0"), "{tsv}");
     }

@@ -35,6 +35,9 @@ pub struct Opts {
     pub concurrency: usize,
     pub timeout: Duration,
     pub hold: Duration,
+    /// After sending stops: how long without a delivery before the rest
+    /// counts as lost.
+    pub drain: Duration,
 }
 
 /// How often the loop wakes up to check deadlines when nothing happens.
@@ -45,10 +48,15 @@ const MAX_PENDING: usize = 256 * 1024;
 const BATCH: u64 = 32;
 /// No delivery for this long with a full window: the rest is lost.
 const STALL: Duration = Duration::from_millis(250);
-/// After sending stops: give up waiting after this long without progress...
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
-/// ...or after this long in total.
-const DRAIN_MAX: Duration = Duration::from_secs(5);
+/// After sending stops, waiting for the rest gives up after `Opts::drain`
+/// without progress, or after this many times `Opts::drain` in total
+/// (and never less than `DRAIN_MAX_MIN`).
+const DRAIN_MAX_FACTOR: u32 = 5;
+const DRAIN_MAX_MIN: Duration = Duration::from_secs(5);
+
+fn drain_max(o: &Opts) -> Duration {
+    (o.drain * DRAIN_MAX_FACTOR).max(DRAIN_MAX_MIN)
+}
 /// Payload bytes used for bookkeeping: sequence, source, timestamp.
 const STAMP_LEN: usize = 20;
 
@@ -176,7 +184,7 @@ enum Step {
 }
 
 /// Timing of a windowed flow: send phase bounded by `duration` (and count),
-/// drain phase bounded by `DRAIN_IDLE` / `DRAIN_MAX`.
+/// drain phase bounded by `Opts::drain` idle and `drain_max` in total.
 struct Flow {
     meter: Meter,
     send_until: Instant,
@@ -184,6 +192,11 @@ struct Flow {
     last_progress: Instant,
     last_delivery: Instant,
     stalls: u64,
+    drain_idle: Duration,
+    drain_max: Duration,
+    /// Longest time between two deliveries while sending: a broker pause
+    /// (or a starved machine) shows up here before it shows up as loss.
+    max_gap: Duration,
 }
 
 impl Flow {
@@ -197,19 +210,22 @@ impl Flow {
             last_progress: t0,
             last_delivery: t0,
             stalls: 0,
+            drain_idle: o.drain,
+            drain_max: drain_max(o),
+            max_gap: Duration::ZERO,
         }
     }
 
     /// `full`: no more may be sent until something arrives.
     fn step(&mut self, now: Instant, count_reached: bool, outstanding: u64, full: bool) -> Step {
         if self.drain_until.is_none() && (count_reached || now >= self.send_until) {
-            self.drain_until = Some(now + DRAIN_MAX);
+            self.drain_until = Some(now + self.drain_max);
             self.last_progress = self.last_progress.max(now);
         }
         if let Some(until) = self.drain_until {
             if outstanding == 0
                 || now >= until
-                || now.duration_since(self.last_progress) >= DRAIN_IDLE
+                || now.duration_since(self.last_progress) >= self.drain_idle
             {
                 return Step::Done;
             }
@@ -224,6 +240,9 @@ impl Flow {
     }
 
     fn progressed(&mut self, now: Instant) {
+        if self.drain_until.is_none() {
+            self.max_gap = self.max_gap.max(now.duration_since(self.last_delivery));
+        }
         self.last_progress = now;
         self.last_delivery = now;
     }
@@ -415,6 +434,7 @@ pub fn fanin(o: &Opts) -> Result<String, String> {
         .int("window", window)
         .int("payload", o.payload as u64)
         .int("stalls", flow.stalls)
+        .num("max_gap_ms", flow.max_gap.as_secs_f64() * 1e3)
         .int("dup_or_reordered", counts.dup_or_reordered)
         .int("foreign", foreign);
     j.int("stale_retained", stale);
@@ -506,6 +526,7 @@ pub fn fanout(o: &Opts) -> Result<String, String> {
         .int("payload", o.payload as u64)
         .int("slowest_sub_seq", min_sub)
         .int("stalls", flow.stalls)
+        .num("max_gap_ms", flow.max_gap.as_secs_f64() * 1e3)
         .int("dup_or_reordered", counts.dup_or_reordered)
         .int("foreign", foreign);
     j.int("stale_retained", stale);
@@ -600,6 +621,7 @@ pub fn qos1(o: &Opts) -> Result<String, String> {
         .int("window", window)
         .int("payload", o.payload as u64)
         .int("stalls", flow.stalls)
+        .num("max_gap_ms", flow.max_gap.as_secs_f64() * 1e3)
         .int("dup_flag", dups)
         .int("dup_or_reordered", counts.dup_or_reordered)
         .int("wrong_qos", wrong_qos);
@@ -648,7 +670,7 @@ pub fn latency(o: &Opts) -> Result<String, String> {
     let epoch = meter.t0;
     let mut last_progress = epoch;
     let mut last_delivery = epoch;
-    let hard_end = epoch + o.duration + DRAIN_MAX;
+    let hard_end = epoch + o.duration + drain_max(o);
     loop {
         let now = Instant::now();
         let mut due = 0u64;
@@ -668,7 +690,7 @@ pub fn latency(o: &Opts) -> Result<String, String> {
         }
         let got = samples.len() as u64 + counts.lost;
         if sent >= total
-            && (got >= total || now.duration_since(last_progress) >= DRAIN_IDLE || now >= hard_end)
+            && (got >= total || now.duration_since(last_progress) >= o.drain || now >= hard_end)
         {
             break;
         }
@@ -876,8 +898,7 @@ pub fn retained(o: &Opts) -> Result<String, String> {
         if received >= count
             || now >= deliver_deadline
             || net.state(sub) == State::Closed
-            || (net.state(sub) == State::Ready
-                && now.duration_since(last_progress) >= DRAIN_IDLE * 2)
+            || (net.state(sub) == State::Ready && now.duration_since(last_progress) >= o.drain * 2)
         {
             break;
         }
@@ -1079,6 +1100,7 @@ pub fn wildcard(o: &Opts) -> Result<String, String> {
         .int("missing", missing)
         .int("extra", extra)
         .int("stalls", flow.stalls)
+        .num("max_gap_ms", flow.max_gap.as_secs_f64() * 1e3)
         .int("foreign", foreign);
     j.int("stale_retained", stale);
     net.disconnect_all();
