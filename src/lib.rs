@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod logging;
 pub mod memory;

@@ -573,8 +573,10 @@ impl Broker {
             && ((max_msgs > 0 && s.queue.len() >= max_msgs)
                 || (max_bytes > 0 && s.queued_bytes + view.payload.len() > max_bytes))
         {
-            if s.queue.len() == max_msgs {
-                log::debug!(
+            if !s.dropping {
+                // Once per episode, as Mosquitto's notice.
+                s.dropping = true;
+                log::info!(
                     "Outgoing messages are being dropped for client {}.",
                     s.client_id
                 );

@@ -120,6 +120,8 @@ pub struct Session {
     pub match_idx: u32,
     /// A `Session` journal op was written for it (so its end must be too).
     pub persisted: bool,
+    /// Messages are being dropped for a full queue (logged once per episode).
+    pub dropping: bool,
 }
 
 impl Session {
@@ -140,6 +142,7 @@ impl Session {
             match_seq: 0,
             match_idx: 0,
             persisted: false,
+            dropping: false,
         }
     }
 
@@ -172,6 +175,9 @@ impl Session {
 
     pub fn pop_queue(&mut self) -> Option<Outgoing> {
         let out = self.queue.pop_front()?;
+        if self.queue.is_empty() {
+            self.dropping = false;
+        }
         self.queued_bytes = self.queued_bytes.saturating_sub(out.msg.cost());
         Some(out)
     }

@@ -263,12 +263,16 @@ impl Stream {
                 ws,
                 app,
                 wire,
+                closed,
             } = &mut **w;
             if !app.is_empty() {
                 let n = buf.len().min(app.len());
                 buf[..n].copy_from_slice(&app[..n]);
                 app.drain(..n);
                 return Ok(n);
+            }
+            if *closed {
+                return Ok(0);
             }
             let mut raw = [0u8; 16 * 1024];
             let n = inner.read(&mut raw)?;
@@ -280,7 +284,13 @@ impl Stream {
             let flushed = self.flush_tls();
             match fed {
                 Ok(()) => flushed?,
-                Err(ws::WsError::Closed) => return Ok(0),
+                Err(ws::WsError::Closed) => {
+                    // Packets that came in the same read as the close frame
+                    // are still handed over before the end.
+                    if let Stream::Ws(w) = self {
+                        w.closed = true;
+                    }
+                }
                 Err(e) => {
                     log::info!("WebSocket connection closed: {}.", e);
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
@@ -364,6 +374,8 @@ struct WsStream {
     app: Vec<u8>,
     /// Frames (and handshake answers) not yet written to the socket.
     wire: Vec<u8>,
+    /// The peer closed; what is left in `app` is still delivered first.
+    closed: bool,
 }
 
 struct Conn {
@@ -783,6 +795,7 @@ impl EventLoop {
                     ws: ws::WsServer::new(w.headers_limit, w.http_dir.clone()),
                     app: Vec::new(),
                     wire: Vec::new(),
+                    closed: false,
                 })),
                 None => stream,
             };

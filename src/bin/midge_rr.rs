@@ -1,0 +1,9 @@
+//! midge_rr: a drop-in for mosquitto_rr 2.0 (same flags, output, messages
+//! and exit codes). Everything lives in `midge::client::run_rr`.
+//!
+//! Must not: hold logic; it only hands the command line over.
+
+fn main() {
+    let args = midge::client::run::args();
+    std::process::exit(midge::client::run_rr::main(&args));
+}
