@@ -481,6 +481,7 @@ impl Broker {
         now: u64,
     ) {
         let max_inflight = self.cfg.max_inflight_messages;
+        let max_inflight_bytes = self.cfg.max_inflight_bytes;
         let (qos, retain, sub_ids) = (d.qos, d.retain, d.sub_ids);
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
@@ -509,6 +510,7 @@ impl Broker {
                 && !congested
                 && s.queue.is_empty()
                 && s.inflight.len() < window
+                && s.inflight_bytes_below(max_inflight_bytes)
             {
                 let packet_id = s.alloc_packet_id();
                 let Some(c) = self.conns.writer(id) else {
@@ -608,6 +610,7 @@ impl Broker {
     /// Move queued messages into the in-flight window while it has room.
     pub(super) fn pump(&mut self, skey: usize, now: u64) {
         let max_inflight = self.cfg.max_inflight_messages;
+        let max_inflight_bytes = self.cfg.max_inflight_bytes;
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
@@ -618,7 +621,9 @@ impl Broker {
         }
         let window = inflight_window(max_inflight, c.receive_max);
         while let Some(front) = s.queue.front() {
-            if front.qos != QoS::AtMostOnce && s.inflight.len() >= window {
+            if front.qos != QoS::AtMostOnce
+                && (s.inflight.len() >= window || !s.inflight_bytes_below(max_inflight_bytes))
+            {
                 break;
             }
             let Some(c) = self.conns.writer(id) else {

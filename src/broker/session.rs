@@ -182,6 +182,18 @@ impl Session {
         Some(out)
     }
 
+    /// `max_inflight_bytes` (0 = no limit): is there room for one more?
+    /// Counted only when the option is set.
+    pub fn inflight_bytes_below(&self, limit: u64) -> bool {
+        limit == 0
+            || (self
+                .inflight
+                .iter()
+                .map(|f| f.out.msg.cost())
+                .sum::<usize>() as u64)
+                < limit
+    }
+
     /// Messages this session holds that a client would still receive.
     pub fn stored_len(&self) -> usize {
         self.inflight.len() + self.queue.len()

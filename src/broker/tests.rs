@@ -704,3 +704,24 @@ fn qos0_to_a_slow_subscriber_waits_in_its_queue_in_order() {
     }
     assert_eq!(seen, (0..400).collect::<Vec<_>>());
 }
+
+#[test]
+fn max_inflight_bytes_limits_the_window_by_size() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 0,
+        max_inflight_bytes: 250,
+        ..BrokerConfig::default()
+    });
+    let s = h.connect("s", true);
+    h.subscribe(s, "b", 1);
+    let p = h.connect("p", true);
+    for i in 0..6u16 {
+        h.publish(p, "b", &[b'0' + i as u8; 100], 1, false, i + 1);
+    }
+    // 100-byte payloads: the third one crosses 250 bytes, the fourth waits.
+    let first: Vec<u16> = h.recv(s).iter().filter_map(pub_of).map(|x| x.5).collect();
+    assert_eq!(first.len(), 3, "{:?}", first);
+    h.ack(s, Packet::Puback, first[0]);
+    let more = h.recv(s).iter().filter(|g| pub_of(g).is_some()).count();
+    assert_eq!(more, 1);
+}
