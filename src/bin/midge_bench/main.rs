@@ -57,6 +57,8 @@ options:
   --drain S          after sending stops, give up on the rest after S
                      seconds without a delivery (default 1; retained: 2*S)
   --v5               speak MQTT 5 instead of 3.1.1
+  --persistent       qos1: clients use persistent sessions (measures the
+                     persistence journal's cost)
 ";
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
@@ -91,6 +93,7 @@ fn parse_opts(args: Vec<String>) -> Result<Opts, String> {
         inflight: 64,
         qos: 0,
         v5: false,
+        persistent: false,
         concurrency: 64,
         timeout: Duration::from_secs(120),
         hold: Duration::from_secs(1),
@@ -123,6 +126,7 @@ fn parse_opts(args: Vec<String>) -> Result<Opts, String> {
             "--hold" => o.hold = parse_secs(&flag, it.next())?,
             "--drain" => o.drain = parse_secs(&flag, it.next())?,
             "--v5" => o.v5 = true,
+            "--persistent" => o.persistent = true,
             other => return Err(format!("unknown option '{other}'")),
         }
     }

@@ -44,22 +44,27 @@ fn put_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.extend_from_slice(s.get(..len).unwrap_or_default());
 }
 
-/// CONNECT with a clean session, no will, no credentials.
-pub fn connect(buf: &mut Vec<u8>, client_id: &str, keepalive: u16, v5: bool) {
+/// CONNECT with no will and no credentials; a clean session unless
+/// `persistent` (then v5 asks for a session that never expires).
+pub fn connect(buf: &mut Vec<u8>, client_id: &str, keepalive: u16, v5: bool, persistent: bool) {
     let id = client_id.as_bytes();
     // protocol name (6) + level (1) + flags (1) + keepalive (2) + id
     let mut rem = 10 + 2 + id.len();
     if v5 {
-        rem += 1; // empty properties
+        rem += if persistent { 6 } else { 1 };
     }
     buf.push(0x10);
     put_remaining_len(buf, rem);
     put_str(buf, b"MQTT");
     buf.push(if v5 { 5 } else { 4 });
-    buf.push(0x02); // clean session / clean start
+    buf.push(if persistent { 0x00 } else { 0x02 }); // clean session / clean start
     put_u16(buf, keepalive);
     if v5 {
-        buf.push(0);
+        if persistent {
+            buf.extend_from_slice(&[5, 0x11, 0xFF, 0xFF, 0xFF, 0xFF]);
+        } else {
+            buf.push(0);
+        }
     }
     put_str(buf, id);
 }
@@ -447,7 +452,7 @@ mod tests {
     #[test]
     fn connect_and_subscribe_are_well_formed() {
         let mut b = Vec::new();
-        connect(&mut b, "abc", 0, false);
+        connect(&mut b, "abc", 0, false, false);
         assert_eq!(b.get(1).copied(), Some((b.len() - 2) as u8));
         b.clear();
         subscribe(&mut b, 1, "x/#", 1, true);

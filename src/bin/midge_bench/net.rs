@@ -75,6 +75,8 @@ pub struct Net {
     ready: usize,
     closed: usize,
     pub stats: NetStats,
+    /// Connect with persistent sessions (qos1 --persistent: journal cost).
+    pub persistent: bool,
 }
 
 /// What `establish` managed to set up.
@@ -93,6 +95,7 @@ impl Net {
             dirty: Vec::new(),
             rbuf: vec![0; READ_BUF],
             v5,
+            persistent: false,
             addr,
             ready: 0,
             closed: 0,
@@ -114,7 +117,7 @@ impl Net {
         )?;
         let mut tx = Vec::with_capacity(256);
         // Keep-alive 0: idle benchmark connections must not be timed out.
-        mqtt::connect(&mut tx, client_id, 0, self.v5);
+        mqtt::connect(&mut tx, client_id, 0, self.v5, self.persistent);
         self.clients.push(Client {
             stream,
             tx,

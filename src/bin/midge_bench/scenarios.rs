@@ -32,6 +32,7 @@ pub struct Opts {
     pub inflight: u64,
     pub qos: u8,
     pub v5: bool,
+    pub persistent: bool,
     pub concurrency: usize,
     pub timeout: Duration,
     pub hold: Duration,
@@ -541,6 +542,7 @@ pub fn qos1(o: &Opts) -> Result<String, String> {
     let window = o.window.unwrap_or(1000).max(inflight);
     let count = o.count.unwrap_or(u64::MAX);
     let mut net = Net::new(o.addr, o.v5).map_err(io_err)?;
+    net.persistent = o.persistent;
     let specs: Vec<Spec> = vec![
         (client_id("sub", 0), Some(("bench/qos1".into(), 1))),
         (client_id("pub", 0), None),
