@@ -62,6 +62,16 @@ MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || true)}
 if [ -z "$MOSQUITTO" ] && [ -x /usr/sbin/mosquitto ]; then
     MOSQUITTO=/usr/sbin/mosquitto
 fi
+# From a fresh clone: install Mosquitto when we are allowed to (root with
+# apt-get; INSTALL_MOSQUITTO=0 to skip). The package's own service is not
+# used: every run starts its own broker on a free port.
+if [ -z "$MOSQUITTO" ] && [ "${INSTALL_MOSQUITTO:-1}" = 1 ] && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null; then
+    echo "== installing mosquitto (apt-get)" >&2
+    (apt-get install -y mosquitto >/dev/null 2>&1 \
+        || (apt-get update >/dev/null 2>&1 && apt-get install -y mosquitto >/dev/null 2>&1)) || true
+    [ -x /usr/sbin/mosquitto ] && MOSQUITTO=/usr/sbin/mosquitto
+fi
 BROKERS="midge"
 if [ -n "$MOSQUITTO" ] && [ -x "$MOSQUITTO" ]; then
     BROKERS="midge mosquitto"
