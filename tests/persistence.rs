@@ -842,7 +842,7 @@ fn qos2_incoming_interrupted_by_kill9_completes_once_journal() {
 // ---------------------------------------------------------------------------------------------
 
 const CRASH_RUNS: u32 = 20;
-const CRASH_MESSAGES: u16 = 500;
+const CRASH_MESSAGES: u16 = 1000;
 /// Publishes in flight at once: several broker passes (and fsyncs) per run.
 const CRASH_WINDOW: usize = 16;
 
@@ -930,9 +930,18 @@ fn publish_and_kill(
     let extra_us = rng.range(0, 1500);
     let acked = Arc::new(AtomicUsize::new(0));
     let publisher = pipelined_publisher(b.port, prefix.to_string(), n, stream, acked.clone());
-    let reached = wait_until(Duration::from_secs(10), || {
-        acked.load(Ordering::SeqCst) >= target || publisher.is_finished()
-    });
+    // Poll finely: a fast broker acknowledges hundreds of messages in the
+    // 20 ms `wait_until` would sleep, and the kill must land mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reached = loop {
+        if acked.load(Ordering::SeqCst) >= target || publisher.is_finished() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        thread::sleep(Duration::from_micros(50));
+    };
     assert!(
         reached,
         "{prefix}: only {} of {target} PUBACKs within 10 s",
