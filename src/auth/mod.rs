@@ -7,6 +7,7 @@
 //! caller asks (start-up, SIGHUP); checks are pure functions of their inputs.
 
 pub mod acl;
+pub mod dynsec;
 pub mod password;
 
 use acl::{Access, AclFile};

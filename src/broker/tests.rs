@@ -725,3 +725,164 @@ fn max_inflight_bytes_limits_the_window_by_size() {
     let more = h.recv(s).iter().filter(|g| pub_of(g).is_some()).count();
     assert_eq!(more, 1);
 }
+
+/// Random and mutated traffic from many connections, in both protocol
+/// versions, with the clock moving: the broker must never panic, and must
+/// keep serving a well-behaved client afterwards.
+#[test]
+fn random_traffic_never_panics() {
+    let mut rng: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // Valid packets to mutate: CONNECT (3.1.1 and 5), SUBSCRIBE, PUBLISH
+    // at each QoS, acks, PINGREQ, DISCONNECT.
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let mut b = Vec::new();
+        encode(
+            &Packet::Connect(Connect {
+                version: v,
+                clean_start: false,
+                keep_alive: 5,
+                properties: Properties::EMPTY,
+                client_id: "fz",
+                will: Some(will("w/t", b"bye")),
+                username: None,
+                password: None,
+            }),
+            v,
+            &mut b,
+        );
+        seeds.push(b);
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&3u16.to_be_bytes());
+        raw.extend_from_slice(b"f/#");
+        raw.push(2);
+        let mut b = Vec::new();
+        encode(
+            &Packet::Subscribe(Subscribe {
+                packet_id: 3,
+                properties: Properties::EMPTY,
+                filters: SubscribeFilters::from_raw(&raw),
+            }),
+            v,
+            &mut b,
+        );
+        seeds.push(b);
+        for (q, pid) in [
+            (QoS::AtMostOnce, 0),
+            (QoS::AtLeastOnce, 7),
+            (QoS::ExactlyOnce, 8),
+        ] {
+            let mut b = Vec::new();
+            encode(
+                &Packet::Publish(Publish {
+                    dup: false,
+                    qos: q,
+                    retain: pid == 7,
+                    topic: "f/x",
+                    packet_id: pid,
+                    properties: Properties::EMPTY,
+                    payload: b"payload",
+                }),
+                v,
+                &mut b,
+            );
+            seeds.push(b);
+        }
+    }
+    seeds.push(vec![0x62, 2, 0, 8]); // PUBREL 8
+    seeds.push(vec![0x40, 2, 0, 1]); // PUBACK 1
+    seeds.push(vec![0xC0, 0]);
+    seeds.push(vec![0xE0, 0]);
+
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 1,
+        max_packet_size: 4096,
+        ..BrokerConfig::default()
+    });
+    // Keepalive 0: the run advances the clock far past any keepalive.
+    let good = h.connect_full("good", true, 0, None, V3).0;
+    h.subscribe(good, "f/#", 1);
+    let mut conns: Vec<ConnId> = Vec::new();
+    let rounds: u32 = std::env::var("MIDGE_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    for round in 0..rounds {
+        if conns.len() < 8 || next() % 16 == 0 {
+            conns.push(h.open());
+        }
+        let id = conns[(next() as usize) % conns.len()];
+        let mut bytes = Vec::new();
+        for _ in 0..(1 + next() % 3) {
+            let seed = &seeds[(next() as usize) % seeds.len()];
+            let mut p = seed.clone();
+            match next() % 4 {
+                0 => {}
+                1 => {
+                    let i = (next() as usize) % p.len();
+                    p[i] ^= 1 << (next() % 8);
+                }
+                2 => p.truncate((next() as usize) % p.len()),
+                _ => {
+                    for _ in 0..(next() % 8) {
+                        p.push(next() as u8);
+                    }
+                }
+            }
+            bytes.extend_from_slice(&p);
+        }
+        // Feed in random splits, keeping the unconsumed tail as the
+        // network layer does.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut off = 0;
+        while off < bytes.len() {
+            let end = (off + 1 + (next() as usize) % 16).min(bytes.len());
+            pending.extend_from_slice(&bytes[off..end]);
+            off = end;
+            let used = h.b.receive(id, &pending, h.now);
+            assert!(used <= pending.len());
+            pending.drain(..used);
+        }
+        h.settle();
+        let _ = h.b.outbox(id).len();
+        h.b.outbox_written(id, h.b.outbox(id).len(), h.now);
+        if round % 97 == 0 {
+            h.b.connection_lost(id, h.now);
+            h.settle();
+        }
+        if round % 50 == 0 {
+            // The good client reads and acknowledges what it was sent.
+            for g in h.recv(good) {
+                if let Some((_, _, qos, _, _, pid)) = pub_of(&g) {
+                    match qos {
+                        1 => h.ack(good, Packet::Puback, pid),
+                        2 => {
+                            h.ack(good, Packet::Pubrec, pid);
+                            h.ack(good, Packet::Pubcomp, pid);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            h.advance(700);
+            h.release_closed();
+            conns.retain(|c| !h.is_closed(*c));
+        }
+    }
+    // The well-behaved client is still served.
+    let p = h.connect("after", true);
+    h.publish(p, "f/final", b"ok", 0, false, 0);
+    let got: Vec<Vec<u8>> = h
+        .recv(good)
+        .iter()
+        .filter_map(pub_of)
+        .map(|x| x.1.to_vec())
+        .collect();
+    assert!(got.iter().any(|x| x == b"ok"), "good client lost service");
+}
