@@ -223,8 +223,13 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    let dynsec_files = security_blocks(&cfg)
+        .iter()
+        .map(|s| dynsec_plugin(s).ok().flatten().and_then(|(_, f)| f))
+        .collect();
     let mut control = Reloader {
         config_path: args.config_file.clone(),
+        dynsec_files,
         verbose: args.verbose,
         persistence,
     };
@@ -422,11 +427,52 @@ pub fn load_policy(s: &Security) -> Result<crate::auth::Policy, String> {
         ),
         None => None,
     };
+    let mut dynsec = None;
+    if let Some((plugin, file)) = dynsec_plugin(s)? {
+        match file {
+            Some(path) => {
+                let d = crate::auth::dynsec::DynSec::load(Path::new(&path)).map_err(|e| {
+                    format!("Error: Unable to load dynamic security config {}: {}", path, e)
+                })?;
+                dynsec = Some(d);
+            }
+            None => log::warn!(
+                "Warning: Dynamic security plugin ({}) has no plugin_opt_config_file, and is inactive.",
+                plugin
+            ),
+        }
+    }
     Ok(Policy {
         passwords,
         acl,
         deny_special_chars: s.auth_plugin_deny_special_chars,
+        dynsec,
     })
+}
+
+/// The dynamic security plugin line of a security block, if any, with its
+/// `plugin_opt_config_file`. midge has that plugin built in; any other
+/// plugin (a C shared object for Mosquitto) cannot be loaded.
+pub fn dynsec_plugin(s: &Security) -> Result<Option<(String, Option<String>)>, String> {
+    let mut found = None;
+    for p in &s.plugins {
+        let name = Path::new(&p.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if name.contains("dynamic_security") || name.contains("dynsec") {
+            if found.is_some() {
+                return Err("Error: the dynamic security plugin can only be loaded once.".into());
+            }
+            found = Some((p.path.clone(), p.option("config_file").map(str::to_string)));
+        } else {
+            return Err(format!(
+                "Error: Unable to load plugin {}: midge cannot load Mosquitto plugins (C shared objects); only the dynamic security plugin is available, built in.",
+                p.path
+            ));
+        }
+    }
+    Ok(found)
 }
 
 /// The security blocks in force: one global block, or one per listener
@@ -528,6 +574,8 @@ fn daemonise() -> std::io::Result<()> {
 /// (password and ACL files, TLS certificates and keys). Listeners stay.
 struct Reloader {
     config_path: Option<String>,
+    /// Dynamic security config file per security policy (saved on change).
+    dynsec_files: Vec<Option<String>>,
     verbose: bool,
     persistence: Option<Persistence>,
 }
@@ -620,6 +668,14 @@ impl net::Control for Reloader {
     fn after_pass(&mut self, broker: &mut Broker, now: u64) {
         for (topic, line) in crate::logging::drain_topic_lines() {
             broker.publish_internal(&topic, line.as_bytes(), false, now);
+        }
+        for idx in broker.take_dynsec_changes() {
+            let path = self.dynsec_files.get(idx).and_then(|f| f.clone());
+            if let (Some(path), Some(d)) = (path, broker.dynsec(idx)) {
+                if let Err(e) = d.save(Path::new(&path)) {
+                    log::error!("Error saving Dynamic security plugin config: {}", e);
+                }
+            }
         }
         let Some(p) = self.persistence.as_mut() else {
             return;

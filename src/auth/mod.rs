@@ -22,6 +22,9 @@ pub struct Policy {
     /// `auth_plugin_deny_special_chars`: a client id or username containing
     /// `+` or `#` gets no access through the ACL.
     pub deny_special_chars: bool,
+    /// The dynamic security plugin (built in), when the config loads it.
+    /// Like a Mosquitto plugin it is asked before the password and ACL files.
+    pub dynsec: Option<dynsec::DynSec>,
 }
 
 impl Policy {
@@ -34,15 +37,40 @@ impl Policy {
         topic: &str,
         access: Access,
     ) -> bool {
-        let Some(acl) = &self.acl else {
-            return true;
-        };
-        if self.deny_special_chars {
+        if self.deny_special_chars && (self.acl.is_some() || self.dynsec.is_some()) {
             let bad = |s: &str| s.contains(['+', '#']);
             if bad(client_id) || username.is_some_and(bad) {
                 return false;
             }
         }
+        if let Some(d) = &self.dynsec {
+            // A plugin's answer decides; when it defers, the ACL file does,
+            // and with neither the access is denied (Mosquitto 2.0).
+            if let Some(decided) = d.decide(username, topic, access) {
+                return decided;
+            }
+            return match &self.acl {
+                Some(acl) => acl.check(client_id, username, topic, access),
+                None => false,
+            };
+        }
+        let Some(acl) = &self.acl else {
+            return true;
+        };
         acl.check(client_id, username, topic, access)
+    }
+
+    /// The dynamic security plugin's verdict on a login: None when it has
+    /// no opinion (no plugin, no password given, or a username it does not
+    /// know), and the password file and `allow_anonymous` decide.
+    pub fn plugin_login(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        client_id: &str,
+    ) -> Option<bool> {
+        let d = self.dynsec.as_ref()?;
+        let (u, p) = (username?, password?);
+        d.authenticate(u, p, client_id)
     }
 }

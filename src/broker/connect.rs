@@ -140,8 +140,12 @@ impl Broker {
             p.username.map(str::to_string)
         };
         let policy = self.security.get(listener.security);
+        let plugin =
+            policy.and_then(|x| x.plugin_login(username.as_deref(), p.password, &client_id));
         let authorised = if listener.use_identity_as_username {
             username.is_some()
+        } else if let Some(verdict) = plugin {
+            verdict
         } else {
             match (&username, policy.and_then(|x| x.passwords.as_ref())) {
                 (Some(u), Some(pw)) => pw.verify(u, p.password.unwrap_or(&[])),

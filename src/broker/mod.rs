@@ -356,6 +356,7 @@ pub struct Broker {
     pub(crate) retained: RetainedStore<Rc<Message>>,
     pub(crate) stats: Stats,
     pub(crate) security: Vec<crate::auth::Policy>,
+    dynsec_changed: Vec<usize>,
     pub(crate) journal: journal::Journal,
     targets: Vec<Target>,
     shared_hits: Vec<u32>,
@@ -388,6 +389,7 @@ impl Broker {
             retained: RetainedStore::new(),
             stats: Stats::default(),
             security: Vec::new(),
+            dynsec_changed: Vec::new(),
             journal: Default::default(),
             targets: Vec::new(),
             shared_hits: Vec::new(),
@@ -490,6 +492,71 @@ impl Broker {
             Some(p) => p.allows(&s.client_id, s.username.as_deref(), topic, access),
             None => true,
         }
+    }
+
+    /// A PUBLISH to `$CONTROL/dynamic-security/v1`: handled by the built-in
+    /// plugin of the publisher's security policy, not routed. Returns the
+    /// ack reason code, or None when no plugin is loaded (routed as usual).
+    pub(crate) fn dynsec_control(&mut self, origin: usize, payload: &[u8], now: u64) -> Option<u8> {
+        let (idx, client_id, username) = {
+            let s = self.sessions.get(origin)?;
+            (s.security, s.client_id.clone(), s.username.clone())
+        };
+        self.security.get(idx)?.dynsec.as_ref()?;
+        if !self.acl_allows(
+            origin,
+            crate::auth::dynsec::CONTROL_TOPIC,
+            crate::auth::acl::Access::Write,
+        ) {
+            log::info!(
+                "Denied PUBLISH from {} to the dynamic security control topic.",
+                client_id
+            );
+            return Some(crate::protocol::reason::NOT_AUTHORIZED);
+        }
+        let d = self.security.get_mut(idx)?.dynsec.as_mut()?;
+        let (response, changed, kick) = d.handle(payload);
+        let _ = username;
+        if changed && !self.dynsec_changed.contains(&idx) {
+            self.dynsec_changed.push(idx);
+        }
+        self.publish_internal(
+            crate::auth::dynsec::RESPONSE_TOPIC,
+            response.as_bytes(),
+            false,
+            now,
+        );
+        // Clients whose rights changed under them are disconnected, as the
+        // plugin does (they reconnect under the new configuration).
+        let victims: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.username
+                    .as_deref()
+                    .is_some_and(|u| kick.iter().any(|k| k == u))
+            })
+            .filter_map(|(_, s)| s.conn)
+            .collect();
+        for v in victims {
+            self.close(
+                v,
+                CloseReason::Protocol(crate::protocol::reason::ADMINISTRATIVE_ACTION),
+                now,
+            );
+        }
+        Some(crate::protocol::reason::SUCCESS)
+    }
+
+    /// Security policies whose dynamic-security configuration changed since
+    /// the last call (the caller saves them to their files).
+    pub fn take_dynsec_changes(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.dynsec_changed)
+    }
+
+    /// The dynamic-security configuration of a policy, to save.
+    pub fn dynsec(&self, idx: usize) -> Option<&crate::auth::dynsec::DynSec> {
+        self.security.get(idx)?.dynsec.as_ref()
     }
 
     /// The TLS layer read the client's certificate name (or found none).

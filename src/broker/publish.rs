@@ -268,6 +268,27 @@ impl Broker {
             }
             return;
         }
+        if topic == crate::auth::dynsec::CONTROL_TOPIC {
+            if let Some(code) = self.dynsec_control(origin, p.payload, now) {
+                if let Some(c) = self.conns.writer(id) {
+                    let kind = match p.qos {
+                        QoS::AtMostOnce => None,
+                        QoS::AtLeastOnce => Some(packet_type::PUBACK),
+                        QoS::ExactlyOnce => Some(packet_type::PUBREC),
+                    };
+                    if let Some(kind) = kind {
+                        let code = if v5 { code } else { 0 };
+                        write_ack(c, &mut self.stats, kind, p.packet_id, code);
+                    }
+                }
+                if p.qos == QoS::ExactlyOnce {
+                    if let Some(s) = self.sessions.get_mut(origin) {
+                        s.incoming_qos2.push(p.packet_id);
+                    }
+                }
+                return;
+            }
+        }
         let too_big = self.cfg.message_size_limit > 0
             && p.payload.len() > self.cfg.message_size_limit as usize;
         if too_big {
