@@ -129,7 +129,7 @@ pub fn reason_name(code: u8) -> &'static str {
         0x9E => "Shared Subscriptions not supported",
         0x9F => "Connection rate exceeded",
         0xA0 => "Maximum connect time",
-        0xA1 => "Subscription Identifiers not supported",
+        0xA1 => "Subscription identifiers not supported",
         0xA2 => "Wildcard Subscriptions not supported",
         _ => "Unknown reason",
     }
