@@ -766,25 +766,33 @@ impl Broker {
     }
 
     pub(super) fn handle_puback(&mut self, id: ConnId, packet_id: u16, now: u64) {
+        self.finish_outgoing(id, packet_id, OutState::AwaitPuback, now);
+    }
+
+    /// The last ack of an outgoing QoS 1 (PUBACK) or QoS 2 (PUBCOMP)
+    /// exchange: the message leaves the window and the queue moves up.
+    fn finish_outgoing(&mut self, id: ConnId, packet_id: u16, expected: OutState, now: u64) {
         let Some(skey) = self.conns.get(id).and_then(|c| c.session) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        if let Some(i) = s.find_inflight(packet_id) {
-            if s.inflight[i].state == OutState::AwaitPuback {
-                if let Some(f) = s.inflight.remove(i) {
-                    if s.persisted {
-                        self.journal.push(|| JournalOp::Done {
-                            client_id: s.client_id.clone(),
-                            msg: f.out.msg,
-                        });
-                    }
-                }
-                self.pump(skey, now);
+        let Some(i) = s.find_inflight(packet_id) else {
+            return;
+        };
+        if s.inflight[i].state != expected {
+            return;
+        }
+        if let Some(f) = s.inflight.remove(i) {
+            if s.persisted {
+                self.journal.push(|| JournalOp::Done {
+                    client_id: s.client_id.clone(),
+                    msg: f.out.msg,
+                });
             }
         }
+        self.pump(skey, now);
     }
 
     pub(super) fn handle_pubrec(&mut self, id: ConnId, packet_id: u16, code: u8, now: u64) {
@@ -862,25 +870,7 @@ impl Broker {
     }
 
     pub(super) fn handle_pubcomp(&mut self, id: ConnId, packet_id: u16, now: u64) {
-        let Some(skey) = self.conns.get(id).and_then(|c| c.session) else {
-            return;
-        };
-        let Some(s) = self.sessions.get_mut(skey) else {
-            return;
-        };
-        if let Some(i) = s.find_inflight(packet_id) {
-            if s.inflight[i].state == OutState::AwaitPubcomp {
-                if let Some(f) = s.inflight.remove(i) {
-                    if s.persisted {
-                        self.journal.push(|| JournalOp::Done {
-                            client_id: s.client_id.clone(),
-                            msg: f.out.msg,
-                        });
-                    }
-                }
-                self.pump(skey, now);
-            }
-        }
+        self.finish_outgoing(id, packet_id, OutState::AwaitPubcomp, now);
     }
 
     /// Give a message to one member of a shared subscription group, round
