@@ -99,3 +99,17 @@ fn port_in_use_exits_nonzero_with_clear_message() {
         "exactly one line says the address is in use:\n{out}"
     );
 }
+
+/// The README's run command is `cargo run --release`: with several binaries
+/// in the package that only works while `default-run` names the broker.
+#[test]
+fn cargo_run_starts_the_broker() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("read Cargo.toml");
+    assert!(
+        manifest
+            .lines()
+            .any(|l| l.replace(' ', "") == "default-run=\"midge\""),
+        "Cargo.toml must say default-run = \"midge\""
+    );
+}
