@@ -243,55 +243,24 @@ impl Broker {
         if self.cfg.memory_limit > 0 && (self.cfg.memory_used)() as u64 > self.cfg.memory_limit {
             self.stats.pub_msgs_dropped += 1;
             if v5 {
-                if let Some(c) = self.conns.writer(id) {
-                    match p.qos {
-                        QoS::AtMostOnce => {}
-                        QoS::AtLeastOnce => write_ack(
-                            c,
-                            &mut self.stats,
-                            packet_type::PUBACK,
-                            p.packet_id,
-                            reason::QUOTA_EXCEEDED,
-                        ),
-                        QoS::ExactlyOnce => write_ack(
-                            c,
-                            &mut self.stats,
-                            packet_type::PUBREC,
-                            p.packet_id,
-                            reason::QUOTA_EXCEEDED,
-                        ),
-                    }
-                }
+                self.ack_publish(id, p.qos, p.packet_id, reason::QUOTA_EXCEEDED);
             } else if p.qos != QoS::AtMostOnce {
                 log::warn!("Out of memory (memory_limit): disconnecting a publisher.");
                 self.close(id, CloseReason::Protocol(reason::QUOTA_EXCEEDED), now);
             }
             return;
         }
-        if topic == crate::auth::dynsec::CONTROL_TOPIC {
-            if let Some(code) = self.dynsec_control(origin, p.payload, now) {
-                if let Some(c) = self.conns.writer(id) {
-                    let kind = match p.qos {
-                        QoS::AtMostOnce => None,
-                        QoS::AtLeastOnce => Some(packet_type::PUBACK),
-                        QoS::ExactlyOnce => Some(packet_type::PUBREC),
-                    };
-                    if let Some(kind) = kind {
-                        let code = if v5 { code } else { 0 };
-                        write_ack(c, &mut self.stats, kind, p.packet_id, code);
-                    }
-                }
-                if p.qos == QoS::ExactlyOnce {
-                    if let Some(s) = self.sessions.get_mut(origin) {
-                        s.incoming_qos2.push(p.packet_id);
-                    }
-                }
-                return;
-            }
-        }
+        // A request to the dynamic security plugin is answered, not routed.
+        let control = if topic == crate::auth::dynsec::CONTROL_TOPIC {
+            self.dynsec_control(origin, p.payload, now)
+        } else {
+            None
+        };
         let too_big = self.cfg.message_size_limit > 0
             && p.payload.len() > self.cfg.message_size_limit as usize;
-        if too_big {
+        if let Some(c) = control {
+            code = c;
+        } else if too_big {
             log::info!(
                 "Dropped too large PUBLISH from {} (q{}, r{}, m{}, '{}', ... ({} bytes)).",
                 self.conns.get(id).map(|c| &*c.client_id).unwrap_or(""),
@@ -334,39 +303,31 @@ impl Broker {
             );
         }
 
-        let Some(c) = self.conns.writer(id) else {
-            return;
-        };
-        let ack_code = if v5 { code } else { 0 };
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => write_ack(
-                c,
-                &mut self.stats,
-                packet_type::PUBACK,
-                p.packet_id,
-                ack_code,
-            ),
-            QoS::ExactlyOnce => {
-                if code == reason::SUCCESS || !v5 {
-                    if let Some(s) = self.sessions.get_mut(origin) {
-                        s.incoming_qos2.push(p.packet_id);
-                        if s.persisted {
-                            self.journal.push(|| JournalOp::In2 {
-                                client_id: s.client_id.clone(),
-                                packet_id: p.packet_id,
-                            });
-                        }
-                    }
+        if p.qos == QoS::ExactlyOnce && (code == reason::SUCCESS || !v5) {
+            if let Some(s) = self.sessions.get_mut(origin) {
+                s.incoming_qos2.push(p.packet_id);
+                if s.persisted {
+                    self.journal.push(|| JournalOp::In2 {
+                        client_id: s.client_id.clone(),
+                        packet_id: p.packet_id,
+                    });
                 }
-                write_ack(
-                    c,
-                    &mut self.stats,
-                    packet_type::PUBREC,
-                    p.packet_id,
-                    ack_code,
-                )
             }
+        }
+        self.ack_publish(id, p.qos, p.packet_id, code);
+    }
+
+    /// Answer a client's PUBLISH: PUBACK for QoS 1, PUBREC for QoS 2
+    /// (the reason code reaches v5 clients only), nothing for QoS 0.
+    fn ack_publish(&mut self, id: ConnId, qos: QoS, packet_id: u16, code: u8) {
+        let kind = match qos {
+            QoS::AtMostOnce => return,
+            QoS::AtLeastOnce => packet_type::PUBACK,
+            QoS::ExactlyOnce => packet_type::PUBREC,
+        };
+        if let Some(c) = self.conns.writer(id) {
+            let code = if c.version.is_v5() { code } else { 0 };
+            write_ack(c, &mut self.stats, kind, packet_id, code);
         }
     }
 

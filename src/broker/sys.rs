@@ -154,19 +154,20 @@ impl Broker {
             values.push(("heap/maximum".into(), self.sys.heap_max.to_string()));
         }
         // Load averages: per-minute rates smoothed over 1, 5 and 15 minutes.
+        // In the order of LOADS.
+        let counts = [
+            st.msgs_received,
+            st.msgs_sent,
+            st.pub_msgs_dropped,
+            st.pub_msgs_received,
+            st.pub_msgs_sent,
+            st.bytes_received,
+            st.bytes_sent,
+            st.connections_total,
+            st.connections_total,
+        ];
         if let Some(prev) = self.sys.last_sample {
             let interval = (now.saturating_sub(prev) as f64 / 1000.0).max(0.001);
-            let counts = [
-                st.msgs_received,
-                st.msgs_sent,
-                st.pub_msgs_dropped,
-                st.pub_msgs_received,
-                st.pub_msgs_sent,
-                st.bytes_received,
-                st.bytes_sent,
-                st.connections_total,
-                st.connections_total,
-            ];
             for (i, name) in LOADS.iter().enumerate() {
                 self.sys.loads[i].update(counts[i], interval);
                 for (j, span) in ["1min", "5min", "15min"].iter().enumerate() {
@@ -177,18 +178,8 @@ impl Broker {
                 }
             }
         } else {
-            for (i, load) in self.sys.loads.iter_mut().enumerate() {
-                load.last_count = [
-                    st.msgs_received,
-                    st.msgs_sent,
-                    st.pub_msgs_dropped,
-                    st.pub_msgs_received,
-                    st.pub_msgs_sent,
-                    st.bytes_received,
-                    st.bytes_sent,
-                    st.connections_total,
-                    st.connections_total,
-                ][i];
+            for (load, &count) in self.sys.loads.iter_mut().zip(counts.iter()) {
+                load.last_count = count;
             }
         }
         self.sys.last_sample = Some(now);

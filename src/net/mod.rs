@@ -140,42 +140,27 @@ impl Stream {
 
     /// Say goodbye at every layer and send FIN, keeping the read side open.
     fn close_write(&mut self) {
-        match self {
-            Stream::Tcp(s) => {
-                let _ = s.shutdown(std::net::Shutdown::Write);
-            }
-            Stream::Unix(s) => {
-                let _ = s.shutdown(std::net::Shutdown::Write);
-            }
-            Stream::Tls { sock, tls } => {
-                tls.send_close_notify();
-                let _ = tls.write_tls(sock);
-                let _ = sock.shutdown(std::net::Shutdown::Write);
-            }
-            Stream::Ws(w) => {
-                let WsStream {
-                    inner, ws, wire, ..
-                } = &mut **w;
-                ws.close(ws::CLOSE_NORMAL, wire);
-                let _ = inner.write(wire);
-                wire.clear();
-                inner.close_write();
-            }
-        }
+        self.goodbye(std::net::Shutdown::Write);
     }
 
+    /// Say goodbye at every layer and close both directions.
     fn shutdown(&mut self) {
+        self.goodbye(std::net::Shutdown::Both);
+    }
+
+    /// TLS close_notify / WebSocket close frame, then `how` on the socket.
+    fn goodbye(&mut self, how: std::net::Shutdown) {
         match self {
             Stream::Tcp(s) => {
-                let _ = s.shutdown(std::net::Shutdown::Both);
+                let _ = s.shutdown(how);
             }
             Stream::Unix(s) => {
-                let _ = s.shutdown(std::net::Shutdown::Both);
+                let _ = s.shutdown(how);
             }
             Stream::Tls { sock, tls } => {
                 tls.send_close_notify();
                 let _ = tls.write_tls(sock);
-                let _ = sock.shutdown(std::net::Shutdown::Both);
+                let _ = sock.shutdown(how);
             }
             Stream::Ws(w) => {
                 let WsStream {
@@ -184,7 +169,7 @@ impl Stream {
                 ws.close(ws::CLOSE_NORMAL, wire);
                 let _ = inner.write(wire);
                 wire.clear();
-                inner.shutdown();
+                inner.goodbye(how);
             }
         }
     }

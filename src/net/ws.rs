@@ -687,24 +687,9 @@ fn accept_key(key: &[u8]) -> Vec<u8> {
     base64(ctx.finish().as_ref())
 }
 
-/// Standard base64 with padding.
+/// Standard base64 with padding (the password module's encoder).
 fn base64(data: &[u8]) -> Vec<u8> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sym = |v: u32| ALPHABET[(v & 63) as usize];
-    let mut out = Vec::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let v = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        out.push(sym(v >> 18));
-        out.push(sym(v >> 12));
-        out.push(if chunk.len() > 1 { sym(v >> 6) } else { b'=' });
-        out.push(if chunk.len() > 2 { sym(v) } else { b'=' });
-    }
-    out
+    crate::auth::password::base64::encode(data).into_bytes()
 }
 
 /// Index just past the blank line ending the request head, searching only
