@@ -60,17 +60,49 @@ impl Policy {
         acl.check(client_id, username, topic, access)
     }
 
-    /// The dynamic security plugin's verdict on a login: None when it has
-    /// no opinion (no plugin, no password given, or a username it does not
-    /// know), and the password file and `allow_anonymous` decide.
-    pub fn plugin_login(
+    /// Whether a client may log in, decided as Mosquitto 2.0 decides it.
+    ///
+    /// The checkers run in Mosquitto's order: the dynamic security plugin,
+    /// then the password file. Each accepts, refuses, or has no opinion;
+    /// the first that is not silent decides. The plugin has no opinion on a
+    /// client that sent no username or no password, or whose username it
+    /// does not know; the password file has none on a client without a
+    /// username, and refuses a username it does not hold or a missing
+    /// password. When every checker was silent, only a client that sent no
+    /// username may log in, and only if `allow_anonymous`; with no checker
+    /// at all, `allow_anonymous` alone decides.
+    pub fn authenticate(
         &self,
         username: Option<&str>,
         password: Option<&[u8]>,
         client_id: &str,
-    ) -> Option<bool> {
-        let d = self.dynsec.as_ref()?;
-        let (u, p) = (username?, password?);
-        d.authenticate(u, p, client_id)
+        allow_anonymous: bool,
+    ) -> bool {
+        let mut checked = false;
+        if let Some(d) = &self.dynsec {
+            checked = true;
+            if let (Some(u), Some(p)) = (username, password) {
+                if let Some(verdict) = d.authenticate(u, p, client_id) {
+                    return verdict;
+                }
+            }
+        }
+        if let Some(file) = &self.passwords {
+            checked = true;
+            if let Some(u) = username {
+                return match password {
+                    Some(p) => file.verify(u, p),
+                    None => {
+                        // Same work as a wrong password: no timing hint.
+                        let _ = file.verify(u, &[]);
+                        false
+                    }
+                };
+            }
+        }
+        if !checked {
+            return allow_anonymous;
+        }
+        username.is_none() && allow_anonymous
     }
 }
