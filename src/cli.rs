@@ -276,6 +276,7 @@ pub fn plan(
         persistent_client_expiration: cfg.persistent_client_expiration,
         upgrade_outgoing_qos: cfg.upgrade_outgoing_qos,
         connection_messages: cfg.connection_messages,
+        connack_reason_strings: cfg.connack_reason_strings,
         clientid_prefixes: cfg.clientid_prefixes.clone(),
         check_retain_source: cfg.check_retain_source,
         memory_limit: cfg.memory_limit,

@@ -13,7 +13,7 @@ use crate::protocol::{
 };
 
 use super::journal::JournalOp;
-use super::session::{Message, Session};
+use super::session::{Message, Session, Source};
 use super::{Broker, CloseReason, ConnId, State, WillMsg};
 
 impl Broker {
@@ -21,6 +21,9 @@ impl Broker {
         self.send_connack_props(id, session_present, code, v5, &PropertyWriter::new());
     }
 
+    /// Write a CONNACK. For v5, `props` come first and the broker-wide ones
+    /// follow in Mosquitto's order: Retain Available, Maximum Packet Size and
+    /// Receive Maximum on a success, Maximum QoS whatever the code.
     fn send_connack_props(
         &mut self,
         id: ConnId,
@@ -29,6 +32,29 @@ impl Broker {
         v5: bool,
         props: &PropertyWriter,
     ) {
+        let mut all = PropertyWriter::new();
+        if v5 {
+            all.extend_raw(props.as_bytes());
+            if code < 0x80 {
+                if !self.cfg.retain_available {
+                    all.push(Property::RetainAvailable(0));
+                }
+                if self.cfg.max_packet_size > 0 {
+                    all.push(Property::MaximumPacketSize(self.cfg.max_packet_size));
+                }
+                if self.cfg.max_inflight_messages > 0 {
+                    all.push(Property::ReceiveMaximum(self.cfg.max_inflight_messages));
+                }
+            }
+            let max_qos = self
+                .conns
+                .get(id)
+                .and_then(|c| self.cfg.listeners.get(c.listener))
+                .map_or(QoS::ExactlyOnce, |l| l.max_qos);
+            if max_qos != QoS::ExactlyOnce {
+                all.push(Property::MaximumQoS(max_qos as u8));
+            }
+        }
         let Some(c) = self.conns.writer(id) else {
             return;
         };
@@ -40,7 +66,7 @@ impl Broker {
         let p = Packet::Connack(Connack {
             session_present,
             code,
-            properties: props.as_properties(),
+            properties: all.as_properties(),
         });
         let start = c.outbox.buf.len();
         encode::encode(&p, version, &mut c.outbox.buf);
@@ -53,12 +79,26 @@ impl Broker {
     fn refuse(&mut self, id: ConnId, p: &Connect<'_>, v3_code: u8, v5_code: u8, now: u64) {
         let v5 = p.version.is_v5();
         let mut props = PropertyWriter::new();
-        if v5 && p.properties.request_problem_information() != Some(0) {
+        if v5
+            && self.cfg.connack_reason_strings
+            && p.properties.request_problem_information() != Some(0)
+        {
             props.push(Property::ReasonString(reason::reason_name(v5_code)));
         }
         let code = if v5 { v5_code } else { v3_code };
         self.send_connack_props(id, false, code, v5, &props);
         self.close(id, CloseReason::Refused, now);
+    }
+
+    fn refuse_not_authorised(&mut self, id: ConnId, p: &Connect<'_>, now: u64) {
+        log::info!("Client <unknown> disconnected, not authorised.");
+        self.refuse(
+            id,
+            p,
+            reason::CONNACK_NOT_AUTHORIZED,
+            reason::NOT_AUTHORIZED,
+            now,
+        );
     }
 
     pub(super) fn handle_connect(&mut self, id: ConnId, p: &Connect<'_>, now: u64) {
@@ -75,25 +115,16 @@ impl Broker {
         let peer = c.peer.clone();
         let v5 = p.version.is_v5();
 
-        if v5 && p.properties.authentication_method().is_some() {
-            // No enhanced authentication method is configured.
-            self.refuse(
-                id,
-                p,
-                reason::CONNACK_NOT_AUTHORIZED,
-                reason::BAD_AUTHENTICATION_METHOD,
-                now,
-            );
-            return;
-        }
+        // The checks below run in Mosquitto 2.0's order, so that a CONNECT
+        // with several faults gets the code Mosquitto would give it.
 
         // [MQTT-3.2.2-12], [MQTT-3.2.2-13]: a will the server could not
         // publish refuses the connection (v3.1.x clients are just closed).
         if let Some(w) = &p.will {
-            let code = if w.qos > listener.max_qos {
-                Some(reason::QOS_NOT_SUPPORTED)
-            } else if w.retain && !self.cfg.retain_available {
+            let code = if w.retain && !self.cfg.retain_available {
                 Some(reason::RETAIN_NOT_SUPPORTED)
+            } else if w.qos > listener.max_qos {
+                Some(reason::QOS_NOT_SUPPORTED)
             } else {
                 None
             };
@@ -114,11 +145,12 @@ impl Broker {
                 || (p.version == ProtocolVersion::V311 && !p.clean_start)
                 || !listener.allow_zero_length_clientid;
             if refuse {
+                // Mosquitto answers a v5 client with "unspecified error".
                 self.refuse(
                     id,
                     p,
                     reason::CONNACK_IDENTIFIER_REJECTED,
-                    reason::CLIENT_IDENTIFIER_NOT_VALID,
+                    reason::UNSPECIFIED_ERROR,
                     now,
                 );
                 return;
@@ -126,80 +158,94 @@ impl Broker {
             client_id = self.generate_client_id(&listener.auto_id_prefix);
             assigned = true;
         }
-
-        // Authentication, as Mosquitto 2.0 decides it: a certificate name
-        // when the listener takes identities from TLS; otherwise a username
-        // is checked against the password file if there is one, and a client
-        // that is not checked is anonymous.
-        let username: Option<String> = if listener.use_identity_as_username {
-            self.conns
-                .get(id)
-                .and_then(|c| c.cert_username.as_deref())
-                .map(str::to_string)
-        } else {
-            p.username.map(str::to_string)
-        };
-        let policy = self.security.get(listener.security);
-        let plugin =
-            policy.and_then(|x| x.plugin_login(username.as_deref(), p.password, &client_id));
-        let authorised = if listener.use_identity_as_username {
-            username.is_some()
-        } else if let Some(verdict) = plugin {
-            verdict
-        } else {
-            match (&username, policy.and_then(|x| x.passwords.as_ref())) {
-                (Some(u), Some(pw)) => pw.verify(u, p.password.unwrap_or(&[])),
-                _ => listener.allow_anonymous,
-            }
-        };
-        let prefix_ok = match &self.cfg.clientid_prefixes {
-            Some(pre) if !pre.is_empty() => client_id.starts_with(pre.as_str()),
-            _ => true,
-        };
-        // Mosquitto refuses a client whose will it would not let it publish.
-        let will_ok = match (&p.will, policy) {
-            (Some(w), Some(pol)) => pol.allows(
-                &client_id,
-                username.as_deref(),
-                w.topic,
-                crate::auth::acl::Access::Write,
-            ),
-            _ => true,
-        };
-        if !authorised || !prefix_ok || !will_ok {
-            log::info!("Client <unknown> disconnected, not authorised.");
-            self.refuse(
-                id,
-                p,
-                reason::CONNACK_NOT_AUTHORIZED,
-                reason::NOT_AUTHORIZED,
-                now,
-            );
-            return;
-        }
-        if listener.use_username_as_clientid {
-            if let Some(u) = &username {
-                client_id = u.clone();
+        if let Some(pre) = self.cfg.clientid_prefixes.as_deref() {
+            if !pre.is_empty() && !client_id.starts_with(pre) {
+                self.refuse_not_authorised(id, p, now);
+                return;
             }
         }
-
-        let mut keepalive = p.keep_alive;
-        let mut server_keepalive = None;
-        if keepalive > self.cfg.max_keepalive || (keepalive == 0 && self.cfg.max_keepalive < 65535)
-        {
-            if v5 {
-                keepalive = self.cfg.max_keepalive;
-                server_keepalive = Some(keepalive);
-            } else {
+        if let Some(w) = &p.will {
+            let limit = self.cfg.message_size_limit as usize;
+            if limit > 0 && w.payload.len() > limit {
+                log::debug!("Client {} connected with too large Will payload", client_id);
                 self.refuse(
                     id,
                     p,
-                    reason::CONNACK_IDENTIFIER_REJECTED,
-                    reason::CLIENT_IDENTIFIER_NOT_VALID,
+                    reason::CONNACK_NOT_AUTHORIZED,
+                    reason::PACKET_TOO_LARGE,
                     now,
                 );
                 return;
             }
+        }
+
+        // Who the client is: the certificate's name when the listener takes
+        // identities from TLS, otherwise the CONNECT's username.
+        let username: Option<String> = if listener.use_identity_as_username {
+            let name = self.conns.get(id).and_then(|c| c.cert_username.clone());
+            if name.is_none() {
+                // No usable client certificate: "bad username or password".
+                log::info!("Client <unknown> disconnected, no certificate name.");
+                self.refuse(
+                    id,
+                    p,
+                    reason::CONNACK_BAD_USERNAME_PASSWORD,
+                    reason::BAD_USERNAME_OR_PASSWORD,
+                    now,
+                );
+                return;
+            }
+            name.map(String::from)
+        } else {
+            p.username.map(str::to_string)
+        };
+        if listener.use_username_as_clientid {
+            match &username {
+                Some(u) => client_id = u.clone(),
+                None => {
+                    self.refuse_not_authorised(id, p, now);
+                    return;
+                }
+            }
+        }
+        if v5 && p.properties.authentication_method().is_some() {
+            // No enhanced authentication method is configured.
+            self.refuse(
+                id,
+                p,
+                reason::CONNACK_NOT_AUTHORIZED,
+                reason::BAD_AUTHENTICATION_METHOD,
+                now,
+            );
+            return;
+        }
+        // A certificate name is authentication enough; otherwise the
+        // password checkers decide (see `Policy::authenticate`).
+        let authorised = listener.use_identity_as_username
+            || match self.security.get(listener.security) {
+                Some(pol) => pol.authenticate(
+                    username.as_deref(),
+                    p.password,
+                    &client_id,
+                    listener.allow_anonymous,
+                ),
+                None => listener.allow_anonymous,
+            };
+        if !authorised {
+            self.refuse_not_authorised(id, p, now);
+            return;
+        }
+
+        // Mosquitto 2.0 caps a v5 client's keepalive (and replaces 0) with
+        // `max_keepalive`, telling it so; a 3.1.x client keeps its own.
+        let mut keepalive = p.keep_alive;
+        let mut server_keepalive = None;
+        if v5
+            && self.cfg.max_keepalive > 0
+            && (keepalive > self.cfg.max_keepalive || keepalive == 0)
+        {
+            keepalive = self.cfg.max_keepalive;
+            server_keepalive = Some(keepalive);
         }
 
         // Will.
@@ -220,7 +266,12 @@ impl Broker {
                     expiry_at: None,
                     qos: w.qos,
                     retain: w.retain,
-                    source: None,
+                    // Who may publish it is asked when it is sent.
+                    source: Some(Box::new(Source {
+                        client_id: client_id.as_str().into(),
+                        username: username.as_deref().map(Into::into),
+                        security: listener.security,
+                    })),
                     persist_id: Default::default(),
                 }),
                 delay: w.properties.will_delay_interval().unwrap_or(0),
@@ -326,30 +377,18 @@ impl Broker {
         self.stats.clients_connected += 1;
         self.stats.clients_maximum = self.stats.clients_maximum.max(self.stats.clients_connected);
 
+        // Mosquitto's order; the rest follows in `send_connack_props`.
         let mut props = PropertyWriter::new();
         if v5 {
-            if assigned {
-                props.push(Property::AssignedClientIdentifier(&client_id));
+            if listener.max_topic_alias > 0 {
+                props.push(Property::TopicAliasMaximum(listener.max_topic_alias));
             }
             if let Some(k) = server_keepalive {
                 props.push(Property::ServerKeepAlive(k));
             }
-            if self.cfg.max_inflight_messages > 0 {
-                props.push(Property::ReceiveMaximum(self.cfg.max_inflight_messages));
+            if assigned {
+                props.push(Property::AssignedClientIdentifier(&client_id));
             }
-            if listener.max_qos != QoS::ExactlyOnce {
-                props.push(Property::MaximumQoS(listener.max_qos as u8));
-            }
-            if !self.cfg.retain_available {
-                props.push(Property::RetainAvailable(0));
-            }
-            if self.cfg.max_packet_size > 0 {
-                props.push(Property::MaximumPacketSize(self.cfg.max_packet_size));
-            }
-            props.push(Property::TopicAliasMaximum(listener.max_topic_alias));
-            props.push(Property::WildcardSubscriptionAvailable(1));
-            props.push(Property::SubscriptionIdentifierAvailable(1));
-            props.push(Property::SharedSubscriptionAvailable(1));
         }
         self.send_connack_props(id, session_present, 0, v5, &props);
 
@@ -440,7 +479,29 @@ impl Broker {
         self.close(id, CloseReason::ClientDisconnect { send_will }, now);
     }
 
+    /// Publish a will, if its owner may still write its topic (Mosquitto
+    /// asks the ACL when the will is sent, not when it is given: a denied
+    /// will is dropped, the connection was accepted).
     pub(super) fn publish_will(&mut self, w: &WillMsg, now: u64) {
+        if let Some(src) = &w.msg.source {
+            let allowed = !super::dollar_write_denied(&w.msg.topic)
+                && self.security.get(src.security).is_none_or(|p| {
+                    p.allows(
+                        &src.client_id,
+                        src.username.as_deref(),
+                        &w.msg.topic,
+                        crate::auth::acl::Access::Write,
+                    )
+                });
+            if !allowed {
+                log::info!(
+                    "Denied will of client {} on topic '{}'.",
+                    src.client_id,
+                    w.msg.topic
+                );
+                return;
+            }
+        }
         let m = match w.expiry {
             Some(secs) => Rc::new(Message {
                 topic: w.msg.topic.clone(),
@@ -469,8 +530,10 @@ impl Broker {
 }
 
 /// The properties of an incoming PUBLISH (or will) that are forwarded to
-/// subscribers: everything except Topic Alias, Subscription Identifier and
-/// Message Expiry Interval, which are per delivery.
+/// subscribers: Payload Format Indicator, Content Type, Response Topic,
+/// Correlation Data and User Properties. Topic Alias, Subscription
+/// Identifier and Message Expiry Interval are written per delivery; a
+/// will's Will Delay Interval is not a PUBLISH property at all.
 pub(super) fn publish_props_to_store(raw: &[u8]) -> Box<[u8]> {
     if raw.is_empty() {
         return Box::default();
@@ -484,10 +547,12 @@ pub(super) fn filter_forwarded_props(raw: &[u8], out: &mut Vec<u8>) {
     let props = crate::protocol::Properties::from_raw_unchecked(raw);
     for p in props.iter() {
         match p {
-            Property::TopicAlias(_)
-            | Property::SubscriptionIdentifier(_)
-            | Property::MessageExpiryInterval(_) => {}
-            other => other.encode(out),
+            Property::PayloadFormatIndicator(_)
+            | Property::ContentType(_)
+            | Property::ResponseTopic(_)
+            | Property::CorrelationData(_)
+            | Property::UserProperty(..) => p.encode(out),
+            _ => {}
         }
     }
 }

@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 
 use crate::protocol::QoS;
 
-use super::session::{Inflight, Message, OutState, Outgoing, Session, SubOptions};
+use super::session::{Incoming, Inflight, Message, OutState, Outgoing, Session, SubOptions};
 use super::Broker;
 
 /// One change to durable state, in the order it happened.
@@ -64,10 +64,12 @@ pub enum JournalOp {
         msg: Rc<Message>,
         packet_id: u16,
     },
-    /// An incoming QoS 2 packet id was received / released.
+    /// An incoming QoS 2 message was received (PUBREC sent) / released.
     In2 {
         client_id: Rc<str>,
         packet_id: u16,
+        /// The message, routed at its release.
+        msg: Option<Rc<Message>>,
     },
     In2Done {
         client_id: Rc<str>,
@@ -123,7 +125,7 @@ pub struct StoredSession {
     pub offline_ms: u64,
     pub subs: Vec<(Box<str>, SubOptions)>,
     pub messages: Vec<StoredOut>,
-    pub incoming_qos2: Vec<u16>,
+    pub incoming_qos2: Vec<Incoming>,
 }
 
 /// All durable state at one instant. Message expiry deadlines are on the

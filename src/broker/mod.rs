@@ -99,6 +99,8 @@ pub struct BrokerConfig {
     pub persistent_client_expiration: Option<u64>,
     pub upgrade_outgoing_qos: bool,
     pub connection_messages: bool,
+    /// v5 CONNACK refusals carry a Reason String (midge-only, default off).
+    pub connack_reason_strings: bool,
     /// Only client ids starting with this may connect (deprecated Mosquitto option).
     pub clientid_prefixes: Option<String>,
     /// Re-check the publisher's write access when sending a retained message.
@@ -131,6 +133,7 @@ impl Default for BrokerConfig {
             persistent_client_expiration: None,
             upgrade_outgoing_qos: false,
             connection_messages: true,
+            connack_reason_strings: false,
             clientid_prefixes: None,
             check_retain_source: true,
             memory_limit: 0,
@@ -159,6 +162,22 @@ pub(crate) struct SharedGroup {
     pub next: usize,
 }
 
+/// Writes to `$SYS` (but a bridge's `$SYS/broker/connection/<name>/state`)
+/// and to `$share/...` are refused whatever the ACL says, as in Mosquitto.
+pub(crate) fn dollar_write_denied(topic: &str) -> bool {
+    if let Some(rest) = topic.strip_prefix("$SYS") {
+        let mut levels = rest.split('/');
+        let bridge_state = levels.next() == Some("")
+            && levels.next() == Some("broker")
+            && levels.next() == Some("connection")
+            && levels.next().is_some()
+            && levels.next() == Some("state")
+            && levels.next().is_none();
+        return !bridge_state;
+    }
+    topic.starts_with("$share")
+}
+
 /// Past this many unsent bytes a connection is treated as congested: QoS 0
 /// messages to it are dropped and QoS 1/2 wait in the session queue.
 pub const OUTBOX_SOFT_LIMIT: usize = 1 << 20;
@@ -182,8 +201,13 @@ pub(crate) enum CloseReason {
     /// Socket closed or failed.
     Lost,
     KeepaliveTimeout,
-    /// A protocol violation; carries the v5 reason code.
+    /// A protocol violation; carries the v5 reason code of the DISCONNECT
+    /// a v5 client is told.
     Protocol(u8),
+    /// A protocol violation closed without a DISCONNECT: Mosquitto tells a
+    /// v5 client why only for faults in PUBLISH, SUBSCRIBE, UNSUBSCRIBE,
+    /// DISCONNECT and AUTH, and for an oversized packet.
+    Violation,
     TakenOver {
         send_will: bool,
     },
@@ -598,7 +622,7 @@ impl Broker {
                     self.handle(id, packet, now);
                 }
                 Err(e) => {
-                    self.decode_failed(id, e, rest, now);
+                    self.decode_failed(id, e, rest[0] >> 4, now);
                     return buf.len();
                 }
             }
@@ -619,10 +643,10 @@ impl Broker {
             Packet::Publish(p) => self.handle_publish(id, &p, now),
             Packet::Puback(a) => self.handle_puback(id, a.packet_id, now),
             Packet::Pubrec(a) => self.handle_pubrec(id, a.packet_id, a.reason, now),
-            Packet::Pubrel(a) => self.handle_pubrel(id, a.packet_id),
+            Packet::Pubrel(a) => self.handle_pubrel(id, a.packet_id, now),
             Packet::Pubcomp(a) => self.handle_pubcomp(id, a.packet_id, now),
             Packet::Subscribe(s) => self.handle_subscribe(id, &s, now),
-            Packet::Unsubscribe(u) => self.handle_unsubscribe(id, &u),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(id, &u, now),
             Packet::Pingreq => {
                 if let Some(c) = self.conns.writer(id) {
                     encode::encode_pingresp(&mut c.outbox.buf);
@@ -631,22 +655,21 @@ impl Broker {
                 }
             }
             Packet::Disconnect(d) => self.handle_disconnect(id, &d, now),
-            Packet::Connect(_) => {
-                // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
-                self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
-            }
-            Packet::Auth(_) => {
-                // No enhanced authentication method is configured, so no
-                // AUTH exchange can be in progress.
-                self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
-            }
-            Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp => {
-                self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
-            }
+            // [MQTT-3.1.0-2] a second CONNECT is a protocol violation. No
+            // enhanced authentication method is configured, so no AUTH
+            // exchange can be in progress. The rest only a server sends.
+            Packet::Connect(_)
+            | Packet::Auth(_)
+            | Packet::Connack(_)
+            | Packet::Suback(_)
+            | Packet::Unsuback(_)
+            | Packet::Pingresp => self.close(id, CloseReason::Violation, now),
         }
     }
 
-    fn decode_failed(&mut self, id: ConnId, e: DecodeError, raw: &[u8], now: u64) {
+    /// A packet could not be decoded; `packet_type` is its fixed header's type.
+    fn decode_failed(&mut self, id: ConnId, e: DecodeError, packet_type: u8, now: u64) {
+        use crate::protocol::packet_type as pt;
         let Some(c) = self.conns.get(id) else { return };
         let name = if c.client_id.is_empty() {
             "<unknown>"
@@ -661,7 +684,8 @@ impl Broker {
                     level,
                     c.peer
                 );
-                self.send_connack(id, false, reason::CONNACK_UNACCEPTABLE_PROTOCOL, level == 5);
+                // Always in the 3.1.1 form: the client's version is unknown.
+                self.send_connack(id, false, reason::CONNACK_UNACCEPTABLE_PROTOCOL, false);
                 self.close(id, CloseReason::Refused, now);
                 return;
             }
@@ -671,21 +695,24 @@ impl Broker {
                 self.close(id, CloseReason::Refused, now);
                 return;
             }
-            // A v5 CONNECT that cannot be accepted gets a CONNACK with the
-            // reason first (section 4.13.1); 3.1.x has no code for it.
-            if crate::protocol::peek_connect_version(raw) == Some(ProtocolVersion::V5) {
-                log::info!("Client {} from {} sent a bad CONNECT: {}.", name, c.peer, e);
-                self.send_connack(id, false, e.reason_code(), true);
-                self.close(id, CloseReason::Refused, now);
-                return;
-            }
+            // Any other fault in a CONNECT closes the connection without a
+            // CONNACK, for v5 too (section 4.13.1 allows either; Mosquitto
+            // answers none).
         }
         log::info!(
             "Client {} disconnected due to malformed packet: {}.",
             name,
             e
         );
-        self.close(id, CloseReason::Protocol(e.reason_code()), now);
+        let why = match (e, packet_type) {
+            (DecodeError::PacketTooLarge, _) => CloseReason::Protocol(e.reason_code()),
+            (DecodeError::RemainingLengthTooLong, _) => CloseReason::Violation,
+            (_, pt::PUBLISH | pt::SUBSCRIBE | pt::UNSUBSCRIBE) => {
+                CloseReason::Protocol(e.reason_code())
+            }
+            _ => CloseReason::Violation,
+        };
+        self.close(id, why, now);
     }
 
     /// The socket was closed by the peer or failed.
@@ -910,7 +937,7 @@ impl Broker {
                     log::info!("Client {} disconnected.", client_id)
                 }
                 CloseReason::Lost => log::info!("Client {} closed its connection.", client_id),
-                CloseReason::Protocol(_) => {
+                CloseReason::Protocol(_) | CloseReason::Violation => {
                     log::info!("Client {} disconnected due to protocol error.", client_id)
                 }
                 _ => {}
@@ -920,7 +947,10 @@ impl Broker {
             CloseReason::ClientDisconnect { send_will } | CloseReason::TakenOver { send_will } => {
                 send_will
             }
-            CloseReason::Lost | CloseReason::KeepaliveTimeout | CloseReason::Protocol(_) => true,
+            CloseReason::Lost
+            | CloseReason::KeepaliveTimeout
+            | CloseReason::Protocol(_)
+            | CloseReason::Violation => true,
             CloseReason::Refused | CloseReason::ServerShutdown => false,
         };
         let expiry = session

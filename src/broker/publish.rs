@@ -17,11 +17,12 @@ use crate::auth::acl::Access;
 use crate::protocol::encode;
 use crate::protocol::packet_type;
 use crate::protocol::reason;
-use crate::protocol::{Property, ProtocolVersion, Publish, QoS};
+use crate::protocol::{Property, Publish, QoS};
+use crate::topic;
 
 use super::connect::filter_forwarded_props;
 use super::journal::JournalOp;
-use super::session::{Inflight, Message, OutState, Outgoing, SubOptions};
+use super::session::{Incoming, Inflight, Message, OutState, Outgoing, SubOptions};
 use super::{Broker, Client, CloseReason, ConnId, Stats, Target, OUTBOX_SOFT_LIMIT, SHARED_BIT};
 
 /// A message as seen at delivery time: borrowed from the read buffer or
@@ -186,6 +187,10 @@ impl Broker {
             }
         }
         let topic: &str = alias_topic.as_deref().unwrap_or(p.topic);
+        if topic::too_deep(topic) {
+            self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+            return;
+        }
         let mounted;
         let topic: &str = match &self.conns.get(id).and_then(|c| c.mount.clone()) {
             Some(m) => {
@@ -204,26 +209,41 @@ impl Broker {
             self.close(id, CloseReason::Protocol(reason::RETAIN_NOT_SUPPORTED), now);
             return;
         }
-        if v5 && p.properties.subscription_identifiers().next().is_some() {
-            // [MQTT-3.3.4-6] a client must not send a Subscription Identifier.
-            self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
-            return;
-        }
+        // A Subscription Identifier from a client [MQTT-3.3.4-6] is ignored,
+        // as Mosquitto ignores it (it is never forwarded).
 
-        // QoS 2: a packet id not yet released is a re-send; answer, don't route.
+        // QoS 2: a packet id not yet released is a re-send: answer it
+        // again. The same id with a different message replaces it
+        // (Mosquitto's "Reused message ID").
         if p.qos == QoS::ExactlyOnce {
             let Some(s) = self.sessions.get_mut(origin) else {
                 return;
             };
-            if s.incoming_qos2.contains(&p.packet_id) {
-                if let Some(c) = self.conns.writer(id) {
-                    write_ack(c, &mut self.stats, packet_type::PUBREC, p.packet_id, 0);
+            if let Some(i) = s.find_incoming(p.packet_id) {
+                let same = s.incoming_qos2[i].msg.as_ref().is_none_or(|m| {
+                    &*m.topic == topic && *m.payload == *p.payload && m.retain == p.retain
+                });
+                if same {
+                    if let Some(c) = self.conns.writer(id) {
+                        write_ack(c, &mut self.stats, packet_type::PUBREC, p.packet_id, 0);
+                    }
+                    return;
                 }
-                return;
-            }
-            if v5
-                && s.incoming_qos2.len() >= usize::from(self.cfg.max_inflight_messages.max(1))
+                log::warn!(
+                    "Reused message ID {} from {} detected. Clearing from storage.",
+                    p.packet_id,
+                    s.client_id
+                );
+                s.incoming_qos2.remove(i);
+                if s.persisted {
+                    self.journal.push(|| JournalOp::In2Done {
+                        client_id: s.client_id.clone(),
+                        packet_id: p.packet_id,
+                    });
+                }
+            } else if v5
                 && self.cfg.max_inflight_messages > 0
+                && s.incoming_qos2.len() >= usize::from(self.cfg.max_inflight_messages)
             {
                 self.close(
                     id,
@@ -236,8 +256,6 @@ impl Broker {
 
         self.stats.pub_msgs_received += 1;
         self.stats.pub_bytes_received += p.payload.len() as u64;
-        let mut code = reason::SUCCESS;
-        let deny_sys = topic.starts_with("$SYS") || crate::topic::is_shared(topic);
         // memory_limit: Mosquitto's allocator fails past the limit and the
         // client is dropped; midge refuses the publish where it arrives.
         if self.cfg.memory_limit > 0 && (self.cfg.memory_used)() as u64 > self.cfg.memory_limit {
@@ -250,31 +268,45 @@ impl Broker {
             }
             return;
         }
-        // A request to the dynamic security plugin is answered, not routed.
-        let control = if topic == crate::auth::dynsec::CONTROL_TOPIC {
-            self.dynsec_control(origin, p.payload, now)
-        } else {
-            None
+        let code = match self.check_publish(id, origin, p, topic) {
+            Some(refused) => refused,
+            // `$CONTROL/...` is for broker plugins: answered, never routed
+            // (Mosquitto acknowledges it even with no plugin to take it).
+            None if topic.starts_with("$CONTROL/") => {
+                if topic == crate::auth::dynsec::CONTROL_TOPIC {
+                    self.dynsec_control(origin, p.payload, now)
+                        .unwrap_or(reason::SUCCESS)
+                } else {
+                    reason::SUCCESS
+                }
+            }
+            None => self.accept_publish(origin, p, topic, now),
         };
+        self.ack_publish(id, p.qos, p.packet_id, code);
+    }
+
+    /// Why a PUBLISH that arrived cannot be taken (too large, not
+    /// authorised), or None when it can.
+    fn check_publish(&self, id: ConnId, origin: usize, p: &Publish<'_>, topic: &str) -> Option<u8> {
+        let client_id = || self.conns.get(id).map(|c| &*c.client_id).unwrap_or("");
         let too_big = self.cfg.message_size_limit > 0
             && p.payload.len() > self.cfg.message_size_limit as usize;
-        if let Some(c) = control {
-            code = c;
-        } else if too_big {
+        if too_big {
             log::info!(
                 "Dropped too large PUBLISH from {} (q{}, r{}, m{}, '{}', ... ({} bytes)).",
-                self.conns.get(id).map(|c| &*c.client_id).unwrap_or(""),
+                client_id(),
                 p.qos as u8,
                 u8::from(p.retain),
                 p.packet_id,
                 topic,
                 p.payload.len()
             );
-            code = reason::IMPLEMENTATION_SPECIFIC_ERROR;
-        } else if deny_sys || !self.acl_allows(origin, topic, Access::Write) {
+            return Some(reason::PACKET_TOO_LARGE);
+        }
+        if super::dollar_write_denied(topic) || !self.acl_allows(origin, topic, Access::Write) {
             log::debug!(
                 "Denied PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-                self.conns.get(id).map(|c| &*c.client_id).unwrap_or(""),
+                client_id(),
                 u8::from(p.dup),
                 p.qos as u8,
                 u8::from(p.retain),
@@ -282,39 +314,70 @@ impl Broker {
                 topic,
                 p.payload.len()
             );
-            code = reason::NOT_AUTHORIZED;
-        } else {
-            let mut props_buf = Vec::new();
-            let props: &[u8] = if v5 && !p.properties.is_empty() {
-                filter_forwarded_props(p.properties.raw(), &mut props_buf);
-                &props_buf
-            } else {
-                &[]
-            };
-            let expiry_at = if v5 {
-                p.properties
-                    .message_expiry_interval()
-                    .map(|s| now + u64::from(s) * 1000)
-            } else {
-                None
-            };
-            self.route(
-                origin, topic, p.payload, props, expiry_at, p.qos, p.retain, None, now,
-            );
+            return Some(reason::NOT_AUTHORIZED);
         }
+        None
+    }
 
-        if p.qos == QoS::ExactlyOnce && (code == reason::SUCCESS || !v5) {
+    /// Take an accepted PUBLISH: QoS 0 and 1 are routed now, QoS 2 waits
+    /// for PUBREL. Returns the acknowledgement's reason code.
+    fn accept_publish(&mut self, origin: usize, p: &Publish<'_>, topic: &str, now: u64) -> u8 {
+        let v5 = self
+            .sessions
+            .get(origin)
+            .and_then(|s| s.conn)
+            .and_then(|c| self.conns.get(c))
+            .is_some_and(|c| c.version.is_v5());
+        let mut props_buf = Vec::new();
+        let props: &[u8] = if v5 && !p.properties.is_empty() {
+            filter_forwarded_props(p.properties.raw(), &mut props_buf);
+            &props_buf
+        } else {
+            &[]
+        };
+        let expiry_at = if v5 {
+            p.properties
+                .message_expiry_interval()
+                .map(|s| now + u64::from(s) * 1000)
+        } else {
+            None
+        };
+        if p.qos == QoS::ExactlyOnce {
+            let view = MsgView {
+                topic,
+                payload: p.payload,
+                props,
+                expiry_at,
+            };
+            let mut m = make_message(&view, p.qos, p.retain);
+            if p.retain {
+                if let Some(r) = Rc::get_mut(&mut m) {
+                    r.source = self.retain_source(origin);
+                }
+            }
             if let Some(s) = self.sessions.get_mut(origin) {
-                s.incoming_qos2.push(p.packet_id);
                 if s.persisted {
                     self.journal.push(|| JournalOp::In2 {
                         client_id: s.client_id.clone(),
                         packet_id: p.packet_id,
+                        msg: Some(m.clone()),
                     });
                 }
+                s.incoming_qos2.push(Incoming {
+                    packet_id: p.packet_id,
+                    msg: Some(m),
+                });
             }
+            return reason::SUCCESS;
         }
-        self.ack_publish(id, p.qos, p.packet_id, code);
+        let matched = self.route(
+            origin, topic, p.payload, props, expiry_at, p.qos, p.retain, None, now,
+        );
+        if matched || p.qos == QoS::AtMostOnce {
+            reason::SUCCESS
+        } else {
+            reason::NO_MATCHING_SUBSCRIBERS
+        }
     }
 
     /// Answer a client's PUBLISH: PUBACK for QoS 1, PUBREC for QoS 2
@@ -334,6 +397,8 @@ impl Broker {
     /// Route a message to every matching subscriber and, if retained, into
     /// the retained store. `origin` is the publishing session (usize::MAX for
     /// the broker itself); `stored` is the message if it already exists.
+    /// Returns whether any subscription matched the topic (Mosquitto's test
+    /// for "no matching subscribers", made before ACLs and No Local).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn route(
         &mut self,
@@ -346,7 +411,7 @@ impl Broker {
         retain: bool,
         stored: Option<Rc<Message>>,
         now: u64,
-    ) {
+    ) -> bool {
         let mut stored = stored;
         let stored = &mut stored;
         let view = MsgView {
@@ -369,7 +434,7 @@ impl Broker {
                     *stored = Some(m);
                 }
                 let Some(m) = stored.clone() else {
-                    return;
+                    return false;
                 };
                 self.retained_expiring |= m.expiry_at.is_some();
                 if !topic.starts_with("$SYS") {
@@ -383,11 +448,13 @@ impl Broker {
         let seq = self.publish_seq;
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
+        let mut matched = false;
         {
             let sessions = &mut self.sessions;
             let shared_hits = &mut self.shared_hits;
             shared_hits.clear();
             self.tree.for_each_match(topic, |key, sub| {
+                matched = true;
                 if key & SHARED_BIT != 0 {
                     shared_hits.push(key & !SHARED_BIT);
                     return;
@@ -399,27 +466,45 @@ impl Broker {
                 let Some(s) = sessions.get_mut(key) else {
                     return;
                 };
-                if s.match_seq == seq {
-                    if let Some(t) = targets.get_mut(s.match_idx as usize) {
+                // Overlapping subscriptions of one session are merged into
+                // one copy at the highest QoS [MQTT-3.3.5-1], but those
+                // with Retain As Published and those without each get
+                // their own copy, so the retain flag a client sees does
+                // not depend on the order of its subscriptions.
+                let merge = if s.match_seq == seq {
+                    // Rare (a session matched twice): a short scan.
+                    let first = s.match_idx as usize;
+                    targets.get(first..).and_then(|rest| {
+                        rest.iter()
+                            .position(|t| {
+                                t.session == key && t.retain_as_published == sub.retain_as_published
+                            })
+                            .map(|i| first + i)
+                    })
+                } else {
+                    s.match_seq = seq;
+                    s.match_idx = targets.len() as u32;
+                    None
+                };
+                match merge.and_then(|i| targets.get_mut(i)) {
+                    Some(t) => {
                         t.qos = t.qos.max(sub.qos);
-                        t.retain_as_published |= sub.retain_as_published;
                         if sub.sub_id != 0 {
                             t.sub_ids.push(sub.sub_id);
                         }
                     }
-                } else {
-                    s.match_seq = seq;
-                    s.match_idx = targets.len() as u32;
-                    let mut sub_ids = SmallVec::new();
-                    if sub.sub_id != 0 {
-                        sub_ids.push(sub.sub_id);
+                    None => {
+                        let mut sub_ids = SmallVec::new();
+                        if sub.sub_id != 0 {
+                            sub_ids.push(sub.sub_id);
+                        }
+                        targets.push(Target {
+                            session: key,
+                            qos: sub.qos,
+                            retain_as_published: sub.retain_as_published,
+                            sub_ids,
+                        });
                     }
-                    targets.push(Target {
-                        session: key,
-                        qos: sub.qos,
-                        retain_as_published: sub.retain_as_published,
-                        sub_ids,
-                    });
                 }
             });
         }
@@ -449,6 +534,7 @@ impl Broker {
             }
             self.shared_hits = hits;
         }
+        matched
     }
 
     /// Deliver to one session: straight to the socket when it can go now,
@@ -739,10 +825,14 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
+        // An unknown id is ignored; an ack of the wrong kind for the
+        // message under that id (PUBCOMP for QoS 1, PUBACK for QoS 2,
+        // PUBCOMP before PUBREC) closes the connection, as in Mosquitto.
         let Some(i) = s.find_inflight(packet_id) else {
             return;
         };
         if s.inflight[i].state != expected {
+            self.close(id, CloseReason::Violation, now);
             return;
         }
         if let Some(f) = s.inflight.remove(i) {
@@ -756,6 +846,10 @@ impl Broker {
         self.pump(skey, now);
     }
 
+    /// PUBREC: the QoS 2 message moves on to PUBREL, or (v5, an error
+    /// code) its exchange ends. An unknown id still gets a PUBREL, as
+    /// Mosquitto answers one; a PUBREC for a QoS 1 message closes the
+    /// connection.
     pub(super) fn handle_pubrec(&mut self, id: ConnId, packet_id: u16, code: u8, now: u64) {
         let Some(skey) = self.conns.get(id).and_then(|c| c.session) else {
             return;
@@ -764,6 +858,16 @@ impl Broker {
             return;
         };
         let found = s.find_inflight(packet_id);
+        let state = found.map(|i| s.inflight[i].state);
+        let wrong = match state {
+            Some(OutState::AwaitPuback) => true,
+            Some(OutState::AwaitPubcomp) => code >= 0x80,
+            _ => false,
+        };
+        if wrong {
+            self.close(id, CloseReason::Violation, now);
+            return;
+        }
         if code >= 0x80 {
             // v5: the receiver refused it; the exchange ends here.
             if let Some(f) = found.and_then(|i| s.inflight.remove(i)) {
@@ -777,56 +881,61 @@ impl Broker {
             self.pump(skey, now);
             return;
         }
-        let mut rel_code = reason::SUCCESS;
-        match found {
-            Some(i) => {
-                let f = &mut s.inflight[i];
-                if f.state != OutState::AwaitPubcomp {
-                    f.state = OutState::AwaitPubcomp;
-                    if s.persisted {
-                        let msg = f.out.msg.clone();
-                        self.journal.push(|| JournalOp::Released {
-                            client_id: s.client_id.clone(),
-                            msg,
-                            packet_id,
-                        });
-                    }
+        if let Some(i) = found {
+            let f = &mut s.inflight[i];
+            if f.state != OutState::AwaitPubcomp {
+                f.state = OutState::AwaitPubcomp;
+                if s.persisted {
+                    let msg = f.out.msg.clone();
+                    self.journal.push(|| JournalOp::Released {
+                        client_id: s.client_id.clone(),
+                        msg,
+                        packet_id,
+                    });
                 }
             }
-            None => rel_code = reason::PACKET_IDENTIFIER_NOT_FOUND,
         }
         if let Some(c) = self.conns.writer(id) {
-            let code = if c.version == ProtocolVersion::V5 {
-                rel_code
-            } else {
-                0
-            };
-            write_ack(c, &mut self.stats, packet_type::PUBREL, packet_id, code);
+            write_ack(c, &mut self.stats, packet_type::PUBREL, packet_id, 0);
         }
     }
 
-    pub(super) fn handle_pubrel(&mut self, id: ConnId, packet_id: u16) {
+    /// PUBREL: the message waiting under this packet id is routed now, and
+    /// PUBCOMP answers it. An unknown id is answered too, with success, as
+    /// Mosquitto does (it may be a PUBREL repeated after a reconnect).
+    pub(super) fn handle_pubrel(&mut self, id: ConnId, packet_id: u16, now: u64) {
         let Some(skey) = self.conns.get(id).and_then(|c| c.session) else {
             return;
         };
-        let mut code = reason::SUCCESS;
+        let mut released = None;
         if let Some(s) = self.sessions.get_mut(skey) {
-            match s.incoming_qos2.iter().position(|&p| p == packet_id) {
-                Some(i) => {
-                    s.incoming_qos2.swap_remove(i);
-                    if s.persisted {
-                        self.journal.push(|| JournalOp::In2Done {
-                            client_id: s.client_id.clone(),
-                            packet_id,
-                        });
-                    }
+            if let Some(i) = s.find_incoming(packet_id) {
+                released = s.incoming_qos2.remove(i).msg;
+                if s.persisted {
+                    self.journal.push(|| JournalOp::In2Done {
+                        client_id: s.client_id.clone(),
+                        packet_id,
+                    });
                 }
-                None => code = reason::PACKET_IDENTIFIER_NOT_FOUND,
+            }
+        }
+        if let Some(m) = released {
+            if !m.expired(now) {
+                self.route(
+                    skey,
+                    &m.topic,
+                    &m.payload,
+                    &m.props,
+                    m.expiry_at,
+                    m.qos,
+                    m.retain,
+                    Some(m.clone()),
+                    now,
+                );
             }
         }
         if let Some(c) = self.conns.writer(id) {
-            let code = if c.version.is_v5() { code } else { 0 };
-            write_ack(c, &mut self.stats, packet_type::PUBCOMP, packet_id, code);
+            write_ack(c, &mut self.stats, packet_type::PUBCOMP, packet_id, 0);
         }
     }
 

@@ -94,6 +94,17 @@ pub struct Inflight {
     pub out: Outgoing,
 }
 
+/// An incoming QoS 2 message between PUBREC and PUBREL. It is routed when
+/// the client releases it, as Mosquitto does, so a subscriber sees it only
+/// once the publisher has committed to it.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    pub packet_id: u16,
+    /// None: already routed (restored from a format-1 database, which
+    /// routed at PUBLISH); the release only completes the handshake.
+    pub msg: Option<Rc<Message>>,
+}
+
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Rc<str>,
@@ -111,8 +122,8 @@ pub struct Session {
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Outgoing>,
     pub queued_bytes: usize,
-    /// Incoming QoS 2 packet ids received but not yet released by PUBREL.
-    pub incoming_qos2: SmallVec<[u16; 4]>,
+    /// Incoming QoS 2 messages received but not yet released by PUBREL.
+    pub incoming_qos2: SmallVec<[Incoming; 1]>,
     pub next_packet_id: u16,
     /// De-duplication marker for overlapping subscriptions: the publish
     /// sequence number that last matched this session, and where.
@@ -158,6 +169,13 @@ impl Session {
                 return id;
             }
         }
+    }
+
+    /// Where the incoming QoS 2 message with this packet id waits, if any.
+    pub fn find_incoming(&self, packet_id: u16) -> Option<usize> {
+        self.incoming_qos2
+            .iter()
+            .position(|i| i.packet_id == packet_id)
     }
 
     pub fn find_inflight(&self, packet_id: u16) -> Option<usize> {

@@ -9,19 +9,22 @@ use smallvec::SmallVec;
 use crate::auth::acl::Access;
 use crate::protocol::encode;
 use crate::protocol::reason;
-use crate::protocol::{Packet, Properties, QoS, Suback, Subscribe, Unsuback, Unsubscribe};
+use crate::protocol::{
+    Packet, Properties, ProtocolVersion, QoS, Suback, Subscribe, Unsuback, Unsubscribe,
+};
 use crate::topic;
 
 use super::journal::JournalOp;
 use super::session::SubOptions;
-use super::{Broker, ConnId, SharedGroup, SHARED_BIT};
+use super::{Broker, CloseReason, ConnId, SharedGroup, SHARED_BIT};
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, id: ConnId, p: &Subscribe<'_>, now: u64) {
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        let v5 = c.version.is_v5();
+        let version = c.version;
+        let v5 = version.is_v5();
         let Some(skey) = c.session else {
             return;
         };
@@ -41,15 +44,20 @@ impl Broker {
         // (filter index in codes, granted qos, send retained)
         let mut retained_for: SmallVec<[(String, QoS); 4]> = SmallVec::new();
         let mount = self.conns.get(id).and_then(|c| c.mount.clone());
+        // An invalid filter anywhere in the packet closes the connection
+        // (v5: DISCONNECT 0x81), as in Mosquitto, before anything is granted.
+        if p.filters
+            .iter()
+            .any(|(f, _)| !topic::valid_topic_filter(f) || topic::too_deep(f))
+        {
+            log::info!(
+                "Invalid subscription string from {}, disconnecting.",
+                client_id
+            );
+            self.close(id, CloseReason::Protocol(reason::MALFORMED_PACKET), now);
+            return;
+        }
         for (filter, opts) in p.filters.iter() {
-            if !topic::valid_topic_filter(filter) {
-                codes.push(if v5 {
-                    reason::TOPIC_FILTER_INVALID
-                } else {
-                    reason::UNSPECIFIED_ERROR
-                });
-                continue;
-            }
             let granted = opts.qos.min(max_qos);
             let sub = SubOptions {
                 qos: granted,
@@ -67,10 +75,12 @@ impl Broker {
             };
             if !self.acl_allows(skey, checked, Access::Subscribe) {
                 log::debug!("Denied SUBSCRIBE from {} to '{}'", client_id, filter);
-                codes.push(if v5 {
-                    reason::NOT_AUTHORIZED
-                } else {
-                    reason::UNSPECIFIED_ERROR
+                // 3.1 has no failure code: Mosquitto answers the granted QoS
+                // (and subscribes nothing).
+                codes.push(match version {
+                    ProtocolVersion::V5 => reason::NOT_AUTHORIZED,
+                    ProtocolVersion::V311 => reason::UNSPECIFIED_ERROR,
+                    ProtocolVersion::V31 => granted as u8,
                 });
                 continue;
             }
@@ -147,7 +157,7 @@ impl Broker {
         }
     }
 
-    pub(super) fn handle_unsubscribe(&mut self, id: ConnId, p: &Unsubscribe<'_>) {
+    pub(super) fn handle_unsubscribe(&mut self, id: ConnId, p: &Unsubscribe<'_>, now: u64) {
         let Some(c) = self.conns.get(id) else {
             return;
         };
@@ -155,6 +165,17 @@ impl Broker {
             return;
         };
         let client_id = c.client_id.clone();
+        if p.filters
+            .iter()
+            .any(|f| !topic::valid_topic_filter(f) || topic::too_deep(f))
+        {
+            log::info!(
+                "Invalid unsubscription string from {}, disconnecting.",
+                client_id
+            );
+            self.close(id, CloseReason::Protocol(reason::MALFORMED_PACKET), now);
+            return;
+        }
         let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
         let mount = c.mount.clone();
         for filter in p.filters.iter() {
@@ -256,14 +277,13 @@ impl Broker {
     }
 }
 
-/// A listener's `mount_point` goes in front of every topic its clients use;
-/// for a shared subscription it goes in front of the filter inside it.
+/// A listener's `mount_point` goes in front of every filter its clients
+/// use, `$share/...` included: as in Mosquitto, `$share/g/#` from a mounted
+/// client is the plain filter `<mount>$share/g/#`, not a shared
+/// subscription (a mounted client stays inside its mount point).
 pub(super) fn mount_filter<'a>(mount: Option<&str>, filter: &'a str) -> std::borrow::Cow<'a, str> {
-    let Some(m) = mount else {
-        return std::borrow::Cow::Borrowed(filter);
-    };
-    match topic::parse_shared(filter) {
-        Some((group, inner)) => format!("$share/{}/{}{}", group, m, inner).into(),
-        None => format!("{}{}", m, filter).into(),
+    match mount {
+        Some(m) => format!("{}{}", m, filter).into(),
+        None => std::borrow::Cow::Borrowed(filter),
     }
 }

@@ -197,6 +197,7 @@ fn qos2_duplicate_is_not_delivered_twice() {
     assert_eq!(n, 1);
     // After release, the same packet id is a new message.
     h.publish(p, "x", b"again", 2, false, 9);
+    h.ack(p, Packet::Pubrel, 9);
     assert_eq!(h.recv(s).iter().filter(|g| pub_of(g).is_some()).count(), 1);
 }
 
@@ -209,6 +210,7 @@ fn overlapping_subscriptions_deliver_one_copy_at_highest_qos() {
     h.subscribe(s, "+/b", 1);
     let p = h.connect("p", true);
     h.publish(p, "a/b", b"m", 2, false, 1);
+    h.ack(p, Packet::Pubrel, 1);
     let pubs: Vec<_> = h
         .recv(s)
         .iter()
@@ -368,6 +370,7 @@ fn persistent_session_keeps_subscriptions_and_queues() {
     let p = h.connect("p", true);
     h.publish(p, "q/1", b"m1", 1, false, 1);
     h.publish(p, "q/2", b"m2", 2, false, 2);
+    h.ack(p, Packet::Pubrel, 2);
     h.publish(p, "q/3", b"m0", 0, false, 0);
     let (s, ack) = h.connect_full("ps", false, 60, None, V3);
     assert_eq!(ack, Got::Connack { sp: true, code: 0 });
@@ -458,6 +461,7 @@ fn unacked_messages_resent_with_dup_on_reconnect() {
     let p = h.connect("p", true);
     h.publish(p, "t", b"a", 1, false, 1);
     h.publish(p, "t", b"b", 2, false, 2);
+    h.ack(p, Packet::Pubrel, 2);
     let g = h.recv(s);
     let first: Vec<_> = g.iter().filter_map(pub_of).map(|p| (p.5, p.4)).collect();
     assert_eq!(first.len(), 2);
@@ -489,6 +493,7 @@ fn pubrel_resent_after_pubrec_on_reconnect() {
     h.subscribe(s, "t", 2);
     let p = h.connect("p", true);
     h.publish(p, "t", b"a", 2, false, 1);
+    h.ack(p, Packet::Pubrel, 1);
     let g = h.recv(s);
     let pid = pub_of(&g[0]).unwrap().5;
     h.ack(s, Packet::Pubrec, pid);
@@ -551,10 +556,68 @@ fn persistent_client_expiration_ends_offline_sessions() {
 }
 
 #[test]
-fn invalid_filter_gets_failure_code() {
+fn invalid_filter_closes_without_suback() {
+    // Mosquitto treats an invalid filter as a malformed packet: no SUBACK,
+    // the connection is closed.
     let mut h = H::new();
     let s = h.connect("s", true);
-    assert_eq!(h.subscribe(s, "a/#/b", 1), vec![0x80]);
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&5u16.to_be_bytes());
+    raw.extend_from_slice(b"a/#/b");
+    raw.push(1);
+    h.send(
+        s,
+        Packet::Subscribe(Subscribe {
+            packet_id: 3,
+            properties: Properties::EMPTY,
+            filters: SubscribeFilters::from_raw(&raw),
+        }),
+    );
+    assert!(h.recv(s).is_empty());
+    assert!(h.is_closed(s));
+}
+
+#[test]
+fn qos2_inbound_is_delivered_at_pubrel_not_publish() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "x", 2);
+    let p = h.connect("p", true);
+    h.publish(p, "x", b"held", 2, false, 4);
+    assert_eq!(h.recv(p), vec![Got::Pubrec(4)]);
+    assert!(h.recv(s).is_empty(), "nothing routed before PUBREL");
+    h.ack(p, Packet::Pubrel, 4);
+    assert_eq!(h.recv(p), vec![Got::Pubcomp(4)]);
+    let g = h.recv(s);
+    assert_eq!(pub_of(&g[0]).unwrap().1, b"held");
+}
+
+#[test]
+fn qos2_reused_packet_id_with_new_content_replaces_held_message() {
+    let mut h = H::new();
+    let s = h.connect("s", true);
+    h.subscribe(s, "#", 2);
+    let p = h.connect("p", true);
+    h.publish(p, "x", b"first", 2, false, 4);
+    h.publish(p, "y", b"second", 2, false, 4);
+    assert_eq!(h.recv(p), vec![Got::Pubrec(4), Got::Pubrec(4)]);
+    h.ack(p, Packet::Pubrel, 4);
+    let got: Vec<Vec<u8>> = h
+        .recv(s)
+        .iter()
+        .filter_map(pub_of)
+        .map(|p| p.1.to_vec())
+        .collect();
+    assert_eq!(got, vec![b"second".to_vec()]);
+}
+
+#[test]
+fn pubrel_for_unknown_id_gets_pubcomp() {
+    let mut h = H::new();
+    let p = h.connect("p", true);
+    h.ack(p, Packet::Pubrel, 77);
+    assert_eq!(h.recv(p), vec![Got::Pubcomp(77)]);
+    assert!(!h.is_closed(p));
 }
 
 #[test]

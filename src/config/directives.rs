@@ -143,6 +143,12 @@ static TABLE: &[Directive] = &[
         };
         Ok(())
     }),
+    // midge-only: v5 CONNACK refusals say why in a Reason String. Off by
+    // default so the bytes on the wire are Mosquitto 2.0's.
+    h("connack_reason_strings", G, |p, a| {
+        p.cfg.connack_reason_strings = a.bool()?;
+        Ok(())
+    }),
     h("check_retain_source", G, |p, a| {
         // Mosquitto counts this as a security option for the
         // per_listener_settings ordering check.

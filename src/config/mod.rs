@@ -131,6 +131,9 @@ pub struct Config {
     pub autosave_on_changes: bool,
     /// midge-only `persistence_mode`: snapshots alone (Mosquitto) or a journal.
     pub persistence_mode: PersistenceMode,
+    /// midge-only `connack_reason_strings`: a v5 CONNACK refusal carries a
+    /// Reason String (Mosquitto 2.0 sends none, so the default is off).
+    pub connack_reason_strings: bool,
     pub persistence: bool,
     pub persistence_file: String,
     /// "" = current directory.
@@ -192,6 +195,7 @@ impl Default for Config {
             autosave_interval: 1800,
             autosave_on_changes: false,
             persistence_mode: PersistenceMode::Snapshot,
+            connack_reason_strings: false,
             persistence: false,
             persistence_file: "mosquitto.db".to_string(),
             persistence_location: String::new(),

@@ -185,6 +185,7 @@ fn sample(name: &str, include_dir: &str) -> String {
         "autosave_interval" => "60",
         "autosave_on_changes" => "true",
         "persistence_mode" => "journal",
+        "connack_reason_strings" => "true",
         "check_retain_source" => "false",
         "clientid_prefixes" => "secure-",
         "include_dir" => include_dir,
@@ -296,9 +297,10 @@ fn in_context(name: &str, line: &str) -> String {
 fn table_has_every_mosquitto_2_0_directive_once() {
     let names: Vec<&str> = all_directives().collect();
     // Verified against the mosquitto 2.0.11 binary (see directives.rs),
-    // plus midge's own `persistence_mode`.
-    assert_eq!(names.len(), 116 + 1);
+    // plus midge's own `persistence_mode` and `connack_reason_strings`.
+    assert_eq!(names.len(), 116 + 2);
     assert!(names.contains(&"persistence_mode"));
+    assert!(names.contains(&"connack_reason_strings"));
     let mut sorted = names.clone();
     sorted.sort_unstable();
     sorted.dedup();

@@ -10,7 +10,7 @@
 //! and `JournalOp`s and the wall clock, which it converts to and from the
 //! broker's monotonic milliseconds.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! Both files: header `MIDGEDB\0`, u32 format version, u8 kind (1 snapshot,
 //! 2 journal), u64 generation; then records. All integers big-endian.
@@ -31,10 +31,13 @@
 //! | 9 | DONE | str client id, u64 message id |
 //! | 10 | SENT | str client id, u64 message id, u16 packet id |
 //! | 11 | RELEASED | str client id, u64 message id, u16 packet id |
-//! | 12 | IN2 | str client id, u16 packet id |
+//! | 12 | IN2 | str client id, u16 packet id (format 1: a QoS 2 message already routed, waiting for PUBREL) |
 //! | 13 | IN2_DONE | str client id, u16 packet id |
 //! | 14 | SAVED_AT | i64 wall ms (snapshot: when it was taken) |
 //! | 15 | END | u64 number of records before it (a snapshot is complete only with it) |
+//! | 16 | IN2_MSG | str client id, u16 packet id, u64 message id (an incoming QoS 2 message, routed at PUBREL) |
+//!
+//! Format 2 added IN2_MSG; a format-1 file loads unchanged.
 //!
 //! A journal belongs to the snapshot with the same generation; a journal
 //! of another generation was compacted into a newer snapshot already and is
@@ -50,10 +53,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use smallvec::SmallVec;
 
 use crate::broker::journal::{JournalOp, State, StoredOut, StoredSession, StoredState};
+use crate::broker::session::Incoming;
 use crate::broker::{Message, SubOptions};
 use crate::protocol::{QoS, SubscriptionOptions};
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"MIDGEDB\0";
 const KIND_SNAPSHOT: u8 = 1;
 const KIND_JOURNAL: u8 = 2;
@@ -77,6 +81,7 @@ mod rec {
     pub const IN2_DONE: u8 = 13;
     pub const SAVED_AT: u8 = 14;
     pub const END: u8 = 15;
+    pub const IN2_MSG: u8 = 16;
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -267,7 +272,8 @@ struct ModelSession {
     offline_ms: u64,
     subs: Vec<(Box<str>, SubOptions)>,
     messages: Vec<(u64, StoredOut)>,
-    in2: Vec<u16>,
+    /// Incoming QoS 2: packet id and the message id (None: format 1).
+    in2: Vec<(u16, Option<u64>)>,
 }
 
 impl Model {
@@ -411,19 +417,25 @@ impl Model {
                     };
                 }
             }
-            rec::IN2 => {
+            rec::IN2 | rec::IN2_MSG => {
                 let cid = d.str()?;
                 let pid = d.u16()?;
+                let msg = if kind == rec::IN2_MSG {
+                    let id = d.u64()?;
+                    self.msgs.contains_key(&id).then_some(id)?;
+                    Some(id)
+                } else {
+                    None
+                };
                 let s = self.session(cid)?;
-                if !s.in2.contains(&pid) {
-                    s.in2.push(pid);
-                }
+                s.in2.retain(|(p, _)| *p != pid);
+                s.in2.push((pid, msg));
             }
             rec::IN2_DONE => {
                 let cid = d.str()?;
                 let pid = d.u16()?;
                 let s = self.session(cid)?;
-                s.in2.retain(|p| *p != pid);
+                s.in2.retain(|(p, _)| *p != pid);
             }
             rec::SAVED_AT => {
                 self.saved_at = Some(d.i64()?);
@@ -456,7 +468,14 @@ impl Model {
                     offline_ms: s.offline_ms.saturating_add(down),
                     subs: s.subs,
                     messages: s.messages.into_iter().map(|(_, m)| m).collect(),
-                    incoming_qos2: s.in2,
+                    incoming_qos2: s
+                        .in2
+                        .into_iter()
+                        .map(|(packet_id, id)| Incoming {
+                            packet_id,
+                            msg: id.and_then(|id| self.msgs.get(&id).cloned()),
+                        })
+                        .collect(),
                 });
             }
         }
@@ -827,12 +846,8 @@ impl Store {
             JournalOp::In2 {
                 client_id,
                 packet_id,
-            } => {
-                Enc::begin(&mut self.buf, rec::IN2)
-                    .bytes(client_id.as_bytes())
-                    .u16(*packet_id)
-                    .end();
-            }
+                msg,
+            } => self.encode_in2(client_id, *packet_id, msg.as_deref(), wall_now, now),
             JournalOp::In2Done {
                 client_id,
                 packet_id,
@@ -840,6 +855,25 @@ impl Store {
                 Enc::begin(&mut self.buf, rec::IN2_DONE)
                     .bytes(client_id.as_bytes())
                     .u16(*packet_id)
+                    .end();
+            }
+        }
+    }
+
+    fn encode_in2(&mut self, cid: &str, pid: u16, msg: Option<&Message>, wall_now: i64, now: u64) {
+        match msg {
+            Some(m) => {
+                let id = self.encode_msg(m, wall_now, now);
+                Enc::begin(&mut self.buf, rec::IN2_MSG)
+                    .bytes(cid.as_bytes())
+                    .u16(pid)
+                    .u64(id)
+                    .end();
+            }
+            None => {
+                Enc::begin(&mut self.buf, rec::IN2)
+                    .bytes(cid.as_bytes())
+                    .u16(pid)
                     .end();
             }
         }
@@ -932,12 +966,13 @@ impl Store {
                     }
                 }
             }
-            for &pid in &s.incoming_qos2 {
-                Enc::begin(&mut self.buf, rec::IN2)
-                    .bytes(s.client_id.as_bytes())
-                    .u16(pid)
-                    .end();
-                count += 1;
+            for i in &s.incoming_qos2 {
+                count += 1 + u64::from(
+                    i.msg
+                        .as_ref()
+                        .is_some_and(|m| !self.written.contains(&m.persist_id.get())),
+                );
+                self.encode_in2(&s.client_id, i.packet_id, i.msg.as_deref(), wall_now, now);
             }
         }
         Enc::begin(&mut self.buf, rec::END).u64(count).end();

@@ -330,8 +330,6 @@ const CONNACK_CODES: &[u8] = &[
     0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
     0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
 ];
-const PUBACK_CODES: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
-const PUBREL_CODES: &[u8] = &[0x00, 0x92];
 const SUBACK_CODES: &[u8] = &[
     0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
 ];
@@ -467,10 +465,10 @@ fn decode_body<'a>(
         pt::CONNECT => decode_connect(first, body).map(Packet::Connect),
         pt::CONNACK => decode_connack(body, version).map(Packet::Connack),
         pt::PUBLISH => decode_publish(first, body, v5).map(Packet::Publish),
-        pt::PUBACK => decode_ack(body, v5, PUBACK_CODES).map(Packet::Puback),
-        pt::PUBREC => decode_ack(body, v5, PUBACK_CODES).map(Packet::Pubrec),
-        pt::PUBREL => decode_ack(body, v5, PUBREL_CODES).map(Packet::Pubrel),
-        pt::PUBCOMP => decode_ack(body, v5, PUBREL_CODES).map(Packet::Pubcomp),
+        pt::PUBACK => decode_ack(body, v5).map(Packet::Puback),
+        pt::PUBREC => decode_ack(body, v5).map(Packet::Pubrec),
+        pt::PUBREL => decode_ack(body, v5).map(Packet::Pubrel),
+        pt::PUBCOMP => decode_ack(body, v5).map(Packet::Pubcomp),
         pt::SUBSCRIBE => decode_subscribe(body, v5).map(Packet::Subscribe),
         pt::SUBACK => decode_suback(body, v5).map(Packet::Suback),
         pt::UNSUBSCRIBE => decode_unsubscribe(body, v5).map(Packet::Unsubscribe),
@@ -643,7 +641,10 @@ fn decode_publish(first: u8, body: &[u8], v5: bool) -> Result<Publish<'_>, Decod
     })
 }
 
-fn decode_ack<'a>(body: &'a [u8], v5: bool, codes: &[u8]) -> Result<Ack<'a>, DecodeError> {
+/// PUBACK, PUBREC, PUBREL, PUBCOMP. The reason code is not checked against
+/// the spec's table: Mosquitto accepts any value (only "below 0x80 or not"
+/// changes what happens next), and it sends 0x95 in PUBACK/PUBREC itself.
+fn decode_ack(body: &[u8], v5: bool) -> Result<Ack<'_>, DecodeError> {
     let mut b = body;
     let packet_id = read_packet_id(&mut b)?;
     let mut reason = 0;
@@ -652,7 +653,6 @@ fn decode_ack<'a>(body: &'a [u8], v5: bool, codes: &[u8]) -> Result<Ack<'a>, Dec
         // Remaining length 2: success, no properties; 3: reason only.
         if !b.is_empty() {
             reason = read_u8(&mut b)?;
-            check_code(reason, codes)?;
         }
         if !b.is_empty() {
             properties = read_properties(&mut b, PropertyContext::Ack)?;

@@ -541,6 +541,12 @@ impl PropertyWriter {
         self
     }
 
+    /// Append properties already encoded by another writer.
+    pub fn extend_raw(&mut self, encoded: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(encoded);
+        self
+    }
+
     /// View the written bytes as a property block (not re-validated).
     pub fn as_properties(&self) -> Properties<'_> {
         Properties::from_raw_unchecked(&self.buf)

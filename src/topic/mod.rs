@@ -26,6 +26,18 @@ pub fn valid_topic_name(s: &str) -> bool {
         && memchr::memchr3(b'+', b'#', 0, s.as_bytes()).is_none()
 }
 
+/// Most `/` separators a broker accepts in a topic or filter (Mosquitto's
+/// hierarchy limit: deeper ones are refused, so a client cannot make the
+/// trie arbitrarily deep).
+pub const MAX_TOPIC_SEPARATORS: usize = 200;
+
+/// Whether a topic or filter has more levels than a broker accepts.
+pub fn too_deep(s: &str) -> bool {
+    // Each separator is a byte, so a short string cannot be too deep.
+    s.len() > MAX_TOPIC_SEPARATORS
+        && memchr::memchr_iter(b'/', s.as_bytes()).count() > MAX_TOPIC_SEPARATORS
+}
+
 /// Valid SUBSCRIBE filter: non-empty, at most 65535 bytes, '#' only as a whole
 /// last level, '+' only as a whole level, no U+0000.
 pub fn valid_topic_filter(s: &str) -> bool {
