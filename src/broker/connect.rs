@@ -342,6 +342,7 @@ impl Broker {
         };
         if let Some(s) = self.sessions.get_mut(skey) {
             s.conn = Some(id);
+            s.v5 = v5;
             s.expiry_interval = expiry;
             s.username = username.as_deref().map(Into::into);
             s.security = listener.security;
