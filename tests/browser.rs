@@ -486,6 +486,7 @@ struct Chromium {
     child: Child,
     log: PathBuf,
     devtools: Option<DevTools>,
+    target: Value,
     session: String,
 }
 
@@ -519,6 +520,7 @@ impl Chromium {
             child,
             log,
             devtools: None,
+            target: Value::Null,
             session: String::new(),
         };
         let deadline = Instant::now() + LAUNCH_LIMIT;
@@ -560,10 +562,18 @@ impl Chromium {
             json!({ "url": "about:blank" }),
             deadline,
         )?;
+        self.target = target["targetId"].clone();
+        self.attach_page(deadline)
+    }
+
+    /// Attaches a session to our page target. Needed again after a failed
+    /// load: an error page (e.g. a certificate error) ends the old session.
+    fn attach_page(&mut self, deadline: Instant) -> Result<(), String> {
+        let dt = self.devtools.as_mut().ok_or("not connected to DevTools")?;
         let attached = dt.call(
             None,
             "Target.attachToTarget",
-            json!({ "targetId": target["targetId"], "flatten": true }),
+            json!({ "targetId": self.target, "flatten": true }),
             deadline,
         )?;
         let session = attached["sessionId"]
@@ -616,16 +626,22 @@ impl Chromium {
     /// Saves a screenshot of the page under target/tmp/; returns its path or why not.
     fn screenshot(&mut self, name: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let (dt, session) = self.devtools();
-        let session = session.to_string();
-        let shot = match dt.call(
-            Some(&session),
-            "Page.captureScreenshot",
-            json!({ "format": "png" }),
-            deadline,
-        ) {
+        let capture = |me: &mut Chromium| {
+            let (dt, session) = me.devtools();
+            let session = session.to_string();
+            dt.call(
+                Some(&session),
+                "Page.captureScreenshot",
+                json!({ "format": "png" }),
+                deadline,
+            )
+        };
+        let shot = match capture(self) {
             Ok(r) => r,
-            Err(e) => return format!("(no screenshot: {e})"),
+            Err(_) => match self.attach_page(deadline).and_then(|()| capture(self)) {
+                Ok(r) => r,
+                Err(e) => return format!("(no screenshot: {e})"),
+            },
         };
         let Some(png) = shot["data"].as_str().and_then(base64_decode) else {
             return "(no screenshot: DevTools sent no PNG)".into();
