@@ -5,11 +5,14 @@
 //! A browser's WebSocket is not node's: it always offers `permessage-deflate`,
 //! sends its own set of headers (Origin, User-Agent, cookies), names the
 //! `mqtt` subprotocol, and mqtt.js splits one MQTT packet over several
-//! WebSocket messages. The page (tests/browser/page/) checks what the browser
-//! negotiated (subprotocol `mqtt`, no extension), connects, subscribes,
-//! receives two retained messages (a short text and 100 kB of bytes published
-//! from TCP before the page loads), publishes 100 kB with QoS 1 and receives
-//! it back; a TCP subscriber checks the same 100 kB arrived intact.
+//! WebSocket messages. The page (tests/browser/page/) first uses the
+//! browser's own WebSocket: each subprotocol offer (`mqtt`, `mqttv3.1`, both,
+//! none) opens with the right choice and no extension, then closes cleanly
+//! (1000); an offer of only `foo` is refused; a text frame gets a clean 1003.
+//! Then mqtt.js connects (3.1.1 on ws, 5 on wss), subscribes, receives two
+//! retained messages (a short text and 100 kB of bytes published from TCP
+//! before the page loads), publishes 100 kB with QoS 1 and receives it back;
+//! a TCP subscriber checks the same 100 kB arrived intact.
 //!
 //! How the browser is driven: Chromium starts with `--remote-debugging-port=0`
 //! in a throwaway profile; this file speaks just enough of the DevTools

@@ -54,19 +54,53 @@
     return true;
   }
 
-  // What the browser's own WebSocket negotiated: it offers permessage-deflate
-  // and midge must not accept it (midge frames are never compressed), and it
-  // must agree on the "mqtt" subprotocol.
-  function probe() {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, ['mqtt']);
+  // The browser's own WebSocket, before mqtt.js: one connection per
+  // subprotocol offer, then the close handshake. The browser always offers
+  // permessage-deflate; midge must decline it (its frames are never
+  // compressed) and pick the first offered subprotocol it speaks.
+  function socket(offer, onOpen) {
+    return new Promise((resolve) => {
+      const ws = new WebSocket(url, offer);
+      const got = { opened: false };
+      const t = setTimeout(() => { got.hung = true; ws.close(); resolve(got); }, 5000);
       ws.onopen = () => {
-        const got = { protocol: ws.protocol, extensions: ws.extensions };
-        ws.close(1000);
+        got.opened = true;
+        got.protocol = ws.protocol;
+        got.extensions = ws.extensions;
+        onOpen(ws);
+      };
+      ws.onclose = (e) => {
+        clearTimeout(t);
+        got.code = e.code;
+        got.reason = e.reason;
+        got.clean = e.wasClean;
         resolve(got);
       };
-      ws.onerror = () => reject(new Error('plain WebSocket to ' + url + ' failed to open'));
     });
+  }
+
+  async function probes() {
+    const offers = [
+      [['mqtt'], 'mqtt'],
+      [['mqttv3.1'], 'mqttv3.1'],
+      [['mqttv3.1', 'mqtt'], 'mqttv3.1'],
+      [[], ''],
+    ];
+    for (const [offer, want] of offers) {
+      const got = await socket(offer, (ws) => ws.close(1000, 'probe done'));
+      const what = 'offer ' + JSON.stringify(offer);
+      if (!got.opened) throw new Error(what + ': did not open (close code ' + got.code + ')');
+      if (got.protocol !== want) throw new Error(what + ': subprotocol ' + JSON.stringify(got.protocol) + ', wanted ' + JSON.stringify(want));
+      if (got.extensions !== '') throw new Error(what + ': extensions ' + JSON.stringify(got.extensions) + ' agreed, wanted none');
+      if (got.code !== 1000 || !got.clean) throw new Error(what + ': close was ' + got.code + (got.clean ? ' clean' : ' not clean') + ', wanted a clean 1000');
+      step(what + ': open with protocol=' + JSON.stringify(got.protocol) + ' extensions="" then a clean close');
+    }
+    const refused = await socket(['foo'], (ws) => ws.close());
+    if (refused.opened || refused.hung) throw new Error('offer ["foo"]: ' + (refused.opened ? 'opened' : 'hung') + ', wanted the handshake refused');
+    step('offer ["foo"]: refused (close code ' + refused.code + ')');
+    const text = await socket(['mqtt'], (ws) => ws.send('not MQTT'));
+    if (text.code !== 1003 || !text.clean) throw new Error('text frame: close was ' + text.code + (text.clean ? ' clean' : ' not clean') + ' ' + JSON.stringify(text.reason) + ', wanted a clean 1003');
+    step('text frame: clean close 1003 ' + JSON.stringify(text.reason));
   }
 
   function mqttSession() {
@@ -134,12 +168,7 @@
   }
 
   step('page loaded from ' + location.origin + ' (' + navigator.userAgent + ')');
-  probe()
-    .then((got) => {
-      step('WebSocket open: protocol=' + JSON.stringify(got.protocol) + ' extensions=' + JSON.stringify(got.extensions));
-      if (got.protocol !== 'mqtt') throw new Error('subprotocol ' + JSON.stringify(got.protocol) + ', wanted "mqtt"');
-      if (got.extensions !== '') throw new Error('extensions ' + JSON.stringify(got.extensions) + ' were agreed, wanted none');
-      return mqttSession();
-    })
+  probes()
+    .then(mqttSession)
     .then(() => finish(true), (e) => finish(false, e.message));
 })();
