@@ -9,7 +9,8 @@
 //! browser's own WebSocket: each subprotocol offer (`mqtt`, `mqttv3.1`, both,
 //! none) opens with the right choice and no extension, then closes cleanly
 //! (1000); an offer of only `foo` is refused; a text frame gets a clean 1003.
-//! Then mqtt.js connects (3.1.1 on ws, 5 on wss), subscribes, receives two
+//! Then mqtt.js connects (3.1 and 3.1.1 on ws, 5 on wss; the broker log
+//! must show that level), subscribes, receives two
 //! retained messages (a short text and 100 kB of bytes published from TCP
 //! before the page loads), publishes 100 kB with QoS 1 and receives it back;
 //! a TCP subscriber checks the same 100 kB arrived intact.
@@ -724,6 +725,12 @@ fn chromium_speaks_mqtt_over_ws_and_wss_to_pages_from_http_dir() {
             4,
         ),
         (
+            "ws31",
+            format!("http://127.0.0.1:{ws_port}/"),
+            format!("ws://127.0.0.1:{ws_port}/mqtt"),
+            3,
+        ),
+        (
             "wss",
             format!("https://127.0.0.1:{wss_port}/"),
             format!("wss://127.0.0.1:{wss_port}/mqtt"),
@@ -767,6 +774,15 @@ fn chromium_speaks_mqtt_over_ws_and_wss_to_pages_from_http_dir() {
                 chromium.console()
             );
         }
+        // The broker saw the protocol the page asked for, in Mosquitto's
+        // log numbering: p1 is 3.1, p2 is 3.1.1, p5 is 5.
+        let level = match version {
+            3 => 1,
+            4 => 2,
+            v => *v,
+        };
+        let want = format!("as {} (p{level},", tag.replace('/', "-"));
+        assert!(b.log().contains(&want), "{name}: broker log lacks {want:?}");
         let p = watcher.expect_publish(WAIT);
         assert_eq!(p.topic, format!("{tag}/from-browser"));
         assert!(

@@ -2,8 +2,11 @@
 // midge's own http_dir, it talks MQTT over the same listener (ws:// for an
 // http:// page, wss:// for an https:// one) with the browser build of mqtt.js.
 //
-// Query string: url (the MQTT WebSocket URL), v (MQTT protocol version, 4 or
-// 5), tag (topic prefix), big (payload size in bytes).
+// Query string: url (the MQTT WebSocket URL), v (MQTT protocol version: 3
+// for 3.1, 4 for 3.1.1, 5), tag (topic prefix and client id), big (payload
+// size in bytes).
+// First the browser's own WebSocket is probed (subprotocol offers, close
+// handshake, a text frame), then mqtt.js runs an MQTT session:
 // Before the page loads, the test publishes two retained messages from TCP:
 // <tag>/retained ("kept for the browser") and <tag>/retained-big (big bytes,
 // pattern seed 7). The page then publishes <tag>/from-browser (big bytes,
@@ -120,7 +123,9 @@
       }
       const client = mqtt.connect(url, {
         protocolVersion: version,
-        clientId: 'browser-' + tag.replace(/\W/g, '-'),
+        // MQTT 3.1 also makes mqtt.js ask for the "mqttv3.1" subprotocol.
+        protocolId: version === 3 ? 'MQIsdp' : 'MQTT',
+        clientId: tag.replace(/\W/g, '-'),
         reconnectPeriod: 0,
         connectTimeout: 5000,
       });
