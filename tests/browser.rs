@@ -13,7 +13,10 @@
 //! must show that level), subscribes, receives two
 //! retained messages (a short text and 100 kB of bytes published from TCP
 //! before the page loads), publishes 100 kB with QoS 1 and receives it back;
-//! a TCP subscriber checks the same 100 kB arrived intact.
+//! a TCP subscriber checks the same 100 kB arrived intact. Last, a second
+//! client connects with a will and the test closes the tab: the TCP
+//! subscriber must get the will (the browser's socket went away without an
+//! MQTT DISCONNECT). Each run uses a fresh tab.
 //!
 //! How the browser is driven: Chromium starts with `--remote-debugging-port=0`
 //! in a throwaway profile; this file speaks just enough of the DevTools
@@ -484,8 +487,8 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 // Chromium
 // ---------------------------------------------------------------------------------------------
 
-/// Headless Chromium with one page attached over DevTools. Dropping it asks
-/// the browser to close, then kills it if it has not exited within 5 s.
+/// Headless Chromium driven over DevTools, one tab at a time. Dropping it
+/// asks the browser to close, then kills it if it has not exited within 5 s.
 struct Chromium {
     child: Child,
     log: PathBuf,
@@ -528,7 +531,7 @@ impl Chromium {
             session: String::new(),
         };
         let deadline = Instant::now() + LAUNCH_LIMIT;
-        if let Err(why) = browser.attach(&profile, deadline) {
+        if let Err(why) = browser.connect(&profile, deadline) {
             panic!(
                 "chromium did not come up: {why}\n---- chromium log ----\n{}",
                 browser.log_text()
@@ -537,8 +540,8 @@ impl Chromium {
         browser
     }
 
-    /// Waits for the DevTools port, opens a page and attaches to it.
-    fn attach(&mut self, profile: &Path, deadline: Instant) -> Result<(), String> {
+    /// Waits for the DevTools port and connects to it.
+    fn connect(&mut self, profile: &Path, deadline: Instant) -> Result<(), String> {
         // Chromium writes "<port>\n<browser target path>" once it listens.
         let active = profile.join("DevToolsActivePort");
         let (port, path) = loop {
@@ -557,9 +560,14 @@ impl Chromium {
             }
             thread::sleep(Duration::from_millis(50));
         };
-        let dt = self
-            .devtools
-            .insert(DevTools::connect(port, &path, deadline)?);
+        self.devtools = Some(DevTools::connect(port, &path, deadline)?);
+        Ok(())
+    }
+
+    /// Opens a new tab and attaches to it.
+    fn open_tab(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + PAGE_LIMIT;
+        let dt = self.devtools.as_mut().ok_or("not connected to DevTools")?;
         let target = dt.call(
             None,
             "Target.createTarget",
@@ -598,8 +606,9 @@ impl Chromium {
         )
     }
 
-    /// Loads `url` and waits for the page's JSON result.
-    fn run_page(&mut self, url: &str) -> Result<Value, String> {
+    /// Loads `url` and waits for the page's JSON result (the one carrying
+    /// `tag`, not a result still showing from the previous page).
+    fn run_page(&mut self, url: &str, tag: &str) -> Result<Value, String> {
         let deadline = Instant::now() + PAGE_LIMIT;
         let (dt, session) = self.devtools();
         let session = Some(session.to_string());
@@ -616,8 +625,11 @@ impl Chromium {
             // Fails while the navigation swaps documents: just ask again.
             if let Ok(r) = dt.call(session, "Runtime.evaluate", probe.clone(), deadline) {
                 if let Some(text) = r["result"]["value"].as_str().filter(|t| !t.is_empty()) {
-                    return serde_json::from_str(text)
-                        .map_err(|e| format!("page result is not JSON ({e}): {text}"));
+                    let result: Value = serde_json::from_str(text)
+                        .map_err(|e| format!("page result is not JSON ({e}): {text}"))?;
+                    if result["tag"] == json!(tag) {
+                        return Ok(result);
+                    }
                 }
             }
             if Instant::now() > deadline {
@@ -625,6 +637,17 @@ impl Chromium {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Closes the tab, as a user would: its WebSockets go with it. (Only
+    /// navigating away is not enough: Chromium may keep the page, sockets
+    /// open, in its back/forward cache.)
+    fn close_tab(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + PAGE_LIMIT;
+        let dt = self.devtools.as_mut().ok_or("not connected to DevTools")?;
+        let target = json!({ "targetId": self.target });
+        dt.call(None, "Target.closeTarget", target, deadline)
+            .map(|_| ())
     }
 
     /// Saves a screenshot of the page under target/tmp/; returns its path or why not.
@@ -755,13 +778,16 @@ fn chromium_speaks_mqtt_over_ws_and_wss_to_pages_from_http_dir() {
         );
     }
     let mut watcher = RawClient::connected(b.port, "tcp-watcher");
-    watcher.subscribe(&[("browser/+/from-browser", 1)]);
+    watcher.subscribe(&[("browser/+/from-browser", 1), ("browser/+/gone", 1)]);
 
     let mut chromium = Chromium::launch(&dir, &home);
     for (name, page, mqtt_url, version) in &runs {
         let tag = format!("browser/{name}");
         let url = format!("{page}?url={mqtt_url}&v={version}&tag={tag}&big={BIG}");
-        let result = chromium.run_page(&url);
+        if let Err(e) = chromium.open_tab() {
+            panic!("{name}: cannot open a tab: {e}");
+        }
+        let result = chromium.run_page(&url, &tag);
         let ok = matches!(&result, Ok(r) if r["ok"] == json!(true));
         if !ok {
             let shot = chromium.screenshot(name);
@@ -789,6 +815,16 @@ fn chromium_speaks_mqtt_over_ws_and_wss_to_pages_from_http_dir() {
             p.payload == pattern(BIG, 13),
             "{name}: the browser's {BIG}-byte payload arrived over TCP as {} different bytes",
             p.payload.len()
+        );
+        // Closing the tab drops its WebSocket without an MQTT DISCONNECT.
+        if let Err(e) = chromium.close_tab() {
+            panic!("{name}: closing the tab failed: {e}");
+        }
+        let p = watcher.expect_publish(WAIT);
+        assert_eq!(
+            (p.topic.as_str(), p.payload.as_slice()),
+            (format!("{tag}/gone").as_str(), b"tab closed".as_slice()),
+            "{name}: the will of the page's client after its tab closed"
         );
         println!(
             "{name}: {}",

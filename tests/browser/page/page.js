@@ -12,7 +12,9 @@
 // pattern seed 7). The page then publishes <tag>/from-browser (big bytes,
 // seed 13), which the test checks on its TCP subscriber.
 //
-// Result: document.body.dataset.result = JSON {ok, steps, error}; the test
+// Last, a second client connects with a will on <tag>/gone and stays.
+//
+// Result: document.body.dataset.result = JSON {ok, tag, steps, error}; the test
 // polls it over the DevTools protocol. Steps are also listed on the page for
 // the screenshot taken when it fails.
 (function () {
@@ -39,7 +41,7 @@
     const status = document.getElementById('status');
     status.textContent = ok ? 'PASS' : 'FAIL: ' + error;
     status.className = ok ? 'pass' : 'fail';
-    document.body.dataset.result = JSON.stringify({ ok: ok, steps: steps, error: error || null });
+    document.body.dataset.result = JSON.stringify({ ok: ok, tag: tag, steps: steps, error: error || null });
   }
 
   const timer = setTimeout(() => finish(false, 'timed out in the page'), 12000);
@@ -173,7 +175,28 @@
   }
 
   step('page loaded from ' + location.origin + ' (' + navigator.userAgent + ')');
+  // A client left connected with a will: the test then closes the tab and
+  // expects the will on <tag>/gone.
+  function willSession() {
+    return new Promise((resolve, reject) => {
+      const client = mqtt.connect(url, {
+        protocolVersion: version,
+        protocolId: version === 3 ? 'MQIsdp' : 'MQTT',
+        clientId: tag.replace(/\W/g, '-') + '-will',
+        reconnectPeriod: 0,
+        connectTimeout: 5000,
+        will: { topic: tag + '/gone', payload: 'tab closed', qos: 1, retain: false },
+      });
+      client.on('error', (e) => reject(new Error('mqtt.js (will client): ' + e.message)));
+      client.on('connect', () => {
+        step('second client connected with a will on ' + tag + '/gone');
+        resolve();
+      });
+    });
+  }
+
   probes()
     .then(mqttSession)
+    .then(willSession)
     .then(() => finish(true), (e) => finish(false, e.message));
 })();
