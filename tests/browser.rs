@@ -4,8 +4,10 @@
 //!
 //! A browser's WebSocket is not node's: it always offers `permessage-deflate`,
 //! sends its own set of headers (Origin, User-Agent, cookies), names the
-//! `mqtt` subprotocol, and mqtt.js splits one MQTT packet over several
-//! WebSocket messages. The page (tests/browser/page/) first uses the
+//! `mqtt` subprotocol, and sends a 100 kB PUBLISH as one frame with a 64-bit
+//! length. The test reads the browser's own record of its handshakes and
+//! frames (DevTools Network events) to check the offer was made and declined
+//! and that such a frame was sent. The page (tests/browser/page/) first uses the
 //! browser's own WebSocket: each subprotocol offer (`mqtt`, `mqttv3.1`, both,
 //! none) opens with the right choice and no extension, then closes cleanly
 //! (1000); an offer of only `foo` is refused; a text frame gets a clean 1003.
@@ -232,13 +234,46 @@ fn wait_port(port: u16) {
 // Just enough of the Chrome DevTools protocol: a WebSocket client and JSON commands
 // ---------------------------------------------------------------------------------------------
 
-/// A DevTools connection to the browser target, with the page console
-/// gathered from the events that arrive between replies.
+/// A DevTools connection to the browser target, with the page console and
+/// the page's WebSocket traffic gathered from the events that arrive between
+/// replies.
 struct DevTools {
     stream: TcpStream,
     buf: Vec<u8>,
     next_id: u64,
     console: Vec<String>,
+    sockets: SocketLog,
+}
+
+/// What the browser itself reports about its WebSockets (Network domain).
+#[derive(Default)]
+struct SocketLog {
+    /// Handshake request headers, as the browser sent them.
+    requests: Vec<Value>,
+    /// Handshake response headers, as the browser received them.
+    responses: Vec<Value>,
+    /// Payload sizes of the data frames sent and received.
+    sent: Vec<usize>,
+    received: Vec<usize>,
+}
+
+/// A header's value, whatever the case of its name.
+fn header<'v>(headers: &'v Value, name: &str) -> Option<&'v str> {
+    headers
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.as_str())
+}
+
+/// Bytes carried by a DevTools frame event (binary payloads come base64).
+fn frame_len(response: &Value) -> Option<usize> {
+    let data = response["payloadData"].as_str()?;
+    match response["opcode"].as_u64()? {
+        1 => Some(data.len()),
+        2 => Some(data.len() / 4 * 3 - data.bytes().rev().take_while(|&b| b == b'=').count()),
+        _ => None,
+    }
 }
 
 impl DevTools {
@@ -259,6 +294,7 @@ impl DevTools {
             buf: Vec::new(),
             next_id: 0,
             console: Vec::new(),
+            sockets: SocketLog::default(),
         };
         loop {
             if let Some(end) = dt.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -418,6 +454,24 @@ impl DevTools {
     fn note_event(&mut self, v: &Value) {
         let p = &v["params"];
         let line = match v["method"].as_str() {
+            Some("Network.webSocketWillSendHandshakeRequest") => {
+                self.sockets.requests.push(p["request"]["headers"].clone());
+                return;
+            }
+            Some("Network.webSocketHandshakeResponseReceived") => {
+                self.sockets
+                    .responses
+                    .push(p["response"]["headers"].clone());
+                return;
+            }
+            Some("Network.webSocketFrameSent") => {
+                self.sockets.sent.extend(frame_len(&p["response"]));
+                return;
+            }
+            Some("Network.webSocketFrameReceived") => {
+                self.sockets.received.extend(frame_len(&p["response"]));
+                return;
+            }
             Some("Runtime.consoleAPICalled") => {
                 let args: Vec<String> = p["args"]
                     .as_array()
@@ -587,6 +641,7 @@ impl Chromium {
             deadline,
         )?;
         self.target = target["targetId"].clone();
+        dt.sockets = SocketLog::default();
         self.attach_page(deadline)
     }
 
@@ -604,7 +659,12 @@ impl Chromium {
             .as_str()
             .ok_or("Target.attachToTarget gave no sessionId")?
             .to_string();
-        for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
+        for domain in [
+            "Page.enable",
+            "Runtime.enable",
+            "Log.enable",
+            "Network.enable",
+        ] {
             dt.call(Some(&session), domain, json!({}), deadline)?;
         }
         self.session = session;
@@ -691,6 +751,14 @@ impl Chromium {
             Ok(()) => path.display().to_string(),
             Err(e) => format!("(no screenshot: writing {}: {e})", path.display()),
         }
+    }
+
+    fn sockets(&self) -> &SocketLog {
+        &self
+            .devtools
+            .as_ref()
+            .expect("connected to chromium")
+            .sockets
     }
 
     fn console(&self) -> String {
@@ -812,6 +880,40 @@ fn chromium_speaks_mqtt_over_ws_and_wss_to_pages_from_http_dir() {
                 chromium.console()
             );
         }
+        // The browser offered compression on every handshake and midge
+        // declined it every time: otherwise the page's check proves nothing.
+        let sockets = chromium.sockets();
+        assert!(
+            !sockets.requests.is_empty(),
+            "{name}: DevTools reported no WebSocket handshake"
+        );
+        for req in &sockets.requests {
+            let offer = header(req, "Sec-WebSocket-Extensions").unwrap_or("");
+            assert!(
+                offer.contains("permessage-deflate"),
+                "{name}: browser sent no deflate offer: {req}"
+            );
+        }
+        for resp in &sockets.responses {
+            let agreed = header(resp, "Sec-WebSocket-Extensions");
+            assert_eq!(agreed, None, "{name}: midge agreed to an extension: {resp}");
+        }
+        // The browser sends the 100 kB PUBLISH as one frame: midge decoded a
+        // 64-bit frame length from a real client.
+        let largest = sockets.sent.iter().max().copied().unwrap_or(0);
+        assert!(
+            largest > BIG,
+            "{name}: no frame over {BIG} bytes sent (largest {largest})"
+        );
+        println!(
+            "{name}: {} handshakes, e.g. {}; {} data frames sent (largest {} bytes), {} received (largest {} bytes)",
+            sockets.requests.len(),
+            sockets.requests.last().map(Value::to_string).unwrap_or_default(),
+            sockets.sent.len(),
+            sockets.sent.iter().max().unwrap_or(&0),
+            sockets.received.len(),
+            sockets.received.iter().max().unwrap_or(&0),
+        );
         // The broker saw the protocol the page asked for, in Mosquitto's
         // log numbering: p1 is 3.1, p2 is 3.1.1, p5 is 5.
         let level = match version {
