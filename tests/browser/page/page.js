@@ -5,18 +5,20 @@
 // Query string: url (the MQTT WebSocket URL), v (MQTT protocol version: 3
 // for 3.1, 4 for 3.1.1, 5), tag (topic prefix and client id), big (payload
 // size in bytes).
-// First the browser's own WebSocket is probed (subprotocol offers, close
-// handshake, a text frame), then mqtt.js runs an MQTT session:
-// Before the page loads, the test publishes two retained messages from TCP:
-// <tag>/retained ("kept for the browser") and <tag>/retained-big (big bytes,
-// pattern seed 7). The page then publishes <tag>/from-browser (big bytes,
-// seed 13), which the test checks on its TCP subscriber.
 //
-// Last, a second client connects with a will on <tag>/gone and stays.
+// 1. The browser's own WebSocket: each subprotocol offer, the close
+//    handshake, a refused offer, a text frame.
+// 2. mqtt.js: connect, subscribe to <tag>/#, receive the two retained
+//    messages the test published from TCP before the page loaded
+//    (<tag>/retained: "kept for the browser"; <tag>/retained-big: big bytes,
+//    pattern seed 7), then publish <tag>/from-browser (big bytes, seed 13)
+//    with QoS 1 and receive it back; the test checks it on a TCP subscriber.
+// 3. A second mqtt.js client connects with a will on <tag>/gone and stays
+//    connected; the test closes the tab and expects the will.
 //
-// Result: document.body.dataset.result = JSON {ok, tag, steps, error}; the test
-// polls it over the DevTools protocol. Steps are also listed on the page for
-// the screenshot taken when it fails.
+// Result: document.body.dataset.result = JSON {ok, tag, steps, error}; the
+// test polls it over the DevTools protocol. Steps are also listed on the
+// page for the screenshot taken when it fails.
 (function () {
   'use strict';
   const q = new URLSearchParams(location.search);
@@ -174,7 +176,6 @@
     });
   }
 
-  step('page loaded from ' + location.origin + ' (' + navigator.userAgent + ')');
   // A client left connected with a will: the test then closes the tab and
   // expects the will on <tag>/gone.
   function willSession() {
@@ -195,6 +196,7 @@
     });
   }
 
+  step('page loaded from ' + location.origin + ' (' + navigator.userAgent + ')');
   probes()
     .then(mqttSession)
     .then(willSession)
