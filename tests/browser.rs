@@ -5,20 +5,22 @@
 //! A browser's WebSocket is not node's: it always offers `permessage-deflate`,
 //! sends its own set of headers (Origin, User-Agent, cookies), names the
 //! `mqtt` subprotocol, and sends a 100 kB PUBLISH as one frame with a 64-bit
-//! length. The test reads the browser's own record of its handshakes and
-//! frames (DevTools Network events) to check the offer was made and declined
-//! and that such a frame was sent. The page (tests/browser/page/) first uses the
-//! browser's own WebSocket: each subprotocol offer (`mqtt`, `mqttv3.1`, both,
-//! none) opens with the right choice and no extension, then closes cleanly
-//! (1000); an offer of only `foo` is refused; a text frame gets a clean 1003.
-//! Then mqtt.js connects (3.1 and 3.1.1 on ws, 5 on wss; the broker log
-//! must show that level), subscribes, receives two
-//! retained messages (a short text and 100 kB of bytes published from TCP
-//! before the page loads), publishes 100 kB with QoS 1 and receives it back;
-//! a TCP subscriber checks the same 100 kB arrived intact. Last, a second
-//! client connects with a will and the test closes the tab: the TCP
-//! subscriber must get the will (the browser's socket went away without an
-//! MQTT DISCONNECT). Each run uses a fresh tab.
+//! length. Three runs, each in a fresh tab: `ws` (MQTT 3.1.1), `ws31`
+//! (MQTT 3.1, subprotocol `mqttv3.1`) and `wss` (MQTT 5). In each:
+//!
+//! - the page (tests/browser/page/page.js) uses the browser's own WebSocket:
+//!   each subprotocol offer (`mqtt`, `mqttv3.1`, both, none) opens with the
+//!   right choice and no extension and closes cleanly (1000); an offer of
+//!   only `foo` is refused; a text frame gets a clean 1003;
+//! - mqtt.js connects (the broker log must show the protocol level),
+//!   subscribes, receives two retained messages (a short text and 100 kB
+//!   published from TCP before the page loaded), publishes 100 kB with QoS 1
+//!   and receives it back; a TCP subscriber checks the 100 kB arrived intact;
+//! - a second client connects with a will; the test closes the tab and the
+//!   TCP subscriber must get the will (no MQTT DISCONNECT was sent);
+//! - the browser's own record of its WebSockets (DevTools Network events)
+//!   must show `permessage-deflate` offered on every handshake, no extension
+//!   in any answer, and a data frame over 100 kB sent.
 //!
 //! How the browser is driven: Chromium starts with `--remote-debugging-port=0`
 //! in a throwaway profile; this file speaks just enough of the DevTools
