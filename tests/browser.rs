@@ -40,7 +40,7 @@
 //! Against Mosquitto 2.0.11 (`MIDGE_TEST_BROKER`) this test does not pass:
 //! here it cannot create the TLS websockets listener, and on plain ws it
 //! drops the connection on a text frame without a close frame (the browser
-//! sees 1006); the subprotocol probes and the MQTT steps before that pass.
+//! sees 1006); the subprotocol offer probes before that pass.
 //!
 //! Needs `chromium`, `openssl`, `certutil` (libnss3-tools) and
 //! `npm install --prefix tests/browser` (for mqtt/dist/mqtt.min.js); `.ci/run`
