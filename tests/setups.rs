@@ -232,3 +232,164 @@ fn local_only_mode_with_per_listener_settings_uses_listener_defaults() {
     assert_eq!(sub.expect_publish(WAIT).payload, b"no acl here".to_vec());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. Log files and state the run-as user can write; 4. file modes
+// ---------------------------------------------------------------------------------------------
+
+/// These tests start the broker as root with `user nobody`, as a packaged service starts.
+fn require_root() {
+    let f = run(Path::new("id"), &["-u"], Duration::from_secs(5));
+    assert_eq!(
+        f.stdout.trim(),
+        "0",
+        "this test starts the broker as root with `user nobody`; run the suite as root (CI does)"
+    );
+}
+
+fn signal(pid: u32, sig: &str) {
+    let f = run(
+        Path::new("kill"),
+        &[&format!("-{sig}"), &pid.to_string()],
+        Duration::from_secs(5),
+    );
+    assert!(
+        f.status.is_some_and(|s| s.success()),
+        "kill -{sig}: {}",
+        f.output()
+    );
+}
+
+/// Waits (bounded) until `path` contains `needle`; returns the text.
+fn wait_for_text(path: &Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Connects, then waits until the log file shows the connection: proves the broker still
+/// writes to `log`.
+fn connection_reaches_log(b: &TestBroker, log: &Path, id: &str) -> String {
+    let mut c = RawClient::connected(b.port, id);
+    c.ping();
+    wait_for_text(log, &format!(" as {id} "))
+}
+
+const LOG_AS_NOBODY: &str = "listener {port} 127.0.0.1\nallow_anonymous true\nuser nobody\n\
+                             log_dest file {dir}/midge.log\nlog_dest stderr\nlog_type all\n";
+
+/// The log file root creates at start-up is handed to the run-as user, so the reopen after
+/// SIGHUP (logrotate's postrotate) works and logging goes on.
+#[test]
+fn log_file_is_reopened_by_the_run_as_user_after_sighup() {
+    require_root();
+    let b = TestBroker::start_config(Some(LOG_AS_NOBODY), &[], V4);
+    let log = b.dir().join("midge.log");
+    let text = connection_reaches_log(&b, &log, "before-hup");
+    assert!(text.contains(" as before-hup "), "{text}");
+    signal(b.pid(), "HUP");
+    let _ = wait_for_text(&log, "Reloading config.");
+    let text = connection_reaches_log(&b, &log, "after-hup");
+    assert!(
+        text.contains(" as after-hup "),
+        "logging went silent after SIGHUP:\n{text}\nstderr:\n{}",
+        b.log()
+    );
+}
+
+/// A reopen that fails (the file was given back to root) is reported on stderr and logging
+/// continues into the file opened before.
+#[test]
+fn failed_log_reopen_is_reported_and_keeps_the_old_file() {
+    require_root();
+    let b = TestBroker::start_config(Some(LOG_AS_NOBODY), &[], V4);
+    let log = b.dir().join("midge.log");
+    let text = connection_reaches_log(&b, &log, "first");
+    assert!(text.contains(" as first "), "{text}");
+    std::os::unix::fs::chown(&log, Some(0), Some(0)).expect("chown log to root");
+    std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod log");
+    signal(b.pid(), "HUP");
+    let text = connection_reaches_log(&b, &log, "second");
+    assert!(
+        text.contains(" as second "),
+        "nothing logged after a failed reopen:\n{text}"
+    );
+    let stderr = b.log();
+    assert!(
+        stderr.contains("Unable to reopen log file") && stderr.contains("midge.log"),
+        "the failed reopen was not reported on stderr:\n{stderr}"
+    );
+}
+
+/// Beyond Mosquitto: a persistence directory the run-as user cannot write is reported at
+/// start-up and by --test-config, with the path, the user and the fix.
+#[test]
+fn unwritable_persistence_directory_is_reported_with_the_fix() {
+    require_root();
+    let conf = "listener {port} 127.0.0.1\nallow_anonymous true\nuser nobody\n\
+                persistence true\npersistence_location {dir}/\n";
+    let b = TestBroker::start_config(Some(conf), &[], V4);
+    let dir = b.dir().display().to_string();
+    let log = b.log();
+    for want in [
+        format!("persistence directory {dir}"),
+        "not writable by user nobody".to_string(),
+        format!("Fix: chown nobody '{dir}"),
+    ] {
+        assert!(log.contains(&want), "start-up log lacks {want:?}:\n{log}");
+    }
+    let t = temp_dir("setups-tc");
+    let conf_path = t.join("midge.conf");
+    std::fs::write(
+        &conf_path,
+        format!(
+            "listener 1883\nuser nobody\npersistence true\npersistence_location {}/\n",
+            t.display()
+        ),
+    )
+    .expect("write config");
+    let f = run(
+        &broker_binary(),
+        &["-c", &conf_path.display().to_string(), "--test-config"],
+        Duration::from_secs(10),
+    );
+    let out = f.output();
+    assert!(
+        out.contains(&format!("persistence directory {}", t.display()))
+            && out.contains("not writable by user nobody")
+            && out.contains("Fix: chown nobody"),
+        "--test-config does not report it:\n{out}"
+    );
+    let _ = std::fs::remove_dir_all(&t);
+}
+
+/// The database, its journal and the log file hold messages, client ids and users: 0600.
+#[test]
+fn database_journal_and_log_file_are_owner_only() {
+    let conf = "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
+                persistence true\npersistence_location {dir}/\npersistence_mode journal\n\
+                log_dest file {dir}/midge.log\n";
+    let b = TestBroker::start_config(Some(conf), &[], V4);
+    let mut c = RawClient::connected(b.port, "modes");
+    c.publish("keep/this", b"retained", 1, true);
+    let dir = b.dir();
+    for f in ["mosquitto.db", "mosquitto.db.journal", "midge.log"] {
+        let p = dir.join(f);
+        assert_eq!(mode_of(&p), 0o600, "{} is {:o}", p.display(), mode_of(&p));
+    }
+}
