@@ -137,7 +137,9 @@ pub fn main() -> i32 {
     let (broker_cfg, specs, local_only) = match plan(&cfg, &args.ports) {
         Ok(x) => x,
         Err(msg) => {
-            log::error!("{}", msg);
+            for line in msg.lines() {
+                log::error!("{}", line);
+            }
             return 1;
         }
     };
@@ -351,8 +353,20 @@ pub fn plan(
         bc.listeners
             .push(listener_settings(l.port, &security, sec_idx, Some(l)));
         let (tls, identity) = if l.tls_enabled() {
-            let tls = net::tls::server_config(&l.tls)
-                .map_err(|e| format!("Error: listener on port {}: {}", l.port, e))?;
+            let tls =
+                net::tls::server_config(&l.tls).map_err(|e| match e.strip_prefix("Error: ") {
+                    // Mosquitto's own line first, the listener after it.
+                    Some(rest) => match rest.split_once('\n') {
+                        Some((first, why)) => {
+                            format!(
+                                "Error: {}\nError: listener on port {}: {}",
+                                first, l.port, why
+                            )
+                        }
+                        None => format!("Error: {}", rest),
+                    },
+                    None => format!("Error: listener on port {}: {}", l.port, e),
+                })?;
             let identity = if l.tls.use_subject_as_username {
                 Identity::Subject
             } else if l.tls.use_identity_as_username {

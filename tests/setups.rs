@@ -393,3 +393,103 @@ fn database_journal_and_log_file_are_owner_only() {
         assert_eq!(mode_of(&p), 0o600, "{} is {:o}", p.display(), mode_of(&p));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. CA files
+// ---------------------------------------------------------------------------------------------
+
+/// A self-signed server certificate and key (openssl is required: installed in CI).
+fn server_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let f = run(
+        Path::new("openssl"),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key.display().to_string(),
+            "-out",
+            &crt.display().to_string(),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=localhost",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        f.status.is_some_and(|s| s.success()),
+        "openssl is needed to make a test certificate (apt-get install openssl): {}",
+        f.output()
+    );
+    (crt, key)
+}
+
+/// `--test-config` and a real start both refuse `ca_line`, with `expected` in the output.
+fn ca_refused(ca_line: &str, expected: &str) {
+    let dir = temp_dir("setups-ca");
+    let (crt, key) = server_cert(&dir);
+    let port = free_port();
+    let conf = dir.join("midge.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nuser root\ncertfile {}\nkeyfile {}\n{ca_line}\n",
+            crt.display(),
+            key.display()
+        ),
+    )
+    .expect("write config");
+    let conf = conf.display().to_string();
+    let bin = broker_binary();
+    let checked = run(
+        &bin,
+        &["-c", &conf, "--test-config"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        checked.status.and_then(|s| s.code()),
+        Some(1),
+        "--test-config accepted {ca_line:?}:\n{}",
+        checked.output()
+    );
+    assert!(checked.output().contains(expected), "{}", checked.output());
+    let started = run(&bin, &["-c", &conf], Duration::from_secs(10));
+    assert!(
+        started.status.is_some_and(|s| !s.success()),
+        "the broker started with {ca_line:?} (or did not stop within 10 s):\n{}",
+        started.output()
+    );
+    assert!(started.output().contains(expected), "{}", started.output());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cafile_holding_no_certificate_is_refused() {
+    ca_refused(
+        "cafile /etc/hostname",
+        "Error: Unable to load CA certificates. Check cafile \"/etc/hostname\".",
+    );
+}
+
+#[test]
+fn missing_cafile_is_refused() {
+    ca_refused(
+        "cafile /nonexistent/ca.crt",
+        "Error: Unable to load CA certificates. Check cafile \"/nonexistent/ca.crt\".",
+    );
+}
+
+/// Stricter than Mosquitto, which (with OpenSSL 3) only looks into capath at handshake time.
+#[test]
+fn missing_capath_is_refused() {
+    ca_refused(
+        "capath /nonexistent/certs",
+        "Error: Unable to load CA certificates. Check capath \"/nonexistent/certs\".",
+    );
+}
