@@ -493,3 +493,173 @@ fn missing_capath_is_refused() {
         "Error: Unable to load CA certificates. Check capath \"/nonexistent/certs\".",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. install.sh gives the package's layout
+// ---------------------------------------------------------------------------------------------
+
+/// A throwaway root with copies of the host's account files (without any `midge`), as
+/// scripts/deb-smoke.sh makes for the package.
+fn throwaway_root() -> PathBuf {
+    let r = temp_dir("setups-root");
+    std::fs::create_dir_all(r.join("etc")).expect("mkdir etc");
+    for f in ["passwd", "group", "shadow", "gshadow"] {
+        let host = Path::new("/etc").join(f);
+        let Ok(text) = std::fs::read_to_string(&host) else {
+            continue;
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with("midge:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(r.join("etc").join(f), kept).expect("copy account file");
+    }
+    if Path::new("/etc/login.defs").exists() {
+        std::fs::copy("/etc/login.defs", r.join("etc/login.defs")).expect("copy login.defs");
+    }
+    r
+}
+
+fn install_sh(root: &Path) -> Finished {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_midge"))
+        .parent()
+        .expect("binary dir")
+        .display()
+        .to_string();
+    run(
+        Path::new("env"),
+        &[
+            &format!("DESTDIR={}", root.display()),
+            &format!("BIN_DIR={bin_dir}"),
+            &manifest("scripts/install.sh").display().to_string(),
+        ],
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn install_sh_into_a_throwaway_root_gives_the_package_layout() {
+    require_root();
+    assert!(
+        have("useradd"),
+        "useradd is needed (apt-get install passwd)"
+    );
+    let r = throwaway_root();
+    let f = install_sh(&r);
+    assert!(
+        f.status.is_some_and(|s| s.success()),
+        "install.sh failed:\n{}",
+        f.output()
+    );
+
+    // Binaries, unit, config with what the package switches on, conf.d.
+    for p in [
+        "usr/bin/midge",
+        "usr/bin/midge_passwd",
+        "lib/systemd/system/midge.service",
+    ] {
+        assert!(r.join(p).is_file(), "{p} not installed");
+    }
+    let conf = std::fs::read_to_string(r.join("etc/midge/midge.conf")).expect("midge.conf");
+    for line in [
+        "user midge",
+        "persistence_location /var/lib/midge/",
+        "include_dir /etc/midge/conf.d",
+    ] {
+        assert!(conf.lines().any(|l| l == line), "midge.conf lacks {line:?}");
+    }
+    assert!(
+        r.join("etc/midge/conf.d/README").is_file(),
+        "conf.d/README missing"
+    );
+    // Byte for byte what scripts/deploy-conf.sh gives, which is what build-deb.sh ships.
+    let other = temp_dir("setups-deploy");
+    let d = run(
+        &manifest("scripts/deploy-conf.sh"),
+        &[&other.display().to_string()],
+        Duration::from_secs(30),
+    );
+    assert!(d.status.is_some_and(|s| s.success()), "{}", d.output());
+    let deployed = std::fs::read_to_string(other.join("etc/midge/midge.conf")).expect("deployed");
+    assert_eq!(conf, deployed, "install.sh and deploy-conf.sh differ");
+    let build_deb = std::fs::read_to_string(manifest("scripts/build-deb.sh")).expect("build-deb");
+    assert!(
+        build_deb.contains("scripts/deploy-conf.sh \"$ROOT\""),
+        "build-deb.sh no longer uses scripts/deploy-conf.sh"
+    );
+    let _ = std::fs::remove_dir_all(&other);
+
+    // The package's user and directories (the postinst's own code).
+    let passwd = std::fs::read_to_string(r.join("etc/passwd")).expect("passwd");
+    let entry: Vec<&str> = passwd
+        .lines()
+        .find(|l| l.starts_with("midge:"))
+        .expect("install.sh did not create the midge user")
+        .split(':')
+        .collect();
+    let (uid, gid): (u32, u32) = (
+        entry[2].parse().expect("uid"),
+        entry[3].parse().expect("gid"),
+    );
+    assert!(uid < 1000, "midge is not a system user ({uid})");
+    assert_eq!(entry[6], "/usr/sbin/nologin");
+    for d in ["var/lib/midge", "var/log/midge"] {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(r.join(d)).expect(d);
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o777),
+            (uid, gid, 0o750),
+            "{d}"
+        );
+    }
+
+    // The installed config is valid and works (paths pointed into the root, user root
+    // because `midge` exists only there, a listener of the test's own).
+    let local = conf
+        .replace(
+            "include_dir /etc/midge/conf.d",
+            &format!("include_dir {}/etc/midge/conf.d", r.display()),
+        )
+        .replace(
+            "persistence_location /var/lib/midge/",
+            &format!("persistence_location {}/var/lib/midge/", r.display()),
+        )
+        .replace("user midge", "user root");
+    let local_conf = r.join("etc/midge/test.conf");
+    std::fs::write(&local_conf, &local).expect("write test.conf");
+    let t = run(
+        &r.join("usr/bin/midge"),
+        &["-c", &local_conf.display().to_string(), "--test-config"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        t.stdout.contains("Configuration file is valid."),
+        "{}",
+        t.output()
+    );
+    let text =
+        format!("{local}\npersistence true\nlistener {{port}} 127.0.0.1\nallow_anonymous true\n");
+    let b = TestBroker::start_config(Some(&text), &[], V4);
+    let mut c = RawClient::connected(b.port, "installed");
+    c.publish("installed/works", b"yes", 1, true);
+    let mut s = RawClient::connected(b.port, "reader");
+    s.subscribe(&[("installed/#", 1)]);
+    assert_eq!(s.expect_publish(WAIT).payload, b"yes".to_vec());
+    drop(b);
+
+    // Again: the config is kept (the new one beside it), no second user.
+    let f = install_sh(&r);
+    assert!(
+        f.status.is_some_and(|s| s.success()),
+        "second install.sh failed:\n{}",
+        f.output()
+    );
+    assert!(r.join("etc/midge/midge.conf.dist").is_file());
+    let passwd = std::fs::read_to_string(r.join("etc/passwd")).expect("passwd");
+    assert_eq!(
+        passwd.lines().filter(|l| l.starts_with("midge:")).count(),
+        1
+    );
+    let _ = std::fs::remove_dir_all(&r);
+}
