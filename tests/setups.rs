@@ -663,3 +663,44 @@ fn install_sh_into_a_throwaway_root_gives_the_package_layout() {
     );
     let _ = std::fs::remove_dir_all(&r);
 }
+
+/// The dynamic-security JSON is rewritten (`<file>.new`, then rename) on every change: a
+/// directory the run-as user cannot write is reported at start-up, with the fix.
+#[test]
+fn unwritable_dynsec_directory_is_reported_with_the_fix() {
+    require_root();
+    assert!(
+        have("mosquitto_ctrl"),
+        "mosquitto_ctrl is needed (apt-get install mosquitto-clients)"
+    );
+    let t = temp_dir("setups-dynsec");
+    let file = t.join("dynsec.json");
+    let f = run(
+        Path::new("mosquitto_ctrl"),
+        &[
+            "dynsec",
+            "init",
+            &file.display().to_string(),
+            "admin",
+            "adminpw",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(f.status.is_some_and(|s| s.success()), "{}", f.output());
+    let conf = format!(
+        "listener {{port}} 127.0.0.1\nuser nobody\n\
+         plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n\
+         plugin_opt_config_file {}\n",
+        file.display()
+    );
+    let b = TestBroker::start_config(Some(&conf), &[], V4);
+    let log = b.log();
+    assert!(
+        log.contains(&format!("dynamic security file {}", file.display()))
+            && log.contains("user nobody")
+            && log.contains(&format!("Fix: chown nobody '{}'", t.display())),
+        "start-up log does not report the unwritable dynsec directory:\n{log}"
+    );
+    drop(b);
+    let _ = std::fs::remove_dir_all(&t);
+}
