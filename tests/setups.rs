@@ -230,6 +230,18 @@ fn local_only_mode_with_per_listener_settings_uses_listener_defaults() {
     assert_eq!(rc, 0);
     publ.publish("x", b"no acl here", 1, false);
     assert_eq!(sub.expect_publish(WAIT).payload, b"no acl here".to_vec());
+    // Listener defaults include no auto_id_prefix: Mosquitto 2.0.11 logs such a client
+    // "as ECE9FEED-AC95-5654-5163-2B3CBBAF3E08", without "auto-".
+    let (mut nameless, rc) = RawClient::connect_at(addr, &Connect::new(""));
+    assert_eq!(rc, 0, "zero-length client id refused");
+    nameless.ping();
+    let log = b.log();
+    let line = log
+        .lines()
+        .filter(|l| l.contains("New client connected from"))
+        .find(|l| !l.contains(" as sub ") && !l.contains(" as pub "))
+        .unwrap_or_else(|| panic!("no connection line for the nameless client:\n{log}"));
+    assert!(!line.contains(" as auto-"), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
