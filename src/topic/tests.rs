@@ -115,7 +115,9 @@ fn shared_filters() {
     assert_eq!(parse_shared("a/b"), None);
     assert_eq!(parse_shared("$SHARE/g/a"), None);
     assert!(is_shared("$share/g/a"));
-    assert!(is_shared("$share/"));
+    assert!(!is_shared("$share/"));
+    assert!(!is_shared("$share/g"));
+    assert!(!is_shared("$share//t"));
     assert!(!is_shared("$share"));
     assert!(!is_shared("$sharex/g/a"));
     assert!(!is_shared("a/$share/g"));
