@@ -382,9 +382,15 @@ pub fn plan(
             Some(_) => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)],
             None => listener_addrs(l)?,
         };
-        // Only the IPv6 half of an implicit "all interfaces" may fail softly
-        // (a host without IPv6); an address or socket_domain asked for must bind.
-        let implicit = l.address.is_none() && l.socket_domain.is_none() && l.unix_path.is_none();
+        // Only the IPv6 half of an implicit "all interfaces", or of a host
+        // name that also resolved to IPv4, may fail softly (a host without
+        // IPv6); an IP address or socket_domain asked for must bind.
+        let implicit = l.socket_domain.is_none()
+            && l.unix_path.is_none()
+            && match &l.address {
+                None => true,
+                Some(host) => host.parse::<IpAddr>().is_err() && addrs.iter().any(|a| a.is_ipv4()),
+            };
         for addr in addrs {
             specs.push(ListenerSpec {
                 addr,
@@ -527,15 +533,7 @@ fn listener_addrs(l: &config::Listener) -> Result<Vec<SocketAddr>, String> {
                 .to_socket_addrs()
                 .map_err(|e| format!("Error: Unable to resolve {}: {}.", host, e))?
                 .collect();
-            let filtered: Vec<SocketAddr> = match l.socket_domain {
-                Some(config::SocketDomain::Ipv4) => {
-                    addrs.into_iter().filter(|a| a.is_ipv4()).collect()
-                }
-                Some(config::SocketDomain::Ipv6) => {
-                    addrs.into_iter().filter(|a| a.is_ipv6()).collect()
-                }
-                None => addrs.into_iter().take(1).collect(),
-            };
+            let filtered = usable_addrs(addrs, l.socket_domain);
             if filtered.is_empty() {
                 return Err(format!("Error: No usable address for {}.", host));
             }
@@ -555,6 +553,25 @@ fn listener_addrs(l: &config::Listener) -> Result<Vec<SocketAddr>, String> {
             })
         }
     }
+}
+
+/// The resolved addresses of a listener's host to bind: every one, as
+/// Mosquitto binds every getaddrinfo result (`localhost` is 127.0.0.1 and
+/// ::1 where /etc/hosts says so), once each, or one family with
+/// socket_domain.
+fn usable_addrs(addrs: Vec<SocketAddr>, domain: Option<config::SocketDomain>) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in addrs {
+        let wanted = match domain {
+            Some(config::SocketDomain::Ipv4) => a.is_ipv4(),
+            Some(config::SocketDomain::Ipv6) => a.is_ipv6(),
+            None => true,
+        };
+        if wanted && !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
 }
 
 fn seed() -> u64 {
@@ -1158,4 +1175,25 @@ fn group_entries(name: &str, primary: libc::gid_t) -> Option<Vec<libc::gid_t>> {
         }
     }
     Some(gids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_name_binds_every_address_it_resolves_to_once() {
+        let v4: SocketAddr = "127.0.0.1:1883".parse().unwrap_or_else(|_| unreachable!());
+        let v6: SocketAddr = "[::1]:1883".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(usable_addrs(vec![v4, v6, v4], None), vec![v4, v6]);
+        assert_eq!(
+            usable_addrs(vec![v4, v6], Some(config::SocketDomain::Ipv4)),
+            vec![v4]
+        );
+        assert_eq!(
+            usable_addrs(vec![v4, v6], Some(config::SocketDomain::Ipv6)),
+            vec![v6]
+        );
+        assert!(usable_addrs(vec![v4], Some(config::SocketDomain::Ipv6)).is_empty());
+    }
 }
