@@ -1058,6 +1058,25 @@ fn writability_problems(cfg: &Config, user: &str, root_creates_log: bool) -> Vec
                 e,
                 fix(p)
             ));
+        } else {
+            // logrotate with `nocreate` (Mosquitto's own rule) moves the file
+            // away and leaves the broker to create the next one on SIGHUP.
+            let dir = p.parent().unwrap_or(Path::new(""));
+            let shown = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Err(e) = dir_writable(dir) {
+                out.push(format!(
+                    "Warning: log directory {} is not writable by user {} ({}): after logrotate moves {} away, midge cannot create a new one and keeps writing to the moved file. {}",
+                    shown.display(),
+                    user,
+                    e,
+                    log,
+                    fix(shown)
+                ));
+            }
         }
     }
     if cfg.persistence {

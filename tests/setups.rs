@@ -313,6 +313,14 @@ fn log_file_is_reopened_by_the_run_as_user_after_sighup() {
     let log = b.dir().join("midge.log");
     let text = connection_reaches_log(&b, &log, "before-hup");
     assert!(text.contains(" as before-hup "), "{text}");
+    // The file is writable; the root-owned directory would not let a new one be made.
+    assert!(
+        text.contains(&format!(
+            "log directory {} is not writable by user nobody",
+            b.dir().display()
+        )),
+        "no warning about rotation into a directory nobody cannot write:\n{text}"
+    );
     signal(b.pid(), "HUP");
     let _ = wait_for_text(&log, "Reloading config.");
     let text = connection_reaches_log(&b, &log, "after-hup");
