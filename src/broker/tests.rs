@@ -949,3 +949,69 @@ fn random_traffic_never_panics() {
         .collect();
     assert!(got.iter().any(|x| x == b"ok"), "good client lost service");
 }
+
+// ------------------------------------------- answered as Mosquitto 2.0.11 does
+
+/// MQTT 3.1 has no session-present flag: the CONNACK byte stays 0 even when
+/// the session is resumed (its subscription still works).
+#[test]
+fn mqtt31_resumed_session_connack_has_no_session_present() {
+    let mut h = H::new();
+    let (a, _) = h.connect_full("p31", false, 60, None, ProtocolVersion::V31);
+    h.subscribe(a, "t31", 0);
+    h.disconnect(a);
+    let (b, ack) = h.connect_full("p31", false, 60, None, ProtocolVersion::V31);
+    assert_eq!(ack, Got::Connack { sp: false, code: 0 });
+    let p = h.connect("pub31", true);
+    h.publish(p, "t31", b"x", 0, false, 0);
+    assert!(h.recv(b).iter().any(|g| matches!(g, Got::Publish { .. })));
+}
+
+/// Packets only a server sends are read and ignored from a client, as
+/// Mosquitto does; the connection stays up.
+#[test]
+fn server_only_packets_from_a_client_are_ignored() {
+    let mut h = H::new();
+    let id = h.connect("srvpk", true);
+    h.raw(id, &[0x90, 3, 0, 1, 0]); // SUBACK
+    h.raw(id, &[0xB0, 2, 0, 1]); // UNSUBACK
+    h.raw(id, &[0xD0, 0]); // PINGRESP
+    h.raw(id, &[0xC3, 1, 0xFF]); // PINGREQ with reserved bits and a body
+    assert!(!h.is_closed(id));
+    assert_eq!(h.recv(id), vec![Got::Pingresp]);
+    h.raw(id, &[0x20, 2, 0, 0]); // CONNACK closes, as in Mosquitto
+    assert!(h.is_closed(id));
+}
+
+/// MQTT 3.1 allowed a SUBSCRIBE / UNSUBSCRIBE without filters: Mosquitto
+/// answers an empty SUBACK / UNSUBACK.
+#[test]
+fn mqtt31_empty_subscribe_gets_empty_suback() {
+    let mut h = H::new();
+    let (id, _) = h.connect_full("e31", true, 60, None, ProtocolVersion::V31);
+    h.raw(id, &[0x82, 2, 0, 9]);
+    h.raw(id, &[0xA2, 2, 0, 10]);
+    assert_eq!(h.recv(id), vec![Got::Suback(9, vec![]), Got::Unsuback(10)]);
+    assert!(!h.is_closed(id));
+    // 3.1.1 requires a filter: the connection is closed.
+    let id = h.connect("e311", true);
+    h.raw(id, &[0x82, 2, 0, 9]);
+    assert!(h.is_closed(id));
+}
+
+/// A DUP bit on a QoS 0 PUBLISH ([MQTT-3.3.1-2]) is tolerated as Mosquitto
+/// tolerates it: the message is delivered, without DUP.
+#[test]
+fn dup_on_qos0_is_delivered() {
+    let mut h = H::new();
+    let s = h.connect("dups", true);
+    h.subscribe(s, "d", 0);
+    let p = h.connect("dupp", true);
+    h.raw(p, &[0x38, 4, 0, 1, b'd', b'x']);
+    assert!(!h.is_closed(p));
+    let got = h.recv(s);
+    assert!(
+        matches!(&got[..], [Got::Publish { payload, dup: false, .. }] if payload == b"x"),
+        "{got:?}"
+    );
+}

@@ -1937,3 +1937,48 @@ fn resubscribe_replaces_subscription_identifier() {
         assert_eq!(got[0].sub_ids(), want);
     }
 }
+
+/// Taking over a v5 session whose Session Expiry is 0 with Clean Start 0: as
+/// in Mosquitto, nothing is resumed (session present 0, the old
+/// subscriptions are gone). With an expiry the session carries over.
+#[test]
+fn takeover_resumes_only_a_session_meant_to_outlive_its_connection() {
+    for (expiry, resumed) in [(0u32, false), (60, true)] {
+        let mut h = H::with(cfg());
+        let props = [Property::SessionExpiryInterval(expiry)];
+        let (a, _) = connect5_full(&mut h, "tk", false, &props, None);
+        sub5(&mut h, a, "tk/t", 0, 0);
+        let (b, got) = connect5_full(&mut h, "tk", false, &[], None);
+        assert!(h.is_closed(a));
+        assert_eq!(
+            (got[0].name, got[0].sp),
+            ("CONNACK", resumed),
+            "expiry {expiry}"
+        );
+        let p = c5(&mut h, "tkp", &[]);
+        pub5(&mut h, p, "tk/t", b"x", 0, false, 0, &[]);
+        assert_eq!(
+            pubs(&recv5(&mut h, b)).len(),
+            usize::from(resumed),
+            "expiry {expiry}"
+        );
+    }
+}
+
+/// Overlapping subscriptions, one with Retain As Published: two copies, the
+/// plain one (`t/+`) first, then `t/#` keeping the retain flag, as Mosquitto
+/// sends them whatever order they were made in.
+#[test]
+fn overlapping_retain_as_published_gives_two_copies_in_tree_order() {
+    let mut h = H::with(cfg());
+    let s = c5(&mut h, "rap", &[]);
+    sub5(&mut h, s, "t/#", 0x08 | 1, 0);
+    sub5(&mut h, s, "t/+", 0, 0);
+    let p = c5(&mut h, "rapp", &[]);
+    pub5(&mut h, p, "t/a", b"x", 0, true, 0, &[]);
+    let got: Vec<(u8, bool)> = pubs(&recv5(&mut h, s))
+        .iter()
+        .map(|p| (p.qos, p.retain))
+        .collect();
+    assert_eq!(got, vec![(0, false), (0, true)]);
+}

@@ -455,7 +455,7 @@ fn decode_body<'a>(
         pt::PUBREL => decode_ack(body, v5).map(Packet::Pubrel),
         pt::PUBCOMP => decode_ack(body, v5).map(Packet::Pubcomp),
         pt::SUBSCRIBE => decode_subscribe(body, version).map(Packet::Subscribe),
-        pt::SUBACK => decode_suback(body, v5).map(Packet::Suback),
+        pt::SUBACK => decode_suback(body, version).map(Packet::Suback),
         pt::UNSUBSCRIBE => decode_unsubscribe(body, version).map(Packet::Unsubscribe),
         pt::UNSUBACK => decode_unsuback(body, v5).map(Packet::Unsuback),
         // Mosquitto reads nothing of these bodies, so neither does midge.
@@ -716,7 +716,8 @@ fn decode_subscribe(body: &[u8], version: ProtocolVersion) -> Result<Subscribe<'
     })
 }
 
-fn decode_suback(body: &[u8], v5: bool) -> Result<Suback<'_>, DecodeError> {
+fn decode_suback(body: &[u8], version: ProtocolVersion) -> Result<Suback<'_>, DecodeError> {
+    let v5 = version.is_v5();
     let mut b = body;
     let packet_id = read_packet_id(&mut b)?;
     let properties = if v5 {
@@ -724,7 +725,8 @@ fn decode_suback(body: &[u8], v5: bool) -> Result<Suback<'_>, DecodeError> {
     } else {
         Properties::EMPTY
     };
-    if b.is_empty() {
+    // The answer to a 3.1 SUBSCRIBE without filters has no codes.
+    if b.is_empty() && version != ProtocolVersion::V31 {
         return Err(DecodeError::NoReturnCodes);
     }
     let allowed = if v5 { SUBACK_CODES } else { SUBACK_V3_CODES };
