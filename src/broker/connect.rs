@@ -271,6 +271,7 @@ impl Broker {
                         client_id: client_id.as_str().into(),
                         username: username.as_deref().map(Into::into),
                         security: listener.security,
+                        port: listener.port,
                     })),
                     persist_id: Default::default(),
                 }),

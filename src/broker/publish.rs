@@ -713,6 +713,12 @@ impl Broker {
                 }
             }
             if out.msg.expired(now) {
+                // Mosquitto numbers a QoS 1/2 message when it is queued, so
+                // one that expires in the queue still used up its packet id;
+                // skipping one here keeps the ids a client sees the same.
+                if out.qos != QoS::AtMostOnce {
+                    s.alloc_packet_id();
+                }
                 continue;
             }
             let view = MsgView::of(&out.msg);
@@ -1038,11 +1044,31 @@ impl Broker {
         }
         let s = self.sessions.get(origin)?;
         self.security.get(s.security)?.acl.as_ref()?;
+        let port = s
+            .conn
+            .and_then(|c| self.conns.get(c))
+            .and_then(|c| self.cfg.listeners.get(c.listener))
+            .map_or(0, |l| l.port);
         Some(Box::new(super::session::Source {
             client_id: s.client_id.clone(),
             username: s.username.clone(),
             security: s.security,
+            port,
         }))
+    }
+
+    /// The security policy a retained message's publisher is checked
+    /// against: its own, or for one restored from disk that of the listener
+    /// on the port it came in on (the first policy if that port is gone).
+    fn source_policy(&self, src: &super::session::Source) -> usize {
+        if src.security != usize::MAX {
+            return src.security;
+        }
+        self.cfg
+            .listeners
+            .iter()
+            .find(|l| l.port == src.port)
+            .map_or(0, |l| l.security)
     }
 
     /// Send stored messages (retained, on subscribe) to one session.
@@ -1059,7 +1085,7 @@ impl Broker {
         }
         if self.cfg.check_retain_source {
             if let Some(src) = &msg.source {
-                let still = self.security.get(src.security).is_none_or(|p| {
+                let still = self.security.get(self.source_policy(src)).is_none_or(|p| {
                     p.allows(
                         &src.client_id,
                         src.username.as_deref(),

@@ -41,7 +41,12 @@ pub struct Message {
 pub struct Source {
     pub client_id: Rc<str>,
     pub username: Option<Box<str>>,
+    /// Its security policy; `usize::MAX` when restored from disk, where
+    /// the policy is found again from `port` (as Mosquitto keeps the
+    /// source listener's port in its database).
     pub security: usize,
+    /// Port of the listener it published on.
+    pub port: u16,
 }
 
 impl Message {

@@ -681,6 +681,9 @@ fn message_expiry_drops_and_counts_down_queued_messages() {
     assert_eq!(got[0].props().message_expiry_interval(), None);
     // [MQTT-3.3.2-6]: the interval sent is what is left (10 - 4).
     assert_eq!(got[1].props().message_expiry_interval(), Some(6));
+    // As in Mosquitto, which numbers messages as it queues them, the expired
+    // one used up packet id 1.
+    assert_eq!((got[0].pid, got[1].pid), (2, 3));
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! and `JournalOp`s and the wall clock, which it converts to and from the
 //! broker's monotonic milliseconds.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //!
 //! Both files: header `MIDGEDB\0`, u32 format version, u8 kind (1 snapshot,
 //! 2 journal), u64 generation; then records. All integers big-endian.
@@ -36,8 +36,9 @@
 //! | 14 | SAVED_AT | i64 wall ms (snapshot: when it was taken) |
 //! | 15 | END | u64 number of records before it (a snapshot is complete only with it) |
 //! | 16 | IN2_MSG | str client id, u16 packet id, u64 message id (an incoming QoS 2 message, routed at PUBREL) |
+//! | 17 | MSG_SOURCE | u64 message id, str client id, u8 has username, str username, u16 listener port (who published a retained message, for `check_retain_source`) |
 //!
-//! Format 2 added IN2_MSG; a format-1 file loads unchanged.
+//! Format 2 added IN2_MSG, format 3 MSG_SOURCE; older files load unchanged.
 //!
 //! A journal belongs to the snapshot with the same generation; a journal
 //! of another generation was compacted into a newer snapshot already and is
@@ -57,7 +58,7 @@ use crate::broker::session::Incoming;
 use crate::broker::{Message, SubOptions};
 use crate::protocol::{QoS, SubscriptionOptions};
 
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const MAGIC: &[u8; 8] = b"MIDGEDB\0";
 const KIND_SNAPSHOT: u8 = 1;
 const KIND_JOURNAL: u8 = 2;
@@ -82,6 +83,7 @@ mod rec {
     pub const SAVED_AT: u8 = 14;
     pub const END: u8 = 15;
     pub const IN2_MSG: u8 = 16;
+    pub const MSG_SOURCE: u8 = 17;
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -314,6 +316,22 @@ impl Model {
                     persist_id: std::cell::Cell::new(id),
                 };
                 self.msgs.insert(id, Rc::new(m));
+            }
+            rec::MSG_SOURCE => {
+                let id = d.u64()?;
+                let client_id = d.str()?;
+                let has_user = d.u8()? != 0;
+                let user = d.str()?;
+                let port = d.u16()?;
+                let m = self.msgs.get_mut(&id)?;
+                if let Some(m) = Rc::get_mut(m) {
+                    m.source = Some(Box::new(crate::broker::session::Source {
+                        client_id: client_id.into(),
+                        username: has_user.then(|| user.into()),
+                        security: usize::MAX,
+                        port,
+                    }));
+                }
             }
             rec::RETAIN => {
                 let id = d.u64()?;
@@ -764,6 +782,15 @@ impl Store {
                 }
             }
             e.end();
+            if let Some(src) = &m.source {
+                Enc::begin(&mut self.buf, rec::MSG_SOURCE)
+                    .u64(id)
+                    .bytes(src.client_id.as_bytes())
+                    .u8(u8::from(src.username.is_some()))
+                    .bytes(src.username.as_deref().unwrap_or("").as_bytes())
+                    .u16(src.port)
+                    .end();
+            }
         }
         id
     }

@@ -272,3 +272,42 @@ fn stale_journal_of_an_older_generation_is_ignored() {
 fn crc_matches_the_standard_check_value() {
     assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
 }
+
+/// `check_retain_source`: who published a retained message (client id,
+/// username, listener port) survives a restart, so the broker can ask the
+/// ACL again, as Mosquitto does with its database.
+#[test]
+fn retained_message_source_round_trips() {
+    let dir = TempDir::new("src");
+    let sc = busy_broker();
+    let mut state = sc.broker().export(sc.now());
+    let old = state.retained[0].clone();
+    state.retained[0] = Rc::new(Message {
+        topic: old.topic.clone(),
+        payload: old.payload.clone(),
+        props: old.props.clone(),
+        expiry_at: None,
+        qos: old.qos,
+        retain: true,
+        source: Some(Box::new(crate::broker::session::Source {
+            client_id: "writer".into(),
+            username: Some("alice".into()),
+            security: 3,
+            port: 1884,
+        })),
+        persist_id: Default::default(),
+    });
+    let (mut store, _, _) = Store::open(dir.opts(false), 0).unwrap();
+    store.snapshot(&state, sc.now()).unwrap();
+    let (_, loaded, report) = Store::open(dir.opts(false), 0).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let src = loaded.retained[0]
+        .source
+        .as_deref()
+        .expect("source restored");
+    assert_eq!(&*src.client_id, "writer");
+    assert_eq!(src.username.as_deref(), Some("alice"));
+    assert_eq!(src.port, 1884);
+    // The policy is found again from the port on the new configuration.
+    assert_eq!(src.security, usize::MAX);
+}
