@@ -217,10 +217,7 @@ fn complete_chain(
         return certs;
     }
     let mut chain = certs;
-    loop {
-        let Some(last) = chain.last() else {
-            break;
-        };
+    while let Some(last) = chain.last() {
         let Some(child) = chain_names(last) else {
             break;
         };
@@ -629,18 +626,18 @@ mod tests {
         );
         assert_eq!(chain, [leaf.clone(), int.clone(), root.clone()]);
         // As far as it gets without the root.
-        let chain = complete_chain(vec![leaf.clone()], &[int.clone()]);
+        let chain = complete_chain(vec![leaf.clone()], std::slice::from_ref(&int));
         assert_eq!(chain, [leaf.clone(), int.clone()]);
         // Nothing to add from unrelated CAs.
         let chain = complete_chain(vec![leaf.clone()], &[pem(IMPOSTOR)]);
-        assert_eq!(chain, [leaf.clone()]);
+        assert_eq!(chain, std::slice::from_ref(&leaf));
         // A certfile with its own chain is sent as it is, as OpenSSL does.
         let chain = complete_chain(vec![leaf.clone(), int.clone()], &cas);
         assert_eq!(chain, [leaf.clone(), int.clone()]);
         // A self-signed certificate is a chain of its own, even when it is
         // in the CA file too.
         let chain = complete_chain(vec![root.clone()], &cas);
-        assert_eq!(chain, [root.clone()]);
+        assert_eq!(chain, std::slice::from_ref(&root));
         // Duplicates (a capath with hash links to the same files) are
         // taken once.
         let cas = [int.clone(), int.clone(), root.clone(), root.clone()];
