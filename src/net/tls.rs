@@ -132,14 +132,17 @@ fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The CA certificates of a TLS listener, from `cafile` and every file of
-/// `capath`. Like Mosquitto (which loads them for every TLS listener, even
-/// without require_certificate), a cafile that is missing, unreadable or
-/// holds no certificate is an error with Mosquitto's first line; midge is
-/// stricter about capath, which OpenSSL 3 only looks into at handshake
-/// time: a capath that cannot be read or holds no certificate is refused
-/// the same way, instead of failing every client later.
-fn load_roots(tls: &config::Tls) -> Result<RootCertStore, String> {
+/// `capath`: the trust store for client certificates, and the certificates
+/// themselves for completing the server's chain. Like Mosquitto (which loads
+/// them for every TLS listener, even without require_certificate), a cafile
+/// that is missing, unreadable or holds no certificate is an error with
+/// Mosquitto's first line; midge is stricter about capath, which OpenSSL 3
+/// only looks into at handshake time: a capath that cannot be read or holds
+/// no certificate is refused the same way, instead of failing every client
+/// later.
+fn load_roots(tls: &config::Tls) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
+    let mut all = Vec::new();
     let cafile_error = |f: &str, why: String| {
         format!(
             "Error: Unable to load CA certificates. Check cafile \"{}\".\n{}",
@@ -154,29 +157,34 @@ fn load_roots(tls: &config::Tls) -> Result<RootCertStore, String> {
     };
     if let Some(f) = &tls.cafile {
         for c in load_certs(f).map_err(|e| cafile_error(f, e))? {
-            roots.add(c).map_err(|e| {
+            roots.add(c.clone()).map_err(|e| {
                 cafile_error(f, format!("Invalid CA certificate in \"{}\": {}.", f, e))
             })?;
+            all.push(c);
         }
     }
     if let Some(dir) = &tls.capath {
         let entries = fs::read_dir(dir)
             .map_err(|e| capath_error(dir, format!("Unable to open capath \"{}\": {}.", dir, e)))?;
+        // Sorted, so that which of two same-named CAs completes the chain
+        // does not depend on the order of the directory.
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
         let mut found = 0usize;
-        for e in entries.flatten() {
-            let p = e.path();
+        for p in paths {
             if p.is_file() {
                 let s = p.to_string_lossy().to_string();
                 // A hashed OpenSSL directory holds other files too (CRLs):
                 // take every file that has certificates in it.
                 if let Ok(certs) = load_certs(&s) {
                     for c in certs {
-                        roots.add(c).map_err(|e| {
+                        roots.add(c.clone()).map_err(|e| {
                             capath_error(
                                 dir,
                                 format!("Invalid CA certificate in \"{}\": {}.", s, e),
                             )
                         })?;
+                        all.push(c);
                         found += 1;
                     }
                 }
@@ -189,20 +197,67 @@ fn load_roots(tls: &config::Tls) -> Result<RootCertStore, String> {
             ));
         }
     }
-    Ok(roots)
+    Ok((roots, all))
+}
+
+/// The certificates the server sends. A `certfile` holding more than the
+/// leaf is sent as it is, as OpenSSL does with an explicit chain. A leaf
+/// alone is completed from the CA certificates the way OpenSSL builds it for
+/// Mosquitto: issuer after issuer, up to and including a self-signed root
+/// (checked with `openssl s_client -showcerts` against Mosquitto 2.0.11:
+/// leaf, intermediate, root), and as far as it gets when an issuer is
+/// missing. Issuers are found by their Subject Name, and an issuer whose
+/// key identifier differs from the one the certificate names is skipped.
+/// Each CA certificate is used at most once, so a loop of issuers ends.
+fn complete_chain(
+    certs: Vec<CertificateDer<'static>>,
+    cas: &[CertificateDer<'static>],
+) -> Vec<CertificateDer<'static>> {
+    if certs.len() != 1 {
+        return certs;
+    }
+    let mut chain = certs;
+    while let Some(last) = chain.last() {
+        let Some(child) = chain_names(last) else {
+            break;
+        };
+        if child.issuer == child.subject {
+            break; // self-signed: the top of the chain
+        }
+        let issuer = cas.iter().find(|ca| {
+            !chain.iter().any(|c| c.as_ref() == ca.as_ref())
+                && chain_names(ca).is_some_and(|p| {
+                    p.subject == child.issuer
+                        && match (child.authority_key_id, p.subject_key_id) {
+                            (Some(a), Some(s)) => a == s,
+                            _ => true,
+                        }
+                })
+        });
+        match issuer {
+            Some(ca) => chain.push(ca.clone()),
+            None => break,
+        }
+    }
+    chain
 }
 
 /// Build the server side of a TLS listener.
 pub fn server_config(tls: &config::Tls) -> Result<Arc<ServerConfig>, String> {
     // CA first, as Mosquitto loads them (net__tls_load_verify).
     let has_ca = tls.cafile.is_some() || tls.capath.is_some();
-    let roots = if has_ca { Some(load_roots(tls)?) } else { None };
+    let (roots, cas) = if has_ca {
+        let (roots, cas) = load_roots(tls)?;
+        (Some(roots), cas)
+    } else {
+        (None, Vec::new())
+    };
     let certfile = tls
         .certfile
         .as_deref()
         .ok_or("TLS listener needs certfile")?;
     let keyfile = tls.keyfile.as_deref().ok_or("TLS listener needs keyfile")?;
-    let certs = load_certs(certfile)?;
+    let certs = complete_chain(load_certs(certfile)?, &cas);
     let key = PrivateKeyDer::from_pem_file(keyfile)
         .map_err(|e| format!("Unable to load server key file \"{}\": {}.", keyfile, e))?;
 
@@ -384,6 +439,89 @@ fn subject_rdns(cert: &[u8]) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
+/// What chain building needs of a certificate: the DER contents of its
+/// Issuer and Subject Names, and the key identifiers of its
+/// AuthorityKeyIdentifier and SubjectKeyIdentifier extensions.
+#[derive(Debug, PartialEq)]
+struct ChainNames<'a> {
+    issuer: &'a [u8],
+    subject: &'a [u8],
+    authority_key_id: Option<&'a [u8]>,
+    subject_key_id: Option<&'a [u8]>,
+}
+
+fn chain_names(cert: &[u8]) -> Option<ChainNames<'_>> {
+    let (_, cert_body, _) = der(cert)?; // Certificate SEQUENCE
+    let (_, tbs, _) = der(cert_body)?; // TBSCertificate SEQUENCE
+    let mut rest = tbs;
+    let (tag, _, r) = der(rest)?;
+    if tag == 0xA0 {
+        rest = r; // explicit version
+    }
+    let (_, _, r) = der(rest)?; // serialNumber
+    let (_, _, r) = der(r)?; // signature
+    let (_, issuer, r) = der(r)?;
+    let (_, _, r) = der(r)?; // validity
+    let (_, subject, r) = der(r)?;
+    let (_, _, rest) = der(r)?; // subjectPublicKeyInfo
+                                // Key identifiers only narrow the choice: unreadable extensions leave
+                                // the names to decide alone.
+    let (authority_key_id, subject_key_id) = key_ids(rest).unwrap_or((None, None));
+    Some(ChainNames {
+        issuer,
+        subject,
+        authority_key_id,
+        subject_key_id,
+    })
+}
+
+/// (AuthorityKeyIdentifier keyIdentifier, SubjectKeyIdentifier) from what
+/// follows subjectPublicKeyInfo in a TBSCertificate.
+type KeyIds<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+fn key_ids(mut rest: &[u8]) -> Option<KeyIds<'_>> {
+    let (mut aki, mut ski) = (None, None);
+    // Optional issuerUniqueID [1], subjectUniqueID [2], extensions [3].
+    while !rest.is_empty() {
+        let (tag, body, r) = der(rest)?;
+        rest = r;
+        if tag != 0xA3 {
+            continue;
+        }
+        let (_, mut exts, _) = der(body)?; // SEQUENCE OF Extension
+        while !exts.is_empty() {
+            let (_, ext, r) = der(exts)?;
+            exts = r;
+            let (_, oid, r) = der(ext)?;
+            let (mut tag, mut value, r) = der(r)?;
+            if tag == 0x01 {
+                (tag, value, _) = der(r)?; // critical BOOLEAN
+            }
+            if tag != 0x04 {
+                continue; // extnValue must be an OCTET STRING
+            }
+            match oid {
+                // SubjectKeyIdentifier ::= OCTET STRING
+                [0x55, 0x1D, 0x0E] => {
+                    if let Some((0x04, id, _)) = der(value) {
+                        ski = Some(id);
+                    }
+                }
+                // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] OPTIONAL, .. }
+                [0x55, 0x1D, 0x23] => {
+                    if let Some((0x30, seq, _)) = der(value) {
+                        if let Some((0x80, id, _)) = der(seq) {
+                            aki = Some(id);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Some((aki, ski))
+}
+
 fn oid_dotted(oid: &[u8]) -> String {
     let mut parts: Vec<u64> = Vec::new();
     let mut acc = 0u64;
@@ -449,6 +587,138 @@ mod tests {
             }
             let _ = cert_username(&v, true);
             let _ = cert_username(&v, false);
+        }
+    }
+
+    // Made once with the openssl command line (P-256, 100 years; chain
+    // building looks at names and key identifiers only, never at dates):
+    // root -> intermediate -> leaf, and an impostor root with the root's
+    // name and another key.
+    const ROOT: &str = include_str!("../../tests/fixtures/tls-chain/root.pem");
+    const INTERMEDIATE: &str = include_str!("../../tests/fixtures/tls-chain/intermediate.pem");
+    const LEAF: &str = include_str!("../../tests/fixtures/tls-chain/leaf.pem");
+    const IMPOSTOR: &str = include_str!("../../tests/fixtures/tls-chain/impostor-root.pem");
+
+    fn pem(text: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(text.as_bytes()).expect("fixture PEM")
+    }
+
+    fn subjects(chain: &[CertificateDer<'static>]) -> Vec<String> {
+        chain
+            .iter()
+            .map(|c| cert_username(c, false).unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn leaf_alone_is_completed_up_to_and_with_the_root() {
+        let (root, int, leaf) = (pem(ROOT), pem(INTERMEDIATE), pem(LEAF));
+        let names = chain_names(&leaf).unwrap();
+        assert_eq!(names.issuer, chain_names(&int).unwrap().subject);
+        assert!(names.authority_key_id.is_some());
+        // The order of the CA file does not matter; the impostor (same
+        // name as the root, other key) is passed over by its key id.
+        let cas = [pem(IMPOSTOR), root.clone(), int.clone()];
+        let chain = complete_chain(vec![leaf.clone()], &cas);
+        assert_eq!(
+            subjects(&chain),
+            ["localhost", "Chain Intermediate", "Chain Root"]
+        );
+        assert_eq!(chain, [leaf.clone(), int.clone(), root.clone()]);
+        // As far as it gets without the root.
+        let chain = complete_chain(vec![leaf.clone()], std::slice::from_ref(&int));
+        assert_eq!(chain, [leaf.clone(), int.clone()]);
+        // Nothing to add from unrelated CAs.
+        let chain = complete_chain(vec![leaf.clone()], &[pem(IMPOSTOR)]);
+        assert_eq!(chain, std::slice::from_ref(&leaf));
+        // A certfile with its own chain is sent as it is, as OpenSSL does.
+        let chain = complete_chain(vec![leaf.clone(), int.clone()], &cas);
+        assert_eq!(chain, [leaf.clone(), int.clone()]);
+        // A self-signed certificate is a chain of its own, even when it is
+        // in the CA file too.
+        let chain = complete_chain(vec![root.clone()], &cas);
+        assert_eq!(chain, std::slice::from_ref(&root));
+        // Duplicates (a capath with hash links to the same files) are
+        // taken once.
+        let cas = [int.clone(), int.clone(), root.clone(), root.clone()];
+        let chain = complete_chain(vec![leaf.clone()], &cas);
+        assert_eq!(chain, [leaf, int, root]);
+    }
+
+    /// A minimal certificate: only what `chain_names` reads, with the
+    /// common name `cn` as subject, issued by common name `issuer`.
+    fn fake_cert(issuer: &str, cn: &str, tail: &[u8]) -> CertificateDer<'static> {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut v = vec![tag];
+            if body.len() < 0x80 {
+                v.push(body.len() as u8);
+            } else {
+                v.extend([0x82, (body.len() >> 8) as u8, body.len() as u8]);
+            }
+            v.extend_from_slice(body);
+            v
+        }
+        let name = |cn: &str| {
+            let atv = [tlv(0x06, &[0x55, 0x04, 0x03]), tlv(0x0C, cn.as_bytes())].concat();
+            tlv(0x30, &tlv(0x31, &tlv(0x30, &atv)))
+        };
+        let tbs = [
+            tlv(0xA0, &tlv(0x02, &[2])),
+            tlv(0x02, &[1]),
+            tlv(0x30, &[]),
+            name(issuer),
+            tlv(0x30, &[]),
+            name(cn),
+            tlv(0x30, &[]),
+            tail.to_vec(),
+        ]
+        .concat();
+        let cert = [tlv(0x30, &tbs), tlv(0x30, &[]), tlv(0x03, &[0])].concat();
+        CertificateDer::from(tlv(0x30, &cert))
+    }
+
+    #[test]
+    fn issuer_loops_and_garbage_end_the_chain() {
+        // a issued by b, b by a: each is used once, then the walk stops.
+        let a = fake_cert("b", "a", &[]);
+        let b = fake_cert("a", "b", &[]);
+        let leaf = fake_cert("a", "leaf", &[]);
+        let chain = complete_chain(vec![leaf.clone()], &[a.clone(), b.clone()]);
+        assert_eq!(subjects(&chain), ["leaf", "a", "b"]);
+        // A CA listed twice is taken once.
+        let chain = complete_chain(vec![leaf.clone()], &[a.clone(), a.clone()]);
+        assert_eq!(subjects(&chain), ["leaf", "a"]);
+        // The leaf among the CAs is not added again.
+        let chain = complete_chain(vec![a.clone()], &[b.clone(), a.clone()]);
+        assert_eq!(subjects(&chain), ["a", "b"]);
+        // Unreadable extensions leave the names to decide.
+        let odd = fake_cert("b", "a", &[0xA3, 0x05, 0x30, 0x03, 0x30, 0x01]);
+        assert_eq!(chain_names(&odd).unwrap().subject_key_id, None);
+        let chain = complete_chain(vec![leaf.clone()], &[odd]);
+        assert_eq!(subjects(&chain), ["leaf", "a"]);
+        // Garbage as leaf or as CA: no panic, nothing added.
+        let mut x: u32 = 777;
+        let mut junk = Vec::new();
+        for n in 0..500 {
+            let mut v = Vec::new();
+            for _ in 0..(n % 97) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                v.push(x as u8);
+            }
+            junk.push(CertificateDer::from(v));
+        }
+        for j in &junk {
+            let _ = chain_names(j);
+            assert_eq!(complete_chain(vec![j.clone()], &junk).len(), 1);
+        }
+        let chain = complete_chain(vec![leaf.clone()], &junk);
+        assert_eq!(chain, [leaf]);
+        // Truncated real certificates.
+        let real = pem(INTERMEDIATE);
+        for n in 0..real.len() {
+            let _ = chain_names(&real[..n]);
         }
     }
 
