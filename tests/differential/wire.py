@@ -3,10 +3,12 @@
 
     wire.py MOSQUITTO MIDGE CASES_FILE [NAME_FILTER]
 
-Each case in CASES_FILE is one line, `name | chunks` (or `deliberate: name |
-chunks` for a documented difference), where `chunks` is a Python expression
-giving a list of packets built with the helpers below; a `(n, bytes)` item is
-sent on connection n (opened on first use). For each broker a fresh instance
+Each case in CASES_FILE is one line, `name | chunks [| config]` (or
+`deliberate: name | ...` for a documented difference), where `chunks` is a
+Python expression giving a list of packets built with the helpers below; a
+`(n, bytes)` item is sent on connection n (opened on first use), `(n, None)`
+closes connection n abruptly. `config` is extra mosquitto.conf lines for both
+brokers, separated by `\n`. For each broker a fresh instance
 is started on a free 127.0.0.1 port; after every chunk everything received on
 every connection is recorded, so replies, their order and closes are compared
 byte for byte. Exit status 1 when a case differs (or a deliberate one stops
@@ -15,6 +17,7 @@ Mosquitto's own Python tests.
 """
 import concurrent.futures
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -79,19 +82,26 @@ HELPERS = dict(vb=vb, pkt=pkt, s=s, u16=u16, props=props, c31=c31, c311=c311,
                c5=c5, sub=sub, pub=pub, PING=PING)
 
 
+# A generated client id ends in an upper-case UUID (random in both brokers):
+# compared as <uuid>, in the hex transcript.
+HEXCH = "(?:3[0-9]|4[1-6])"
+UUID = re.compile(f"{HEXCH}{{8}}2d{HEXCH}{{4}}2d{HEXCH}{{4}}2d{HEXCH}{{4}}2d{HEXCH}{{12}}")
+
+
 def free_port():
     with socket.socket() as k:
         k.bind(("127.0.0.1", 0))
         return k.getsockname()[1]
 
 
-def run(binary, chunks):
+def run(binary, chunks, extra=""):
     """Start `binary`, play `chunks`, return the transcript as text."""
     port = free_port()
     with tempfile.TemporaryDirectory() as d:
         conf = os.path.join(d, "wire.conf")
         with open(conf, "w") as f:
             f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+            f.write(extra.replace("\\n", "\n") + "\n")
         broker = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         try:
@@ -124,7 +134,11 @@ def play(port, chunks):
         n, data = chunk if isinstance(chunk, tuple) else (0, chunk)
         if n not in conns:
             conns[n] = connect(port)
-        if n not in closed:
+        if data is None:
+            if n not in closed:
+                conns[n].close()
+                closed.add(n)
+        elif n not in closed:
             try:
                 conns[n].sendall(data)
             except OSError:
@@ -153,7 +167,7 @@ def play(port, chunks):
         steps.append(",".join(step) or "-")
     for c in conns.values():
         c.close()
-    return " / ".join(steps)
+    return UUID.sub("<uuid>", " / ".join(steps))
 
 
 def load(path):
@@ -162,10 +176,12 @@ def load(path):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        name, expr = (x.strip() for x in line.split("|", 1))
+        parts = [x.strip() for x in line.split("|", 2)]
+        name, expr = parts[0], parts[1]
+        extra = parts[2] if len(parts) > 2 else ""
         deliberate = name.startswith("deliberate:")
         name = name.removeprefix("deliberate:").strip()
-        cases.append((name, expr, deliberate))
+        cases.append((name, expr, deliberate, extra))
     return cases
 
 
@@ -175,13 +191,13 @@ def main():
     cases = [c for c in load(path) if only in c[0]]
 
     def one(case):
-        name, expr, deliberate = case
+        name, expr, deliberate, extra = case
         chunks = eval(expr, dict(HELPERS))  # the cases file is part of the test suite
-        return case, run(mosquitto, chunks), run(midge, chunks)
+        return case, run(mosquitto, chunks, extra), run(midge, chunks, extra)
 
     bad = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        for (name, _, deliberate), a, b in pool.map(one, cases):
+        for (name, _, deliberate, _), a, b in pool.map(one, cases):
             same = a == b
             if same and not deliberate:
                 print(f"SAME  {name}")
