@@ -22,6 +22,7 @@
 //! rustls and threads: it is a client.
 
 pub mod connection;
+pub mod ctrl;
 pub mod format;
 pub mod help;
 pub mod json;

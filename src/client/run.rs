@@ -103,6 +103,7 @@ pub fn usage_text(tool: Tool) -> String {
         Tool::Pub => help::PUB,
         Tool::Sub => help::SUB,
         Tool::Rr => help::RR,
+        Tool::Ctrl => help::CTRL,
     };
     t.replace("{VERSION}", env!("CARGO_PKG_VERSION"))
 }

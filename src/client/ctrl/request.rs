@@ -1,0 +1,168 @@
+//! ctrl::request: one request/response exchange with the broker, as
+//! mosquitto_ctrl 2.0.11's `client_request_response` does it: warn when
+//! not encrypted, ask for a missing password, connect, SUBSCRIBE to the
+//! response topic, PUBLISH the request once subscribed, print the first
+//! reply, DISCONNECT. At most ten seconds.
+//!
+//! Owns: that sequence, its messages (connection, subscribe and publish
+//! errors) and its exit codes: like mosquitto_ctrl, only failing to set up
+//! or to open the connection is an error exit; a refused CONNACK, a refused
+//! subscription or no reply still exits 0.
+//!
+//! Must not: build requests or format replies (`dynsec`, `response`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::super::connection::{Connection, Poll};
+use super::super::messages;
+use super::super::options::Config;
+use super::super::run;
+use super::super::session::{Event, Session};
+use super::console::{self, Console};
+use super::response;
+use crate::protocol::{reason, QoS};
+
+/// mosquitto_ctrl gives up after this long without printing anything.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Send `payload` to `request_topic`, print the reply from
+/// `response_topic`. Returns the exit code.
+pub fn exchange(
+    c: &mut dyn Console,
+    cfg: &mut Config,
+    request_topic: &str,
+    response_topic: &str,
+    payload: &[u8],
+) -> i32 {
+    if cfg.cafile.is_none() && cfg.capath.is_none() {
+        c.err(
+            "Warning: You are running midge_ctrl without encryption.\n\
+             This means all of the configuration changes you are making are visible on the network, including passwords.\n\n",
+        );
+    }
+    if let (Some(user), None) = (&cfg.username, &cfg.password) {
+        let prompt = format!("Password for {}: ", String::from_utf8_lossy(user));
+        match console::get_password(c, &prompt, None, false) {
+            Ok(p) => cfg.password = Some(p),
+            Err(_) => {
+                c.err("Error getting password.\n");
+                return 1;
+            }
+        }
+    }
+    let mut session = match run::session_config(cfg) {
+        Ok(s) => s,
+        Err((msg, code)) => {
+            c.err(&msg);
+            return code;
+        }
+    };
+    // mosquitto_ctrl never prints libmosquitto's debug log, even with -d.
+    session.debug = false;
+    if cfg.cafile.is_some() || cfg.capath.is_some() {
+        // libmosquitto's tls_set opens each file it is given.
+        let missing = [&cfg.cafile, &cfg.certfile, &cfg.keyfile]
+            .into_iter()
+            .flatten()
+            .any(|f| std::fs::File::open(Path::new(f)).is_err());
+        if missing {
+            c.err("Error: Problem setting TLS options: File not found.\n");
+            return 1;
+        }
+    }
+    let transport = match run::transport_options(cfg) {
+        Ok(t) => t,
+        Err((msg, code)) => {
+            c.err(&msg);
+            return code;
+        }
+    };
+    let mut conn = Connection::new(Session::new(session), transport);
+    if let Err(e) = conn.connect() {
+        let (msg, _) = run::connect_failure(&e);
+        c.err(&msg);
+        return run::error_code(&e);
+    }
+    let deadline = Instant::now() + LIMIT;
+    let qos = QoS::from_u8(cfg.qos).unwrap_or(QoS::AtLeastOnce);
+    let v5 = cfg.protocol.is_v5();
+    loop {
+        let event = match conn.poll(Some(deadline)) {
+            Ok(Poll::Event(e)) => e,
+            // No reply in time, or the connection went away: mosquitto_ctrl
+            // just stops, exit code 0.
+            Ok(_) | Err(_) => {
+                conn.close_without_disconnect();
+                return 0;
+            }
+        };
+        match event {
+            Event::Connack { code: 0, .. } => {
+                let _ = conn
+                    .session
+                    .subscribe(&[(response_topic, cfg.qos)], &[], Instant::now());
+            }
+            Event::Connack { code, .. } => {
+                c.err(&run::connack_error(cfg.protocol, code));
+                return finish(&mut conn);
+            }
+            Event::Subscribed { codes, .. } => match codes.as_slice() {
+                [granted] if *granted < 128 => {
+                    let _ = conn.session.publish(
+                        request_topic,
+                        payload,
+                        qos,
+                        false,
+                        &[],
+                        Instant::now(),
+                    );
+                }
+                [refused] => {
+                    if v5 {
+                        c.err(&format!(
+                            "Subscribe error: {}\n",
+                            messages::reason_string(*refused)
+                        ));
+                    } else {
+                        c.err("Subscribe error: Subscription refused.\n");
+                    }
+                    return finish(&mut conn);
+                }
+                _ => return finish(&mut conn),
+            },
+            Event::Published { reason: code, .. } => {
+                if code > 127 {
+                    c.err(&format!(
+                        "Publish error: {}\n",
+                        messages::reason_string(code)
+                    ));
+                    return finish(&mut conn);
+                }
+            }
+            Event::Message(m) => {
+                let r = response::render(&m.payload);
+                if !r.stdout.is_empty() {
+                    c.out(&r.stdout);
+                }
+                if !r.stderr.is_empty() {
+                    c.err(&r.stderr);
+                }
+                return finish(&mut conn);
+            }
+            Event::Disconnected { .. } => {
+                conn.close_without_disconnect();
+                return 0;
+            }
+            Event::Log(_) | Event::Unsubscribed { .. } => {}
+        }
+    }
+}
+
+/// DISCONNECT (reason 0, no properties) and close; exit code 0.
+fn finish(conn: &mut Connection) -> i32 {
+    conn.session
+        .disconnect(reason::SUCCESS, &[], Instant::now());
+    conn.close();
+    0
+}
