@@ -26,7 +26,7 @@ fi
 
 install -d "$DESTDIR$PREFIX/bin" "$DESTDIR/etc/midge" "$DESTDIR/lib/systemd/system" \
   "$DESTDIR/var/lib/midge" "$DESTDIR/var/log/midge"
-for b in midge midge_passwd midge_pub midge_sub midge_rr; do
+for b in midge midge_passwd midge_pub midge_sub midge_rr midge_ctrl; do
   if [ -x "$BIN_DIR/$b" ]; then
     install -m 0755 "$BIN_DIR/$b" "$DESTDIR$PREFIX/bin/$b"
   fi

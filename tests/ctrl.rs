@@ -634,7 +634,8 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(ok, "openssl {args:?} failed");
 }
 
-/// ca.crt, and server.crt/key for localhost and 127.0.0.1.
+/// ca.crt, server.crt/key for localhost and 127.0.0.1 signed by it, and
+/// other.crt, an unrelated CA.
 fn make_ca(dir: &Path) {
     let ec = [
         "-newkey",
@@ -654,6 +655,19 @@ fn make_ca(dir: &Path) {
         "30",
         "-subj",
         "/CN=midge ctrl CA",
+    ]);
+    openssl(dir, &req);
+    let mut req = vec!["req", "-x509"];
+    req.extend(ec);
+    req.extend([
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.crt",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=another CA",
     ]);
     openssl(dir, &req);
     fs::write(
@@ -753,6 +767,49 @@ fn tls_matches(kind: Kind) {
     assert_eq!(r.stderr, "createRole: Error: Role already exists\n");
     let r = same(&refs(&with(&["getRole", "tls"])), b"", &dir.0);
     assert_eq!(r.stdout, "Rolename: tls\n");
+    // A server certificate from a CA we do not trust: refused during the
+    // connect. (mosquitto_ctrl usually says the same; when the server's
+    // answer is slow to arrive it notices only in its loop and stays
+    // silent, so only midge_ctrl's answer is pinned here.)
+    let other = dir.path("other.crt");
+    let args = [
+        "--cafile",
+        &other,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &p,
+        "dynsec",
+        "listClients",
+    ];
+    let r = run_tool(MIDGE_CTRL, &args, b"", &dir.0);
+    let refused = Outcome {
+        code: Some(8),
+        stdout: String::new(),
+        stderr: "Unable to connect (A TLS error occurred.).\n".into(),
+    };
+    assert_eq!(r, refused);
+    let theirs = as_midge(run_tool(MOSQUITTO_CTRL, &args, b"", &dir.0));
+    let silent = Outcome {
+        code: Some(0),
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    assert!(theirs == refused || theirs == silent, "{theirs:?}");
+    // TLS to the plain listener: the server hangs up, nothing is printed.
+    let plain = broker.port.to_string();
+    let args = [
+        "--cafile",
+        &ca,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &plain,
+        "dynsec",
+        "listClients",
+    ];
+    let r = run_tool(MIDGE_CTRL, &args, b"", &dir.0);
+    assert_eq!(r, silent);
     drop(broker);
 }
 
@@ -1046,4 +1103,82 @@ fn malformed_replies_and_refusals_print_like_mosquitto_ctrl() {
         r.stderr.ends_with("Publish error: Not authorized\n"),
         "{r:?}"
     );
+}
+
+/// The one deliberate difference in what is sent: mosquitto_ctrl 2.0.11's
+/// `setDefaultACLAccess` request has no effect on either broker; midge_ctrl's
+/// does.
+#[test]
+fn set_default_acl_access_takes_effect() {
+    require_tools();
+    let dir = Scratch::new("ctrl-default-acl");
+    let file = init_file(&dir, "ds.json");
+    for kind in [Kind::Midge, Kind::Mosquitto] {
+        let copy = dir.path(&format!("{kind:?}.json"));
+        fs::copy(&file, &copy).unwrap();
+        let broker = dynsec_broker(kind, &copy, "");
+        let get = admin(broker.port, &["getDefaultACLAccess"]);
+        let set = admin(broker.port, &["setDefaultACLAccess", "subscribe", "allow"]);
+        let before = run_tool(MIDGE_CTRL, &refs(&get), b"", &dir.0);
+        assert!(
+            before.stdout.contains("subscribe            : deny\n"),
+            "{before:?}"
+        );
+        run_tool(MOSQUITTO_CTRL, &refs(&set), b"", &dir.0);
+        let r = run_tool(MIDGE_CTRL, &refs(&get), b"", &dir.0);
+        assert_eq!(
+            r.stdout, before.stdout,
+            "{kind:?}: mosquitto_ctrl 2.0.11 changed it"
+        );
+        let r = run_tool(MIDGE_CTRL, &refs(&set), b"", &dir.0);
+        assert_eq!((r.code, r.stdout.as_str()), (Some(0), ""));
+        let r = same(&refs(&get), b"", &dir.0);
+        assert!(
+            r.stdout.contains("subscribe            : allow\n"),
+            "{kind:?}: {r:?}"
+        );
+    }
+}
+
+/// No reply (a broker without the plugin): both tools give up after ten
+/// seconds, print nothing more and exit 0. Both run at once to keep the
+/// suite short.
+#[test]
+fn no_reply_gives_up_quietly_after_ten_seconds() {
+    require_tools();
+    let home = Scratch::new("ctrl-silent");
+    let silent = Script {
+        suback: 1,
+        puback: 0,
+        reply: None,
+    };
+    let runs: Vec<_> = [MOSQUITTO_CTRL, MIDGE_CTRL]
+        .into_iter()
+        .map(|tool| {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake broker");
+            let port = listener.local_addr().unwrap().port().to_string();
+            let server = fake_broker(listener, silent.clone());
+            let home = home.0.clone();
+            let tool_run = thread::spawn(move || {
+                let started = Instant::now();
+                let r = run_tool(tool, &["-p", &port, "dynsec", "listClients"], b"", &home);
+                (as_midge(r), started.elapsed())
+            });
+            (tool_run, server)
+        })
+        .collect();
+    let mut results = Vec::new();
+    for (tool_run, server) in runs {
+        let (r, took) = tool_run.join().expect("tool thread");
+        let request = server.join().unwrap_or_default();
+        assert_eq!(
+            String::from_utf8_lossy(&request),
+            r#"{"commands":[{"command":"listClients"}]}"#
+        );
+        assert!(took >= Duration::from_secs(8), "gave up after {took:?}");
+        results.push(r);
+    }
+    assert_eq!(results[1], results[0]);
+    assert_eq!(results[1].code, Some(0));
+    assert_eq!(results[1].stdout, "");
 }

@@ -14,11 +14,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::super::connection::{Connection, Poll};
-use super::super::messages;
+use super::super::connection::{ClientError, Connection, Poll};
+use super::super::messages::{self, err};
 use super::super::options::Config;
 use super::super::run;
 use super::super::session::{Event, Session};
+use super::super::tls;
+use super::super::transport::ConnectError;
 use super::console::{self, Console};
 use super::response;
 use crate::protocol::{reason, QoS};
@@ -71,15 +73,49 @@ pub fn exchange(
             return 1;
         }
     }
-    let transport = match run::transport_options(cfg) {
+    if cfg.uses_tls() && cfg.effective_port() != 0 {
+        if let Err(e) = tls::client_config(&run::tls_options(cfg)) {
+            let text = e.to_string();
+            // libmosquitto checks the TLS version while setting options,
+            // but loads certificates and keys only when connecting.
+            if text.contains("check the options are valid") || text.starts_with("TLS version") {
+                c.err(&format!("Error: {text}\n"));
+                return 1;
+            }
+            c.err(&format!(
+                "Unable to connect ({}).\n",
+                messages::strerror(err::TLS)
+            ));
+            return err::TLS;
+        }
+    }
+    let mut transport = match run::transport_options(cfg) {
         Ok(t) => t,
         Err((msg, code)) => {
             c.err(&msg);
             return code;
         }
     };
+    // mosquitto_ctrl's whole exchange fits in its ten seconds.
+    transport.connect_timeout = LIMIT;
     let mut conn = Connection::new(Session::new(session), transport);
+    let started = Instant::now();
     if let Err(e) = conn.connect() {
+        if let ClientError::Connect(ConnectError::Tls(detail)) = &e {
+            // libmosquitto starts the handshake while connecting: a server
+            // that rejects it at once (a certificate it does not trust)
+            // fails the connect. A server that goes quiet or hangs up is
+            // noticed later, inside the loop whose errors mosquitto_ctrl
+            // ignores: nothing is printed and the exit code is 0.
+            if !rejected_by_server(detail) || started.elapsed() >= LIMIT {
+                return 0;
+            }
+            c.err(&format!(
+                "Unable to connect ({}).\n",
+                messages::strerror(err::TLS)
+            ));
+            return err::TLS;
+        }
         let (msg, _) = run::connect_failure(&e);
         c.err(&msg);
         return run::error_code(&e);
@@ -157,6 +193,25 @@ pub fn exchange(
             Event::Log(_) | Event::Unsubscribed { .. } => {}
         }
     }
+}
+
+/// Whether a failed handshake was the TLS peer saying no (rustls's
+/// protocol and certificate errors) rather than the socket failing (reset,
+/// end of file, timeout), which libmosquitto only notices in its loop.
+fn rejected_by_server(detail: &str) -> bool {
+    const REJECTIONS: [&str; 10] = [
+        "received corrupt message",
+        "peer is incompatible",
+        "peer misbehaved",
+        "received fatal alert",
+        "invalid peer certificate",
+        "invalid certificate revocation list",
+        "peer sent no certificates",
+        "cannot decrypt peer's message",
+        "peer sent excess record size",
+        "peer doesn't support any known protocol",
+    ];
+    REJECTIONS.iter().any(|r| detail.starts_with(r))
 }
 
 /// DISCONNECT (reason 0, no properties) and close; exit code 0.
