@@ -3,8 +3,7 @@
 //! scripted console.
 //!
 //! Owns: the real console (stdout/stderr written and flushed at once,
-//! stdin read with terminal echo off while a password is typed, the
-//! terminal restored afterwards and on SIGINT/SIGTERM/SIGHUP) and
+//! stdin read with terminal echo off, see `client::echo_off`) and
 //! mosquitto_ctrl's `get_password` prompt sequence and messages.
 //!
 //! Must not: know about MQTT or dynsec; never print a password.
@@ -83,7 +82,7 @@ impl Console for Terminal {
     }
 
     fn read_secret_line(&mut self) -> Option<Vec<u8>> {
-        let _quiet = QuietTerminal::new();
+        let _quiet = super::super::echo_off::EchoOff::new();
         let mut line = Vec::new();
         // Mosquitto reads into a 200-byte buffer; read a sane maximum.
         let limit = 65_536;
@@ -96,67 +95,6 @@ impl Console for Terminal {
         }
         Some(line)
     }
-}
-
-/// Turns terminal echo off on stdin for its lifetime (when stdin is a
-/// terminal; otherwise it does nothing) and restores it on drop, or when
-/// SIGINT/SIGTERM/SIGHUP arrives while a prompt is up.
-struct QuietTerminal {
-    saved: Option<libc::termios>,
-}
-
-impl QuietTerminal {
-    fn new() -> Self {
-        let mut current = std::mem::MaybeUninit::<libc::termios>::uninit();
-        // SAFETY: tcgetattr writes one termios through the pointer, which
-        // points at properly sized and aligned storage owned by this frame.
-        let got = unsafe { libc::tcgetattr(libc::STDIN_FILENO, current.as_mut_ptr()) } == 0;
-        if !got {
-            return QuietTerminal { saved: None };
-        }
-        // SAFETY: tcgetattr returned 0, so it filled in the whole struct.
-        let saved = unsafe { current.assume_init() };
-        restore_on_signal(saved);
-        let mut quiet = saved;
-        // Only echo goes; line editing stays so backspace works.
-        quiet.c_lflag &= !libc::ECHO;
-        set_terminal(&quiet);
-        QuietTerminal { saved: Some(saved) }
-    }
-}
-
-impl Drop for QuietTerminal {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            set_terminal(saved);
-        }
-    }
-}
-
-fn set_terminal(state: &libc::termios) {
-    // SAFETY: `state` is a valid termios from tcgetattr, borrowed for the
-    // whole call; tcsetattr only reads it.
-    unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, state) };
-}
-
-/// Without this, Ctrl-C at the prompt would leave the shell with echo off.
-fn restore_on_signal(saved: libc::termios) {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
-        return;
-    };
-    let spawned = std::thread::Builder::new()
-        .name("ctrl-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                set_terminal(&saved);
-                let _ = io::stdout().write_all(b"\n");
-                let _ = io::stdout().flush();
-                let _ = signal_hook::low_level::emulate_default_handler(signal);
-                std::process::exit(128 + signal);
-            }
-        });
-    drop(spawned);
 }
 
 /// A console for tests: collects output, answers prompts from a script.
