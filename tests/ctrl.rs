@@ -1182,3 +1182,38 @@ fn no_reply_gives_up_quietly_after_ten_seconds() {
     assert_eq!(results[1].code, Some(0));
     assert_eq!(results[1].stdout, "");
 }
+
+/// `-L mqtt://user:password@host:port/topic` and `--unix`, both brokers.
+#[test]
+fn url_and_unix_socket() {
+    require_tools();
+    let dir = Scratch::new("ctrl-url");
+    let file = init_file(&dir, "ds.json");
+    for kind in [Kind::Midge, Kind::Mosquitto] {
+        let copy = dir.path(&format!("{kind:?}.json"));
+        fs::copy(&file, &copy).unwrap();
+        let sock = dir.path(&format!("{kind:?}.sock"));
+        let broker = dynsec_broker(kind, &copy, &format!("listener 0 {sock}\n"));
+        let url = format!("mqtt://admin:adminpw@127.0.0.1:{}/ignored", broker.port);
+        let r = same(&["-L", &url, "dynsec", "getClient", "admin"], b"", &dir.0);
+        assert!(r.stdout.starts_with("Username: admin\n"), "{kind:?}: {r:?}");
+        let args = [
+            "--unix",
+            &sock,
+            "-u",
+            "admin",
+            "-P",
+            "adminpw",
+            "dynsec",
+            "listClients",
+        ];
+        let r = same(&args, b"", &dir.0);
+        assert_eq!(r.stdout, "admin\n", "{kind:?}: {r:?}");
+        let wrong = format!("mqtt://admin:nope@127.0.0.1:{}/t", broker.port);
+        let r = same(&["-L", &wrong, "dynsec", "listClients"], b"", &dir.0);
+        assert!(
+            r.stderr.ends_with("Connection error: Not authorized\n"),
+            "{r:?}"
+        );
+    }
+}
