@@ -543,6 +543,28 @@ fn bad_input_reads_like_mosquitto_ctrl() {
             Some(10),
         ),
         (&["-p", &p, "-u", "admin", "dynsec", "listClients"], Some(1)),
+        // A certificate without a key: said, then no default host.
+        (
+            &["--cert", "c.pem", "-p", &p, "dynsec", "listClients"],
+            Some(3),
+        ),
+        (
+            &[
+                "--cert",
+                "c.pem",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-u",
+                "admin",
+                "-P",
+                "adminpw",
+                "dynsec",
+                "listClients",
+            ],
+            Some(0),
+        ),
         // An anonymous client may not subscribe to the response topic.
         (&["-p", &p, "dynsec", "listClients"], Some(0)),
     ];

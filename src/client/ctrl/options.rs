@@ -319,13 +319,12 @@ fn file_lines(text: &[u8]) -> Vec<Vec<Vec<u8>>> {
         if line.first() == Some(&b'#') {
             continue;
         }
-        let mut words = line
+        let args: Vec<Vec<u8>> = line
             .split(|&c| c == b' ' || c == b'\r')
             .filter(|w| !w.is_empty())
             .take(2)
-            .map(<[u8]>::to_vec);
-        let mut args = Vec::new();
-        args.extend(words.by_ref());
+            .map(<[u8]>::to_vec)
+            .collect();
         if !args.is_empty() {
             out.push(args);
         }
@@ -383,18 +382,11 @@ pub fn parse(args: &[Vec<u8>]) -> CommandLine {
     let (used, result) = line_proc(&mut cfg, &mut options_file, args);
     match result {
         Ok(()) => {}
-        Err(Stop::Quiet) => {
-            let keep = args.len() - used;
-            return CommandLine {
-                rest: args.get(..keep).unwrap_or_default().to_vec(),
-                cfg,
-                errors,
-                fatal: None,
-            };
-        }
-        Err(Stop::Error(e)) => {
-            errors.push_str(&e);
-            let keep = args.len() - used;
+        Err(stop @ (Stop::Quiet | Stop::Error(_))) => {
+            if let Stop::Error(e) = stop {
+                errors.push_str(&e);
+            }
+            let keep = args.len().saturating_sub(used);
             return CommandLine {
                 rest: args.get(..keep).unwrap_or_default().to_vec(),
                 cfg,
@@ -409,13 +401,11 @@ pub fn parse(args: &[Vec<u8>]) -> CommandLine {
     }
     let rest = args.get(used..).unwrap_or_default().to_vec();
     if cfg.certfile.is_some() != cfg.keyfile.is_some() {
-        // mosquitto_ctrl says so and goes on (without TLS client auth).
+        // mosquitto_ctrl says so and goes on, but without the default
+        // host (an empty host then fails to connect, see `request`).
         errors
             .push_str("Error: Both certfile and keyfile must be provided if one of them is set.\n");
-        cfg.certfile = None;
-        cfg.keyfile = None;
-    }
-    if cfg.host.is_empty() {
+    } else if cfg.host.is_empty() {
         cfg.host = "localhost".to_string();
     }
     CommandLine {

@@ -63,12 +63,13 @@ pub fn exchange(
     // mosquitto_ctrl never prints libmosquitto's debug log, even with -d.
     session.debug = false;
     if cfg.cafile.is_some() || cfg.capath.is_some() {
-        // libmosquitto's tls_set opens each file it is given.
+        // libmosquitto's tls_set opens each file it is given, and wants a
+        // key with a certificate.
         let missing = [&cfg.cafile, &cfg.certfile, &cfg.keyfile]
             .into_iter()
             .flatten()
             .any(|f| std::fs::File::open(Path::new(f)).is_err());
-        if missing {
+        if missing || cfg.certfile.is_some() != cfg.keyfile.is_some() {
             c.err("Error: Problem setting TLS options: File not found.\n");
             return 1;
         }
@@ -88,6 +89,14 @@ pub fn exchange(
             ));
             return err::TLS;
         }
+    }
+    if cfg.host.is_empty() {
+        // Left so by a certificate without a key (see `options`).
+        c.err(&format!(
+            "Unable to connect ({}).\n",
+            messages::strerror(err::INVAL)
+        ));
+        return err::INVAL;
     }
     let mut transport = match run::transport_options(cfg) {
         Ok(t) => t,
