@@ -104,22 +104,9 @@ depends=""
 [ $needs_gcc_s = 1 ] && depends="${depends:+$depends, }libgcc-s1"
 
 # --- configuration and service ---------------------------------------------
-# The example config, with what a packaged service needs switched on. Each
-# edit must find its line: if conf/midge.conf changes, fail here rather than
-# ship a config that silently lost one.
-conf_edit() { # from to
-  grep -qxF "$1" "$ROOT/etc/midge/midge.conf" \
-    || die "conf/midge.conf no longer has the line '$1': update build-deb.sh"
-  local tmp="$STAGE/conf.tmp"
-  awk -v from="$1" -v to="$2" '$0 == from { print to; next } { print }' \
-    "$ROOT/etc/midge/midge.conf" >"$tmp"
-  cat "$tmp" >"$ROOT/etc/midge/midge.conf"
-}
-install -m 0644 conf/midge.conf "$ROOT/etc/midge/midge.conf"
-conf_edit "#user mosquitto" "user midge"
-conf_edit "#persistence_location /var/lib/midge/" "persistence_location /var/lib/midge/"
-conf_edit "#include_dir /etc/midge/conf.d" "include_dir /etc/midge/conf.d"
-install -m 0644 conf/deb/conf.d-README "$ROOT/etc/midge/conf.d/README"
+# The example config with what a packaged service needs switched on, and
+# conf.d/README: the same layout scripts/install.sh gives (one script for both).
+scripts/deploy-conf.sh "$ROOT" || die "scripts/deploy-conf.sh failed"
 install -m 0644 conf/midge.service "$ROOT/lib/systemd/system/midge.service"
 
 # --- documentation -----------------------------------------------------------

@@ -221,10 +221,12 @@ build_target() {
   local stage pkg
   stage=$(mktemp -d)
   pkg="$stage/midge-$VERSION-$t"
-  mkdir -p "$pkg/conf" "$pkg/scripts"
+  mkdir -p "$pkg/conf/deb" "$pkg/scripts"
   cp "$out"/* "$pkg/"
   cp conf/midge.conf conf/midge.service "$pkg/conf/"
-  [ -f scripts/install.sh ] && cp scripts/install.sh "$pkg/scripts/"
+  # install.sh shares the package's config layout and user set-up.
+  cp conf/deb/postinst conf/deb/conf.d-README "$pkg/conf/deb/"
+  cp scripts/install.sh scripts/deploy-conf.sh "$pkg/scripts/"
   tar -czf "$DIST/midge-$VERSION-$t.tar.gz" -C "$stage" "midge-$VERSION-$t"
   rm -rf "$stage"
 }

@@ -111,6 +111,9 @@ pub fn main() -> i32 {
         });
         return match checked {
             Ok(()) => {
+                for p in test_config_writability(&cfg) {
+                    eprintln!("{}", p);
+                }
                 println!("Configuration file is valid.");
                 0
             }
@@ -134,7 +137,9 @@ pub fn main() -> i32 {
     let (broker_cfg, specs, local_only) = match plan(&cfg, &args.ports) {
         Ok(x) => x,
         Err(msg) => {
-            log::error!("{}", msg);
+            for line in msg.lines() {
+                log::error!("{}", line);
+            }
             return 1;
         }
     };
@@ -144,8 +149,11 @@ pub fn main() -> i32 {
         None => log::info!(target: "information", "Using default config."),
     }
     if local_only {
-        log::info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
-        log::info!("Create a configuration file which defines a listener to allow remote access.");
+        log::warn!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
+        log::warn!("Create a configuration file which defines a listener to allow remote access.");
+        log::warn!(
+            "For more details see https://mosquitto.org/documentation/authentication-methods/"
+        );
     }
     let bound = match net::bind(&specs) {
         Ok(b) => b,
@@ -154,29 +162,6 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    for (_, spec) in &bound {
-        match &spec.unix_path {
-            Some(p) => {
-                log::info!(target: "information", "Opening unix listen socket on path {}.", p.display())
-            }
-            None if spec.websockets.is_some() => {
-                log::info!(
-                    target: "information",
-                    "Opening websockets listen socket on port {}.",
-                    spec.addr.port()
-                )
-            }
-            None => {
-                let family = if spec.addr.is_ipv4() { "ipv4" } else { "ipv6" };
-                log::info!(
-                    target: "information",
-                    "Opening {} listen socket on port {}.",
-                    family,
-                    spec.addr.port()
-                );
-            }
-        }
-    }
     if args.daemon {
         if let Err(e) = daemonise() {
             log::error!("Error: Unable to daemonise: {}.", e);
@@ -234,9 +219,22 @@ pub fn main() -> i32 {
         persistence,
     };
     // Files are read as root; from here on midge runs as `user`.
-    if let Err(e) = drop_privileges(&cfg.user) {
-        log::error!("{}", e);
-        return 1;
+    let run_as = match resolve_user(&cfg.user) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{}", e);
+            return 1;
+        }
+    };
+    if let Some(r) = &run_as {
+        hand_over_files(&cfg, r);
+        if let Err(e) = become_user(r) {
+            log::error!("{}", e);
+            return 1;
+        }
+    }
+    for p in writability_problems(&cfg, &current_user_name(), false) {
+        log::warn!("{}", p);
     }
     log::info!(target: "information", "midge version {} running", env!("CARGO_PKG_VERSION"));
     notify_systemd("READY=1");
@@ -289,10 +287,32 @@ pub fn plan(
     let configured = cfg.all_listeners();
     let local_only = configured.is_empty();
     if local_only {
-        // Mosquitto 2.0 with no listener: loopback only, anonymous allowed.
-        let security = Security {
-            allow_anonymous: Some(cfg.security.allow_anonymous.unwrap_or(true)),
-            ..cfg.security.clone()
+        // Mosquitto 2.0 with no listener opens 127.0.0.1 and ::1 on each port
+        // (1883 or every -p), and those listeners always let anonymous
+        // clients in, whatever `allow_anonymous` says. Without
+        // per_listener_settings the global password file, ACL, plugins,
+        // auto_id_prefix and allow_zero_length_clientid still apply; with it,
+        // the generated listeners get listener defaults only: no password
+        // file, no ACL, and an empty auto_id_prefix (Mosquitto fills in
+        // "auto-" only for listeners it read from the file).
+        let security = if cfg.per_listener_settings {
+            Security {
+                allow_anonymous: Some(true),
+                auto_id_prefix: String::new(),
+                ..Security::default()
+            }
+        } else {
+            Security {
+                allow_anonymous: Some(true),
+                ..cfg.security.clone()
+            }
+        };
+        // With per_listener_settings there is no security block for them:
+        // an index past the configured blocks carries no policy at all.
+        let sec_idx = if cfg.per_listener_settings {
+            security_blocks(cfg).len()
+        } else {
+            0
         };
         let ports: Vec<u16> = if ports.is_empty() {
             vec![1883]
@@ -302,20 +322,13 @@ pub fn plan(
         for port in ports {
             let idx = bc.listeners.len();
             bc.listeners
-                .push(listener_settings(port, &security, 0, None));
-            specs.push(ListenerSpec {
-                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-                settings: idx,
-                max_connections: -1,
-                tls: None,
-                identity: Identity::Connect,
-                unix_path: None,
-                bind_interface: None,
-                websockets: None,
-            });
-            if ipv6_loopback_available() {
+                .push(listener_settings(port, &security, sec_idx, None));
+            for ip in [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ] {
                 specs.push(ListenerSpec {
-                    addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+                    addr: SocketAddr::new(ip, port),
                     settings: idx,
                     max_connections: -1,
                     tls: None,
@@ -323,6 +336,8 @@ pub fn plan(
                     unix_path: None,
                     bind_interface: None,
                     websockets: None,
+                    // A host without IPv6 still starts, on 127.0.0.1 alone.
+                    optional: ip.is_ipv6(),
                 });
             }
         }
@@ -338,8 +353,20 @@ pub fn plan(
         bc.listeners
             .push(listener_settings(l.port, &security, sec_idx, Some(l)));
         let (tls, identity) = if l.tls_enabled() {
-            let tls = net::tls::server_config(&l.tls)
-                .map_err(|e| format!("Error: listener on port {}: {}", l.port, e))?;
+            let tls =
+                net::tls::server_config(&l.tls).map_err(|e| match e.strip_prefix("Error: ") {
+                    // Mosquitto's own line first, the listener after it.
+                    Some(rest) => match rest.split_once('\n') {
+                        Some((first, why)) => {
+                            format!(
+                                "Error: {}\nError: listener on port {}: {}",
+                                first, l.port, why
+                            )
+                        }
+                        None => format!("Error: {}", rest),
+                    },
+                    None => format!("Error: listener on port {}: {}", l.port, e),
+                })?;
             let identity = if l.tls.use_subject_as_username {
                 Identity::Subject
             } else if l.tls.use_identity_as_username {
@@ -355,9 +382,19 @@ pub fn plan(
             Some(_) => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)],
             None => listener_addrs(l)?,
         };
+        // Only the IPv6 half of an implicit "all interfaces", or of a host
+        // name that also resolved to IPv4, may fail softly (a host without
+        // IPv6); an IP address or socket_domain asked for must bind.
+        let implicit = l.socket_domain.is_none()
+            && l.unix_path.is_none()
+            && match &l.address {
+                None => true,
+                Some(host) => host.parse::<IpAddr>().is_err() && addrs.iter().any(|a| a.is_ipv4()),
+            };
         for addr in addrs {
             specs.push(ListenerSpec {
                 addr,
+                optional: implicit && addr.is_ipv6(),
                 settings: idx,
                 max_connections: l.max_connections,
                 tls: tls.clone(),
@@ -496,36 +533,45 @@ fn listener_addrs(l: &config::Listener) -> Result<Vec<SocketAddr>, String> {
                 .to_socket_addrs()
                 .map_err(|e| format!("Error: Unable to resolve {}: {}.", host, e))?
                 .collect();
-            let filtered: Vec<SocketAddr> = match l.socket_domain {
-                Some(config::SocketDomain::Ipv4) => {
-                    addrs.into_iter().filter(|a| a.is_ipv4()).collect()
-                }
-                Some(config::SocketDomain::Ipv6) => {
-                    addrs.into_iter().filter(|a| a.is_ipv6()).collect()
-                }
-                None => addrs.into_iter().take(1).collect(),
-            };
+            let filtered = usable_addrs(addrs, l.socket_domain);
             if filtered.is_empty() {
                 return Err(format!("Error: No usable address for {}.", host));
             }
             Ok(filtered)
         }
         None => {
-            // No address: all interfaces. IPv6 "::" also accepts IPv4 on
-            // Linux unless bindv6only is set, but binding 0.0.0.0 is what
-            // every Pi user expects to see in `ss -ltn`.
+            // No address: all interfaces, as Mosquitto's getaddrinfo(NULL,
+            // AI_PASSIVE) gives them: 0.0.0.0 then [::] (the IPv6 socket is
+            // IPV6_V6ONLY, so the two never overlap), or one of them with
+            // socket_domain.
             let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port);
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port);
             Ok(match l.socket_domain {
+                Some(config::SocketDomain::Ipv4) => vec![v4],
                 Some(config::SocketDomain::Ipv6) => vec![v6],
-                _ => vec![v4],
+                None => vec![v4, v6],
             })
         }
     }
 }
 
-fn ipv6_loopback_available() -> bool {
-    std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
+/// The resolved addresses of a listener's host to bind: every one, as
+/// Mosquitto binds every getaddrinfo result (`localhost` is 127.0.0.1 and
+/// ::1 where /etc/hosts says so), once each, or one family with
+/// socket_domain.
+fn usable_addrs(addrs: Vec<SocketAddr>, domain: Option<config::SocketDomain>) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in addrs {
+        let wanted = match domain {
+            Some(config::SocketDomain::Ipv4) => a.is_ipv4(),
+            Some(config::SocketDomain::Ipv6) => a.is_ipv6(),
+            None => true,
+        };
+        if wanted && !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
 }
 
 fn seed() -> u64 {
@@ -806,12 +852,20 @@ pub fn notify_systemd(state: &str) {
     }
 }
 
-/// Started as root: become `user` (Mosquitto's `user` option, default
-/// "mosquitto"), falling back to "nobody" when that user does not exist.
-fn drop_privileges(user: &str) -> Result<(), String> {
+/// The account midge runs as after start-up.
+struct RunAs {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    name: String,
+}
+
+/// Started as root: the account `user` names (Mosquitto's `user` option,
+/// default "mosquitto"), falling back to "nobody" when that user does not
+/// exist. None when midge is not root or `user` is empty: it stays as it is.
+fn resolve_user(user: &str) -> Result<Option<RunAs>, String> {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } != 0 || user.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let lookup = |name: &str| -> Option<(libc::uid_t, libc::gid_t)> {
         // /etc/passwd first: getpwnam loads the NSS modules (a few hundred
@@ -832,28 +886,40 @@ fn drop_privileges(user: &str) -> Result<(), String> {
             }
         }
     };
-    let (uid, gid, name) = match lookup(user) {
-        Some((u, g)) => (u, g, user),
+    match lookup(user) {
+        Some((uid, gid)) => Ok(Some(RunAs {
+            uid,
+            gid,
+            name: user.to_string(),
+        })),
         None => {
             log::warn!(
                 "Warning: Unable to drop privileges to '{}' because this user does not exist. Trying 'nobody' instead.",
                 user
             );
             match lookup("nobody") {
-                Some((u, g)) => (u, g, "nobody"),
-                None => return Err("Error: Unable to drop privileges to 'nobody'.".to_string()),
+                Some((uid, gid)) => Ok(Some(RunAs {
+                    uid,
+                    gid,
+                    name: "nobody".to_string(),
+                })),
+                None => Err("Error: Unable to drop privileges to 'nobody'.".to_string()),
             }
         }
-    };
-    let cname = std::ffi::CString::new(name).map_err(|_| "bad user name".to_string())?;
+    }
+}
+
+/// Become `r`: supplementary groups, gid, then uid.
+fn become_user(r: &RunAs) -> Result<(), String> {
+    let cname = std::ffi::CString::new(r.name.as_str()).map_err(|_| "bad user name".to_string())?;
     // SAFETY: setgroups reads `g.len()` gids from a live Vec; initgroups,
     // setgid and setuid take plain values and a valid C string; failures
     // are reported through their return values.
-    let local_groups = group_entries(name, gid);
+    let local_groups = group_entries(&r.name, r.gid);
     unsafe {
         let grouped = match &local_groups {
             Some(g) => libc::setgroups(g.len() as _, g.as_ptr()),
-            None => libc::initgroups(cname.as_ptr(), gid),
+            None => libc::initgroups(cname.as_ptr(), r.gid),
         };
         if grouped != 0 {
             return Err(format!(
@@ -861,13 +927,13 @@ fn drop_privileges(user: &str) -> Result<(), String> {
                 std::io::Error::last_os_error()
             ));
         }
-        if libc::setgid(gid) != 0 {
+        if libc::setgid(r.gid) != 0 {
             return Err(format!(
                 "Error setting gid whilst dropping privileges: {}.",
                 std::io::Error::last_os_error()
             ));
         }
-        if libc::setuid(uid) != 0 {
+        if libc::setuid(r.uid) != 0 {
             return Err(format!(
                 "Error setting uid whilst dropping privileges: {}.",
                 std::io::Error::last_os_error()
@@ -875,6 +941,222 @@ fn drop_privileges(user: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The log file when `log_dest file` is in force.
+fn log_file_path(cfg: &Config) -> Option<&str> {
+    let dests = cfg.effective_log_dest();
+    if dests.contains(&config::LogDest::None) || !dests.contains(&config::LogDest::File) {
+        return None;
+    }
+    cfg.log_file.as_deref()
+}
+
+/// Files root made at start-up that the run-as user must reopen or replace
+/// later: the log file (reopened on SIGHUP, after logrotate), the database
+/// and its journal (read at the next start, perhaps by systemd as that
+/// user). Root-owned ones are given to the user; others are left alone.
+fn hand_over_files(cfg: &Config, r: &RunAs) {
+    use std::os::unix::fs::MetadataExt;
+    if r.uid == 0 {
+        return;
+    }
+    let mut files: Vec<String> = Vec::new();
+    if let Some(log) = log_file_path(cfg) {
+        // Created now (0600) if no line was logged yet, so it is there to hand over.
+        let _ = crate::logging::open_log_file(log);
+        files.push(log.to_string());
+    }
+    if cfg.persistence {
+        let db = cfg.persistence_path();
+        files.push(format!("{}.journal", db));
+        files.push(db);
+    }
+    for f in files {
+        let Ok(meta) = std::fs::metadata(&f) else {
+            continue;
+        };
+        if meta.uid() != 0 {
+            continue;
+        }
+        if let Err(e) = std::os::unix::fs::chown(&f, Some(r.uid), Some(r.gid)) {
+            log::warn!("Warning: Unable to give {} to user {}: {}.", f, r.name, e);
+        }
+    }
+}
+
+/// The name of the account this process runs as (for messages).
+fn current_user_name() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                let _pw = f.next()?;
+                (f.next()?.parse::<libc::uid_t>().ok()? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {}", uid))
+}
+
+/// Whether this process may create and replace files in `dir`.
+fn dir_writable(dir: &Path) -> Result<(), std::io::Error> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: access(2) reads a valid NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether this process may append to `file` (or create it).
+fn file_writable(file: &Path) -> Result<(), std::io::Error> {
+    if !file.exists() {
+        return dir_writable(file.parent().unwrap_or(Path::new(".")));
+    }
+    let c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: access(2) reads a valid NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Beyond Mosquitto: everything the broker writes after start-up, checked as
+/// the user it runs as (call after the privilege drop). One message per
+/// problem, with the path, the user and the fix; empty when all is well.
+///
+/// `root_creates_log`: the log file does not exist yet, and root will create
+/// it and hand it over at start-up (the `--test-config` view).
+fn writability_problems(cfg: &Config, user: &str, root_creates_log: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let fix = |path: &Path| {
+        format!(
+            "Fix: chown {} '{}' (or choose a path that user can write).",
+            user,
+            path.display()
+        )
+    };
+    if let Some(log) = log_file_path(cfg) {
+        let p = Path::new(log);
+        let handed_over = root_creates_log && !p.exists();
+        if let Err(e) = file_writable(p).or_else(|e| if handed_over { Ok(()) } else { Err(e) }) {
+            out.push(format!(
+                "Warning: log file {} is not writable by user {} ({}): logging to it will stop at the next reload or rotation. {}",
+                log,
+                user,
+                e,
+                fix(p)
+            ));
+        } else {
+            // logrotate with `nocreate` (Mosquitto's own rule) moves the file
+            // away and leaves the broker to create the next one on SIGHUP.
+            let dir = p.parent().unwrap_or(Path::new(""));
+            let shown = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Err(e) = dir_writable(dir) {
+                out.push(format!(
+                    "Warning: log directory {} is not writable by user {} ({}): after logrotate moves {} away, midge cannot create a new one and keeps writing to the moved file. {}",
+                    shown.display(),
+                    user,
+                    e,
+                    log,
+                    fix(shown)
+                ));
+            }
+        }
+    }
+    if cfg.persistence {
+        let db = cfg.persistence_path();
+        let dir = Path::new(&db).parent().unwrap_or(Path::new(""));
+        if let Err(e) = dir_writable(dir) {
+            let shown = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            out.push(format!(
+                "Warning: persistence directory {} is not writable by user {} ({}): {} cannot be saved. {}",
+                shown.display(),
+                user,
+                e,
+                db,
+                fix(shown)
+            ));
+        }
+    }
+    for s in security_blocks(cfg) {
+        if let Ok(Some((_, Some(file)))) = dynsec_plugin(&s) {
+            let dir = Path::new(&file).parent().unwrap_or(Path::new(""));
+            let shown = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Err(e) = dir_writable(dir).and_then(|_| file_writable(Path::new(&file))) {
+                out.push(format!(
+                    "Warning: dynamic security file {} cannot be rewritten by user {} ({}): changes made with midge_ctrl/mosquitto_ctrl will be lost at restart. {}",
+                    file,
+                    user,
+                    e,
+                    fix(shown)
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `--test-config`: the writability check as the user midge would run as.
+/// As root that needs the user's own view of the file system, so a child
+/// process drops privileges, checks and reports back through a socket pair.
+fn test_config_writability(cfg: &Config) -> Vec<String> {
+    use std::io::{Read, Write};
+    let r = match resolve_user(&cfg.user) {
+        Ok(Some(r)) => r,
+        Ok(None) => return writability_problems(cfg, &current_user_name(), false),
+        Err(e) => return vec![e],
+    };
+    let Ok((mut parent, mut child)) = std::os::unix::net::UnixStream::pair() else {
+        return vec!["Warning: unable to check which files are writable.".to_string()];
+    };
+    // SAFETY: --test-config is single-threaded at this point; the child only
+    // drops privileges, checks paths, writes to its socket and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        drop(parent);
+        let lines = match become_user(&r) {
+            Ok(()) => writability_problems(cfg, &r.name, r.uid != 0),
+            Err(e) => vec![e],
+        };
+        let _ = child.write_all(lines.join("\n").as_bytes());
+        drop(child);
+        // SAFETY: leave the forked child without running the parent's
+        // exit handlers or destructors.
+        unsafe { libc::_exit(0) };
+    }
+    drop(child);
+    let mut text = String::new();
+    if pid > 0 {
+        let _ = parent.read_to_string(&mut text);
+        let mut status = 0;
+        // SAFETY: reaps the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
+    text.lines().map(str::to_string).collect()
 }
 
 /// uid and gid of `name` from /etc/passwd, if it is there.
@@ -912,4 +1194,25 @@ fn group_entries(name: &str, primary: libc::gid_t) -> Option<Vec<libc::gid_t>> {
         }
     }
     Some(gids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_name_binds_every_address_it_resolves_to_once() {
+        let v4: SocketAddr = "127.0.0.1:1883".parse().unwrap_or_else(|_| unreachable!());
+        let v6: SocketAddr = "[::1]:1883".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(usable_addrs(vec![v4, v6, v4], None), vec![v4, v6]);
+        assert_eq!(
+            usable_addrs(vec![v4, v6], Some(config::SocketDomain::Ipv4)),
+            vec![v4]
+        );
+        assert_eq!(
+            usable_addrs(vec![v4, v6], Some(config::SocketDomain::Ipv6)),
+            vec![v6]
+        );
+        assert!(usable_addrs(vec![v4], Some(config::SocketDomain::Ipv6)).is_empty());
+    }
 }

@@ -46,6 +46,8 @@ struct Sinks {
     stderr: bool,
     file_path: Option<String>,
     file: Option<File>,
+    /// Opening the file failed once already (said once on stderr).
+    open_failed: bool,
     syslog: Option<UnixDatagram>,
     facility: u8,
 }
@@ -73,12 +75,30 @@ impl Write for FanOut {
         if s.stderr {
             let _ = io::stderr().write_all(line);
         }
-        if REOPEN.swap(false, Ordering::Relaxed) {
-            s.file = None;
+        if REOPEN.swap(false, Ordering::Relaxed) && s.file.is_some() {
+            // After logrotate: a new file if we may, else keep writing to
+            // the old one rather than going silent.
+            if let Some(p) = s.file_path.clone() {
+                match open_log_file(&p) {
+                    Ok(f) => s.file = Some(f),
+                    Err(e) => eprintln!(
+                        "Error: Unable to reopen log file {}: {}. Still logging to the file opened before.",
+                        p, e
+                    ),
+                }
+            }
         }
         if s.file.is_none() {
             if let Some(p) = s.file_path.clone() {
-                s.file = OpenOptions::new().create(true).append(true).open(p).ok();
+                match open_log_file(&p) {
+                    Ok(f) => s.file = Some(f),
+                    Err(e) => {
+                        if !s.open_failed {
+                            eprintln!("Error: Unable to open log file {} for writing: {}.", p, e);
+                        }
+                        s.open_failed = true;
+                    }
+                }
             }
         }
         if let Some(f) = s.file.as_mut() {
@@ -127,6 +147,17 @@ impl Write for FanOut {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// The log file, appended to; created owner-only (0600) as Mosquitto does
+/// (umask 0077), since lines name clients, users and topics.
+pub fn open_log_file(path: &str) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 fn strip_timestamp(line: &[u8]) -> &[u8] {
@@ -214,6 +245,7 @@ pub fn init(setup: &LogSetup) {
             None
         },
         file: None,
+        open_failed: false,
         syslog: if !none && d.contains(&LogDest::Syslog) {
             UnixDatagram::unbound()
                 .ok()

@@ -323,10 +323,15 @@ impl Broker {
         self.cancel_delayed_will(&client_id);
 
         // Find or create the session.
-        let mut session_present = false;
+        // As Mosquitto: a session is resumed only when the client asks for it and the old
+        // session was meant to outlive its connection (expiry > 0; a v3 clean session has 0).
+        let mut resumed = false;
         let skey = match self.by_client_id.get(client_id.as_str()).copied() {
-            Some(k) if !p.clean_start => {
-                session_present = true;
+            Some(k)
+                if !p.clean_start
+                    && self.sessions.get(k).is_some_and(|s| s.expiry_interval > 0) =>
+            {
+                resumed = true;
                 k
             }
             Some(k) => {
@@ -337,6 +342,7 @@ impl Broker {
         };
         if let Some(s) = self.sessions.get_mut(skey) {
             s.conn = Some(id);
+            s.v5 = v5;
             s.expiry_interval = expiry;
             s.username = username.as_deref().map(Into::into);
             s.security = listener.security;
@@ -390,6 +396,8 @@ impl Broker {
                 props.push(Property::AssignedClientIdentifier(&client_id));
             }
         }
+        // MQTT 3.1 has no session-present flag: Mosquitto always sends 0 there.
+        let session_present = resumed && p.version != ProtocolVersion::V31;
         self.send_connack_props(id, session_present, 0, v5, &props);
 
         if self.cfg.connection_messages {
@@ -413,7 +421,7 @@ impl Broker {
             );
         }
 
-        if session_present {
+        if resumed {
             self.resend_inflight(skey, now);
         }
         self.pump(skey, now);

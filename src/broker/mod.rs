@@ -655,15 +655,16 @@ impl Broker {
                 }
             }
             Packet::Disconnect(d) => self.handle_disconnect(id, &d, now),
+            // Only a server sends these; Mosquitto 2.0.11 reads and ignores
+            // them from a client, and so does midge.
+            Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp => {}
             // [MQTT-3.1.0-2] a second CONNECT is a protocol violation. No
             // enhanced authentication method is configured, so no AUTH
-            // exchange can be in progress. The rest only a server sends.
-            Packet::Connect(_)
-            | Packet::Auth(_)
-            | Packet::Connack(_)
-            | Packet::Suback(_)
-            | Packet::Unsuback(_)
-            | Packet::Pingresp => self.close(id, CloseReason::Violation, now),
+            // exchange can be in progress. A CONNACK from a client closes it
+            // too, as in Mosquitto.
+            Packet::Connect(_) | Packet::Auth(_) | Packet::Connack(_) => {
+                self.close(id, CloseReason::Violation, now)
+            }
         }
     }
 
@@ -704,12 +705,20 @@ impl Broker {
             name,
             e
         );
+        // Which faults get a v5 DISCONNECT, and with which code, follows
+        // Mosquitto 2.0.11: only PUBLISH, SUBSCRIBE and UNSUBSCRIBE faults and
+        // an unknown packet type are answered; a repeated property, or a
+        // fault in any other packet, closes the connection without a word.
         let why = match (e, packet_type) {
             (DecodeError::PacketTooLarge, _) => CloseReason::Protocol(e.reason_code()),
             (DecodeError::RemainingLengthTooLong, _) => CloseReason::Violation,
-            (_, pt::PUBLISH | pt::SUBSCRIBE | pt::UNSUBSCRIBE) => {
-                CloseReason::Protocol(e.reason_code())
+            (DecodeError::DuplicateProperty, _) => CloseReason::Violation,
+            (_, pt::SUBSCRIBE | pt::UNSUBSCRIBE) => CloseReason::Protocol(reason::MALFORMED_PACKET),
+            (DecodeError::TopicAliasZero, pt::PUBLISH) => {
+                CloseReason::Protocol(reason::MALFORMED_PACKET)
             }
+            (_, pt::PUBLISH) => CloseReason::Protocol(e.reason_code()),
+            (DecodeError::UnknownPacketType, 0) => CloseReason::Protocol(reason::PROTOCOL_ERROR),
             _ => CloseReason::Violation,
         };
         self.close(id, why, now);

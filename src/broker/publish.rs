@@ -466,12 +466,14 @@ impl Broker {
                 let Some(s) = sessions.get_mut(key) else {
                     return;
                 };
-                // Overlapping subscriptions of one session are merged into
-                // one copy at the highest QoS [MQTT-3.3.5-1], but those
-                // with Retain As Published and those without each get
-                // their own copy, so the retain flag a client sees does
-                // not depend on the order of its subscriptions.
-                let merge = if s.match_seq == seq {
+                // Overlapping subscriptions of a 3.1.x session are merged
+                // into one copy at the highest QoS [MQTT-3.3.5-1]. A v5
+                // session gets one copy per subscription, each with its own
+                // QoS, retain flag and identifier, in the order Mosquitto
+                // sends them (v5 3.3.4 allows either).
+                let merge = if s.v5 {
+                    None
+                } else if s.match_seq == seq {
                     // Rare (a session matched twice): a short scan.
                     let first = s.match_idx as usize;
                     targets.get(first..).and_then(|rest| {

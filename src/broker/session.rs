@@ -131,6 +131,9 @@ pub struct Session {
     pub match_idx: u32,
     /// A `Session` journal op was written for it (so its end must be too).
     pub persisted: bool,
+    /// Its last connection spoke MQTT 5: overlapping subscriptions then get
+    /// a copy each, as from Mosquitto, instead of one merged copy.
+    pub v5: bool,
     /// Messages are being dropped for a full queue (logged once per episode).
     pub dropping: bool,
 }
@@ -144,6 +147,7 @@ impl Session {
             conn: None,
             expiry_interval: 0,
             disconnected_at: 0,
+            v5: false,
             subs: Vec::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),

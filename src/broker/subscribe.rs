@@ -84,15 +84,7 @@ impl Broker {
                 });
                 continue;
             }
-            let existed = if shared {
-                let Some((_, inner)) = topic::parse_shared(filter) else {
-                    codes.push(if v5 {
-                        reason::TOPIC_FILTER_INVALID
-                    } else {
-                        reason::UNSPECIFIED_ERROR
-                    });
-                    continue;
-                };
+            let existed = if let (true, Some((_, inner))) = (shared, topic::parse_shared(filter)) {
                 self.join_shared(filter, inner, skey, sub)
             } else {
                 self.tree.insert(filter, skey as u32, sub).is_some()

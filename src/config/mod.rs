@@ -235,13 +235,22 @@ impl Config {
         }
     }
 
-    /// Mosquitto 2.0's effective `allow_anonymous` for clients of `listener`:
-    /// forced true in local-only mode, otherwise the configured value or false.
+    /// Mosquitto 2.0's effective `allow_anonymous` for clients of `listener`.
+    /// Local-only mode (no `listener`/`port` line) forces the global value to
+    /// true, so without per_listener_settings anonymous clients are in, even
+    /// on a default listener that options like `max_connections` opened on
+    /// all interfaces. With per_listener_settings only an unset listener value
+    /// becomes true there: an explicit `allow_anonymous false` still refuses
+    /// (checked against mosquitto 2.0.11 with `per_listener_settings true`,
+    /// `allow_anonymous false`, `password_file ...`).
     pub fn allow_anonymous(&self, listener: &Listener) -> bool {
+        if self.per_listener_settings {
+            return listener.security.allow_anonymous.unwrap_or(self.local_only);
+        }
         if self.local_only {
             return true;
         }
-        self.security_for(listener).allow_anonymous.unwrap_or(false)
+        self.security.allow_anonymous.unwrap_or(false)
     }
 
     /// Log destinations with the default applied (`[Stderr]` when none given).

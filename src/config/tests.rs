@@ -695,6 +695,20 @@ fn allow_anonymous_follows_mosquitto_2_0() {
     assert!(c.allow_anonymous(&c.listeners[0]));
 }
 
+#[test]
+fn per_listener_allow_anonymous_false_survives_local_only_mode() {
+    // Mosquitto 2.0.11: password_file creates the default listener (1883, all
+    // interfaces) while local_only stays true; its own `false` still refuses.
+    let c = ok("per_listener_settings true\nallow_anonymous false\npassword_file /etc/pw\n");
+    let d = c.default_listener.clone().expect("default listener");
+    assert!(c.local_only);
+    assert!(!c.allow_anonymous(&d));
+    // Unset, it is allowed there, as in Mosquitto.
+    let c = ok("per_listener_settings true\npassword_file /etc/pw\n");
+    let d = c.default_listener.clone().expect("default listener");
+    assert!(c.allow_anonymous(&d));
+}
+
 // ---------------------------------------------------------------- security
 
 #[test]

@@ -52,6 +52,9 @@ pub struct ListenerSpec {
     pub identity: Identity,
     /// `protocol websockets`: MQTT inside WebSocket frames.
     pub websockets: Option<WsSpec>,
+    /// The IPv6 half of an implicit address (no `address`, or local-only
+    /// mode): on a host without IPv6 it is skipped with a warning.
+    pub optional: bool,
 }
 
 /// WebSocket settings of a listener.
@@ -396,12 +399,16 @@ impl ListenerSpec {
     }
 }
 
-/// Bind every listener. A failure names the address and the reason.
+/// Bind every listener, logging Mosquitto's "Opening ... listen socket"
+/// line before each. A failure names the address and the reason; an
+/// optional IPv6 socket the host cannot open is skipped with a warning.
 pub fn bind(specs: &[ListenerSpec]) -> Result<Vec<(Listening, ListenerSpec)>, String> {
     let mut out = Vec::new();
+    let mut ws_logged = Vec::new();
     for spec in specs {
-        let bound = match (&spec.unix_path, &spec.bind_interface) {
-            (Some(path), _) => {
+        log_opening(spec, &mut ws_logged);
+        let bound = match &spec.unix_path {
+            Some(path) => {
                 // A socket file left by an earlier run would make bind fail.
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
                     use std::os::unix::fs::FileTypeExt;
@@ -411,11 +418,17 @@ pub fn bind(specs: &[ListenerSpec]) -> Result<Vec<(Listening, ListenerSpec)>, St
                 }
                 mio::net::UnixListener::bind(path).map(Listening::Unix)
             }
-            (None, Some(dev)) => bind_to_device(spec.addr, dev).map(Listening::Tcp),
-            (None, None) => TcpListener::bind(spec.addr).map(Listening::Tcp),
+            None => bind_tcp(spec.addr, spec.bind_interface.as_deref()).map(Listening::Tcp),
         };
         match bound {
             Ok(l) => out.push((l, spec.clone())),
+            Err(e) if spec.optional && no_ipv6(&e) => {
+                log::warn!(
+                    "Warning: Unable to open ipv6 listen socket on {}: {}; this host has no usable IPv6, listening on IPv4 only.",
+                    spec.describe(),
+                    describe(&e)
+                );
+            }
             Err(e) => {
                 return Err(format!(
                     "Error: Unable to listen on {}: {}.",
@@ -428,17 +441,61 @@ pub fn bind(specs: &[ListenerSpec]) -> Result<Vec<(Listening, ListenerSpec)>, St
     Ok(out)
 }
 
-/// A TCP listener bound to one network device (SO_BINDTODEVICE), which std
-/// and mio cannot set before bind.
-fn bind_to_device(addr: SocketAddr, dev: &str) -> io::Result<TcpListener> {
+fn log_opening(spec: &ListenerSpec, ws_logged: &mut Vec<usize>) {
+    match &spec.unix_path {
+        Some(p) => {
+            log::info!(target: "information", "Opening unix listen socket on path {}.", p.display())
+        }
+        None if spec.websockets.is_some() => {
+            // libwebsockets opens one socket per listener: one line.
+            if !ws_logged.contains(&spec.settings) {
+                ws_logged.push(spec.settings);
+                log::info!(
+                    target: "information",
+                    "Opening websockets listen socket on port {}.",
+                    spec.addr.port()
+                );
+            }
+        }
+        None => {
+            let family = if spec.addr.is_ipv4() { "ipv4" } else { "ipv6" };
+            log::info!(
+                target: "information",
+                "Opening {} listen socket on port {}.",
+                family,
+                spec.addr.port()
+            );
+        }
+    }
+}
+
+/// The errors of a host (or loopback) without IPv6: no AF_INET6 sockets at
+/// all, or no IPv6 address to bind (`disable_ipv6`).
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+    )
+}
+
+/// A TCP listener as Mosquitto opens one: SO_REUSEADDR, IPV6_V6ONLY on IPv6
+/// sockets (so `0.0.0.0` and `::` on one port coexist), and SO_BINDTODEVICE
+/// for `bind_interface` (Linux). std and mio cannot set the last two before
+/// bind, hence the raw socket.
+fn bind_tcp(addr: SocketAddr, dev: Option<&str>) -> io::Result<TcpListener> {
     use std::os::unix::io::FromRawFd;
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     };
-    let cdev = std::ffi::CString::new(dev)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
+    let cdev = match dev {
+        Some(d) => Some(
+            std::ffi::CString::new(d)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?,
+        ),
+        None => None,
+    };
     // SAFETY: plain socket(2); the descriptor is owned below by a
     // std::net::TcpListener (closed on drop) or closed on every error path.
     let fd = unsafe {
@@ -454,6 +511,7 @@ fn bind_to_device(addr: SocketAddr, dev: &str) -> io::Result<TcpListener> {
     // SAFETY: fd is a fresh socket we own; from here the listener closes it.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
     let one: libc::c_int = 1;
+    let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     let (sa, len) = sockaddr(addr);
     // SAFETY: setsockopt/bind/listen read only the buffers passed, whose
     // sizes are given; fd is valid for the lifetime of `listener`.
@@ -463,20 +521,39 @@ fn bind_to_device(addr: SocketAddr, dev: &str) -> io::Result<TcpListener> {
             libc::SOL_SOCKET,
             libc::SO_REUSEADDR,
             &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            int_len,
         ) < 0
-            || libc::setsockopt(
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if addr.is_ipv6()
+            && libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                &one as *const libc::c_int as *const libc::c_void,
+                int_len,
+            ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(cdev) = &cdev {
+            if libc::setsockopt(
                 fd,
                 libc::SOL_SOCKET,
                 libc::SO_BINDTODEVICE,
                 cdev.as_ptr() as *const libc::c_void,
                 cdev.as_bytes_with_nul().len() as libc::socklen_t,
             ) < 0
-            || libc::bind(
-                fd,
-                &sa as *const libc::sockaddr_storage as *const libc::sockaddr,
-                len,
-            ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if libc::bind(
+            fd,
+            &sa as *const libc::sockaddr_storage as *const libc::sockaddr,
+            len,
+        ) < 0
             || libc::listen(fd, 1024) < 0
         {
             return Err(io::Error::last_os_error());

@@ -131,22 +131,38 @@ fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// The CA certificates of a TLS listener, from `cafile` and every file of
+/// `capath`. Like Mosquitto (which loads them for every TLS listener, even
+/// without require_certificate), a cafile that is missing, unreadable or
+/// holds no certificate is an error with Mosquitto's first line; midge is
+/// stricter about capath, which OpenSSL 3 only looks into at handshake
+/// time: a capath that cannot be read or holds no certificate is refused
+/// the same way, instead of failing every client later.
 fn load_roots(tls: &config::Tls) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    let mut add = |certs: Vec<CertificateDer<'static>>, from: &str| -> Result<(), String> {
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("Invalid CA certificate in \"{}\": {}.", from, e))?;
-        }
-        Ok(())
+    let cafile_error = |f: &str, why: String| {
+        format!(
+            "Error: Unable to load CA certificates. Check cafile \"{}\".\n{}",
+            f, why
+        )
+    };
+    let capath_error = |d: &str, why: String| {
+        format!(
+            "Error: Unable to load CA certificates. Check capath \"{}\".\n{}",
+            d, why
+        )
     };
     if let Some(f) = &tls.cafile {
-        add(load_certs(f)?, f)?;
+        for c in load_certs(f).map_err(|e| cafile_error(f, e))? {
+            roots.add(c).map_err(|e| {
+                cafile_error(f, format!("Invalid CA certificate in \"{}\": {}.", f, e))
+            })?;
+        }
     }
     if let Some(dir) = &tls.capath {
-        let entries =
-            fs::read_dir(dir).map_err(|e| format!("Unable to open capath \"{}\": {}.", dir, e))?;
+        let entries = fs::read_dir(dir)
+            .map_err(|e| capath_error(dir, format!("Unable to open capath \"{}\": {}.", dir, e)))?;
+        let mut found = 0usize;
         for e in entries.flatten() {
             let p = e.path();
             if p.is_file() {
@@ -154,9 +170,23 @@ fn load_roots(tls: &config::Tls) -> Result<RootCertStore, String> {
                 // A hashed OpenSSL directory holds other files too (CRLs):
                 // take every file that has certificates in it.
                 if let Ok(certs) = load_certs(&s) {
-                    add(certs, &s)?;
+                    for c in certs {
+                        roots.add(c).map_err(|e| {
+                            capath_error(
+                                dir,
+                                format!("Invalid CA certificate in \"{}\": {}.", s, e),
+                            )
+                        })?;
+                        found += 1;
+                    }
                 }
             }
+        }
+        if found == 0 {
+            return Err(capath_error(
+                dir,
+                format!("No readable PEM certificate in any file of \"{}\".", dir),
+            ));
         }
     }
     Ok(roots)
@@ -164,6 +194,9 @@ fn load_roots(tls: &config::Tls) -> Result<RootCertStore, String> {
 
 /// Build the server side of a TLS listener.
 pub fn server_config(tls: &config::Tls) -> Result<Arc<ServerConfig>, String> {
+    // CA first, as Mosquitto loads them (net__tls_load_verify).
+    let has_ca = tls.cafile.is_some() || tls.capath.is_some();
+    let roots = if has_ca { Some(load_roots(tls)?) } else { None };
     let certfile = tls
         .certfile
         .as_deref()
@@ -206,12 +239,10 @@ pub fn server_config(tls: &config::Tls) -> Result<Arc<ServerConfig>, String> {
         .with_protocol_versions(versions)
         .map_err(|e| format!("TLS configuration: {}.", e))?;
 
-    let has_ca = tls.cafile.is_some() || tls.capath.is_some();
     let builder = if tls.require_certificate || has_ca && tls.use_identity_as_username {
-        if !has_ca {
+        let Some(roots) = roots else {
             return Err("require_certificate needs cafile or capath".to_string());
-        }
-        let roots = load_roots(tls)?;
+        };
         let mut vb = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         if let Some(crl) = &tls.crlfile {
             let crls: Result<Vec<_>, _> = CertificateRevocationListDer::pem_file_iter(crl)

@@ -1174,6 +1174,58 @@ mod tests {
         }
     }
 
+    /// Handshakes as browsers send them. Chromium 156's is captured from
+    /// tests/browser.rs (DevTools Network record, in Chromium's wire order);
+    /// the Firefox one has Firefox's shape (Connection list, Sec-Fetch-*).
+    /// Both offer permessage-deflate: the answer must agree on `mqtt` and
+    /// on no extension, and a compressed (RSV1) frame must then be refused.
+    #[test]
+    fn browser_handshakes_get_mqtt_and_no_extension() {
+        let chromium = format!(
+            "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:43537\r\nConnection: Upgrade\r\n\
+             Pragma: no-cache\r\nCache-Control: no-cache\r\nUser-Agent: Mozilla/5.0 (X11; Linux \
+             x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 \
+             Safari/537.36\r\nUpgrade: websocket\r\nOrigin: http://127.0.0.1:43537\r\n\
+             Sec-WebSocket-Version: 13\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n\
+             Accept-Language: en-US,en;q=0.9\r\nSec-WebSocket-Key: {KEY}\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+             Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+        );
+        let firefox = format!(
+            "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:9001\r\nUser-Agent: Mozilla/5.0 (X11; \
+             Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: */*\r\n\
+             Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n\
+             Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:9001\r\n\
+             Sec-WebSocket-Protocol: mqtt\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Key: {KEY}\r\n\
+             Connection: keep-alive, Upgrade\r\nSec-Fetch-Dest: empty\r\n\
+             Sec-Fetch-Mode: websocket\r\nSec-Fetch-Site: same-origin\r\n\
+             Pragma: no-cache\r\nCache-Control: no-cache\r\nUpgrade: websocket\r\n\r\n"
+        );
+        for req in [chromium, firefox] {
+            let mut ws = WsServer::new(0, None);
+            let (r, _, wire) = feed(&mut ws, req.as_bytes());
+            r.unwrap();
+            assert_eq!(status(&wire), "HTTP/1.1 101 Switching Protocols");
+            assert!(has_header(
+                &wire,
+                &format!("Sec-WebSocket-Accept: {ACCEPT}")
+            ));
+            assert!(has_header(&wire, "Sec-WebSocket-Protocol: mqtt"));
+            let answer = String::from_utf8_lossy(&wire).to_ascii_lowercase();
+            assert!(!answer.contains("extensions"), "{answer}");
+            let (r, app, _) = feed(&mut ws, &binary(CONNECT));
+            r.unwrap();
+            assert_eq!(app, CONNECT);
+            let compressed = client_frame(0xC2, CONNECT, [1, 2, 3, 4]);
+            let (r, _, wire) = feed(&mut ws, &compressed);
+            assert!(matches!(r, Err(WsError::Protocol(_))), "{r:?}");
+            // Answered with a close frame, code 1002 (protocol error).
+            assert_eq!(wire.first(), Some(&0x88));
+            assert_eq!(wire.get(2..4), Some(&[0x03, 0xea][..]));
+        }
+    }
+
     #[test]
     fn bad_upgrades_get_400_or_426() {
         let base = String::from_utf8(upgrade_mqtt()).unwrap();

@@ -1041,8 +1041,20 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Snapshot and journal files hold every client's messages: owner-only
+/// (0600), as Mosquitto creates its database under umask 0077.
+const FILE_MODE: u32 = 0o600;
+
 fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    // A `.new` left by an older run keeps its old mode through open(2).
+    f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
     f.write_all(data)?;
     f.sync_all()
 }

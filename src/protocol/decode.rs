@@ -55,8 +55,6 @@ pub enum DecodeError {
     /// QoS 3 in a PUBLISH [MQTT-3.3.1-4], a will [MQTT-3.1.2-14] or a
     /// subscription request [MQTT-3.8.3-4].
     InvalidQoS,
-    /// DUP set on a QoS 0 PUBLISH [MQTT-3.3.1-2].
-    DupWithQoS0,
     /// Wildcard (`+` or `#`) in a Topic Name [MQTT-3.3.2-2], including a
     /// will topic.
     WildcardInTopicName,
@@ -123,8 +121,6 @@ pub enum DecodeError {
     ReservedSubscriptionOptions,
     /// Retain Handling 3 in a subscription (v5 3.8.3.1).
     InvalidRetainHandling,
-    /// No Local set on a shared subscription (v5 [MQTT-3.8.3-4]).
-    NoLocalOnSharedSubscription,
     /// A reason / return code not defined for this packet type
     /// (v5 [MQTT-3.2.2-8], [MQTT-3.4.2-1], [MQTT-3.5.2-1], [MQTT-3.6.2-1],
     /// [MQTT-3.7.2-1], [MQTT-3.9.3-2], [MQTT-3.11.3-2], [MQTT-3.14.2-1],
@@ -144,7 +140,6 @@ impl DecodeError {
             | VariableByteIntegerTooLong
             | ReservedFlags
             | InvalidQoS
-            | DupWithQoS0
             | InvalidUtf8
             | NullCharacter
             | NoReturnCodes
@@ -168,7 +163,6 @@ impl DecodeError {
             | DuplicateProperty
             | InvalidPropertyValue
             | InvalidRetainHandling
-            | NoLocalOnSharedSubscription
             | InvalidReasonCode => reason::PROTOCOL_ERROR,
             TopicAliasZero => reason::TOPIC_ALIAS_INVALID,
             PacketTooLarge => reason::PACKET_TOO_LARGE,
@@ -188,7 +182,6 @@ impl fmt::Display for DecodeError {
             UnknownPacketType => "unknown packet type",
             ReservedFlags => "invalid fixed header flags",
             InvalidQoS => "invalid QoS 3",
-            DupWithQoS0 => "DUP flag set on a QoS 0 PUBLISH",
             WildcardInTopicName => "wildcard in topic name",
             InvalidUtf8 => "string is not valid UTF-8",
             NullCharacter => "string contains U+0000",
@@ -215,7 +208,6 @@ impl fmt::Display for DecodeError {
             InvalidPropertyValue => "invalid property value",
             ReservedSubscriptionOptions => "reserved subscription option bits set",
             InvalidRetainHandling => "invalid retain handling 3",
-            NoLocalOnSharedSubscription => "no local set on a shared subscription",
             InvalidReasonCode => "invalid reason code for this packet",
         };
         f.write_str(s)
@@ -369,31 +361,24 @@ pub fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
 }
 
 /// Rules that need only the first byte, so garbage is refused before its
-/// claimed body arrives. CONNECT flags are checked after the protocol name,
-/// because MQTT 3.1 (and Mosquitto for it) does not reserve them.
+/// claimed body arrives. As Mosquitto 2.0.11's broker does, only the flags
+/// whose packets it checks are checked: PUBREL, SUBSCRIBE and UNSUBSCRIBE
+/// must carry 0b0010 and DISCONNECT 0 (3.1.1 and 5.0; MQTT 3.1 did not fix
+/// them; CONNECT's are checked in `decode_connect`, by its own protocol
+/// name), QoS 3 is refused; a DUP bit on QoS 0 and reserved bits
+/// on PINGREQ or the acknowledgements are let through (the spec calls those
+/// malformed; Mosquitto, and so midge, tolerates them).
 fn check_first_byte(first: u8, version: ProtocolVersion) -> Result<(), DecodeError> {
     let flags = first & 0x0F;
     let strict = version != ProtocolVersion::V31;
     match first >> 4 {
         0 => Err(DecodeError::UnknownPacketType),
         pt::AUTH if !version.is_v5() => Err(DecodeError::UnknownPacketType),
-        pt::CONNECT => Ok(()),
-        pt::PUBLISH => {
-            let qos = (flags >> 1) & 3;
-            if qos == 3 {
-                Err(DecodeError::InvalidQoS)
-            } else if qos == 0 && flags & 0x08 != 0 && strict {
-                Err(DecodeError::DupWithQoS0)
-            } else {
-                Ok(())
-            }
-        }
-        // MQTT 3.1 let DUP/QoS bits vary on these; Mosquitto ignores them.
+        pt::PUBLISH if (flags >> 1) & 3 == 3 => Err(DecodeError::InvalidQoS),
         pt::PUBREL | pt::SUBSCRIBE | pt::UNSUBSCRIBE if strict && flags != 0b0010 => {
             Err(DecodeError::ReservedFlags)
         }
-        pt::PUBREL | pt::SUBSCRIBE | pt::UNSUBSCRIBE => Ok(()),
-        _ if strict && flags != 0 => Err(DecodeError::ReservedFlags),
+        pt::DISCONNECT if strict && flags != 0 => Err(DecodeError::ReservedFlags),
         _ => Ok(()),
     }
 }
@@ -469,12 +454,13 @@ fn decode_body<'a>(
         pt::PUBREC => decode_ack(body, v5).map(Packet::Pubrec),
         pt::PUBREL => decode_ack(body, v5).map(Packet::Pubrel),
         pt::PUBCOMP => decode_ack(body, v5).map(Packet::Pubcomp),
-        pt::SUBSCRIBE => decode_subscribe(body, v5).map(Packet::Subscribe),
+        pt::SUBSCRIBE => decode_subscribe(body, version).map(Packet::Subscribe),
         pt::SUBACK => decode_suback(body, v5).map(Packet::Suback),
-        pt::UNSUBSCRIBE => decode_unsubscribe(body, v5).map(Packet::Unsubscribe),
+        pt::UNSUBSCRIBE => decode_unsubscribe(body, version).map(Packet::Unsubscribe),
         pt::UNSUBACK => decode_unsuback(body, v5).map(Packet::Unsuback),
-        pt::PINGREQ => expect_end(body).map(|_| Packet::Pingreq),
-        pt::PINGRESP => expect_end(body).map(|_| Packet::Pingresp),
+        // Mosquitto reads nothing of these bodies, so neither does midge.
+        pt::PINGREQ => Ok(Packet::Pingreq),
+        pt::PINGRESP => Ok(Packet::Pingresp),
         pt::DISCONNECT => {
             if !v5 {
                 return expect_end(body).map(|_| {
@@ -658,7 +644,8 @@ fn decode_ack(body: &[u8], v5: bool) -> Result<Ack<'_>, DecodeError> {
             properties = read_properties(&mut b, PropertyContext::Ack)?;
         }
     }
-    expect_end(b)?;
+    // Bytes after the packet id (3.1.x) or the properties (5.0) are ignored,
+    // as Mosquitto ignores them.
     Ok(Ack {
         packet_id,
         reason,
@@ -688,7 +675,10 @@ fn decode_reason_tail<'a>(
     Ok((reason, properties))
 }
 
-fn decode_subscribe(body: &[u8], v5: bool) -> Result<Subscribe<'_>, DecodeError> {
+/// No Local on a shared subscription ([MQTT-3.8.3-4] calls it a protocol
+/// error) is let through, as Mosquitto 2.0.11 does.
+fn decode_subscribe(body: &[u8], version: ProtocolVersion) -> Result<Subscribe<'_>, DecodeError> {
+    let v5 = version.is_v5();
     let mut b = body;
     let packet_id = read_packet_id(&mut b)?;
     let properties = if v5 {
@@ -697,7 +687,9 @@ fn decode_subscribe(body: &[u8], v5: bool) -> Result<Subscribe<'_>, DecodeError>
         Properties::EMPTY
     };
     let raw = b;
-    if b.is_empty() {
+    // MQTT 3.1 did not require a filter; Mosquitto answers an empty one with
+    // an empty SUBACK / UNSUBACK.
+    if b.is_empty() && version != ProtocolVersion::V31 {
         return Err(DecodeError::NoTopicFilters);
     }
     while !b.is_empty() {
@@ -715,9 +707,6 @@ fn decode_subscribe(body: &[u8], v5: bool) -> Result<Subscribe<'_>, DecodeError>
         }
         if (opts >> 4) & 0x03 == 3 {
             return Err(DecodeError::InvalidRetainHandling);
-        }
-        if opts & 0x04 != 0 && filter.starts_with("$share/") {
-            return Err(DecodeError::NoLocalOnSharedSubscription);
         }
     }
     Ok(Subscribe {
@@ -749,7 +738,11 @@ fn decode_suback(body: &[u8], v5: bool) -> Result<Suback<'_>, DecodeError> {
     })
 }
 
-fn decode_unsubscribe(body: &[u8], v5: bool) -> Result<Unsubscribe<'_>, DecodeError> {
+fn decode_unsubscribe(
+    body: &[u8],
+    version: ProtocolVersion,
+) -> Result<Unsubscribe<'_>, DecodeError> {
+    let v5 = version.is_v5();
     let mut b = body;
     let packet_id = read_packet_id(&mut b)?;
     let properties = if v5 {
@@ -758,7 +751,9 @@ fn decode_unsubscribe(body: &[u8], v5: bool) -> Result<Unsubscribe<'_>, DecodeEr
         Properties::EMPTY
     };
     let raw = b;
-    if b.is_empty() {
+    // MQTT 3.1 did not require a filter; Mosquitto answers an empty one with
+    // an empty SUBACK / UNSUBACK.
+    if b.is_empty() && version != ProtocolVersion::V31 {
         return Err(DecodeError::NoTopicFilters);
     }
     while !b.is_empty() {

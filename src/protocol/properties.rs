@@ -336,8 +336,9 @@ fn read_property<'a>(b: &mut &'a [u8]) -> Result<Property<'a>, DecodeError> {
 /// Value rules that the property table states as "It is a Protocol Error ...".
 fn check_value(p: &Property<'_>) -> Result<(), DecodeError> {
     let ok = match *p {
-        Property::PayloadFormatIndicator(v)
-        | Property::RequestProblemInformation(v)
+        // Mosquitto 2.0.11 passes any Payload Format Indicator and any Response Topic on
+        // (it checks neither), and midge is wire-identical to it there.
+        Property::RequestProblemInformation(v)
         | Property::RequestResponseInformation(v)
         | Property::MaximumQoS(v)
         | Property::RetainAvailable(v)
@@ -349,10 +350,6 @@ fn check_value(p: &Property<'_>) -> Result<(), DecodeError> {
         Property::SubscriptionIdentifier(v) => v != 0,
         // [MQTT-3.3.2-8]: a Topic Alias of 0 is not permitted.
         Property::TopicAlias(0) => return Err(DecodeError::TopicAliasZero),
-        // [MQTT-3.3.2-14]: the Response Topic is a Topic Name, so no wildcards.
-        Property::ResponseTopic(t) => {
-            !t.is_empty() && memchr::memchr2(b'+', b'#', t.as_bytes()).is_none()
-        }
         _ => true,
     };
     if ok {
@@ -779,10 +776,6 @@ mod tests {
             (Property::ReceiveMaximum(0), PropertyContext::Connect),
             (Property::MaximumPacketSize(0), PropertyContext::Connect),
             (
-                Property::PayloadFormatIndicator(2),
-                PropertyContext::Publish,
-            ),
-            (
                 Property::RequestProblemInformation(2),
                 PropertyContext::Connect,
             ),
@@ -808,9 +801,6 @@ mod tests {
                 Property::SharedSubscriptionAvailable(2),
                 PropertyContext::Connack,
             ),
-            (Property::ResponseTopic("a/+"), PropertyContext::Publish),
-            (Property::ResponseTopic("#"), PropertyContext::Will),
-            (Property::ResponseTopic(""), PropertyContext::Publish),
         ];
         for (p, ctx) in cases {
             assert_eq!(

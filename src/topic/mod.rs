@@ -105,7 +105,9 @@ pub fn parse_shared(filter: &str) -> Option<(&str, &str)> {
     Some((group, inner))
 }
 
-/// True if the filter starts with "$share/" (whether or not the rest is valid).
+/// True if the filter is a well-formed shared subscription. A filter that
+/// starts with "$share/" but has no group or no inner filter (`$share/g`,
+/// `$share//t`) is, as in Mosquitto 2.0.11, an ordinary filter.
 pub fn is_shared(filter: &str) -> bool {
-    filter.starts_with("$share/")
+    parse_shared(filter).is_some()
 }

@@ -115,7 +115,9 @@ fn shared_filters() {
     assert_eq!(parse_shared("a/b"), None);
     assert_eq!(parse_shared("$SHARE/g/a"), None);
     assert!(is_shared("$share/g/a"));
-    assert!(is_shared("$share/"));
+    assert!(!is_shared("$share/"));
+    assert!(!is_shared("$share/g"));
+    assert!(!is_shared("$share//t"));
     assert!(!is_shared("$share"));
     assert!(!is_shared("$sharex/g/a"));
     assert!(!is_shared("a/$share/g"));
@@ -692,4 +694,22 @@ fn retained_deep_topics_do_not_recurse() {
 fn label_stays_compact() {
     // Inline labels are what keeps a retained topic's node small.
     assert_eq!(std::mem::size_of::<tree::Label>(), 24);
+}
+
+/// Overlapping subscriptions of one v5 client each get a copy, so the order
+/// of matches is visible on the wire: it is Mosquitto's (literal subtree,
+/// then `+`, then `#`, level by level; `x/#` before `x` at the last level).
+#[test]
+fn matches_come_in_mosquittos_order() {
+    let mut tree = SubscriptionTree::new();
+    let filters = ["#", "+/b/#", "a/#", "a/+/c", "a/b/c", "a/b/c/#", "+/+/+"];
+    for (i, f) in filters.iter().enumerate() {
+        tree.insert(f, i as u32, ());
+    }
+    let mut got = Vec::new();
+    tree.for_each_match("a/b/c", |k, _| got.push(filters[k as usize]));
+    assert_eq!(
+        got,
+        ["a/b/c/#", "a/b/c", "a/+/c", "a/#", "+/b/#", "+/+/+", "#"]
+    );
 }

@@ -572,16 +572,18 @@ impl<V> SubscriptionTree<V> {
                 }
             }
         };
+        // Mosquitto's order, which clients can see when their subscriptions
+        // overlap: at each level the literal child's subtree, then `+`'s,
+        // then `#` (matching the rest); at the last level a `#` child (`a/#`
+        // matches `a`) before the level's own subscribers.
         'enter: loop {
             let Some(here) = self.arena.payload(node) else {
                 return;
             };
-            // `#` matches one or more remaining levels, and also the parent
-            // level itself (`a/#` matches `a`), so it fires either way.
-            if here.hash != NONE {
-                emit(&self.arena, here.hash);
-            }
             if pos >= end {
+                if here.hash != NONE {
+                    emit(&self.arena, here.hash);
+                }
                 emit(&self.arena, node);
             } else {
                 let (level, after) = level_at(t, pos);
@@ -594,8 +596,13 @@ impl<V> SubscriptionTree<V> {
                     pos = after;
                     continue 'enter;
                 }
+                // Nothing below: this level is done, so its `#` fires now.
+                if here.hash != NONE {
+                    emit(&self.arena, here.hash);
+                }
             }
-            // Climb until a parent has a `+` child we haven't tried.
+            // Climb until a parent has a `+` child we haven't tried; a parent
+            // left behind is done, so its `#` fires as we pass it.
             loop {
                 if node == root {
                     return;
@@ -608,6 +615,9 @@ impl<V> SubscriptionTree<V> {
                     // We came from the literal child; `+` takes the same level.
                     node = pp.plus;
                     continue 'enter;
+                }
+                if pp.hash != NONE {
+                    emit(&self.arena, pp.hash);
                 }
                 // Back to where `node`'s level started: just after the '/'
                 // before the one (or the end) at `pos - 1`.

@@ -1163,6 +1163,118 @@ impl Mqtt {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Brokers with a whole config of the test's own, and clients on any address (tests/setups.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// Panics with a clear message unless `[::1]` can be bound: the IPv6 tests need it, and CI
+/// enables it (`.ci/run`: `sysctl -w net.ipv6.conf.lo.disable_ipv6=0`).
+pub fn require_ipv6_loopback() {
+    if let Err(e) = TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)) {
+        panic!(
+            "::1 is not available on this host ({e}); enable it with \
+             `sysctl -w net.ipv6.conf.lo.disable_ipv6=0` (.ci/run does this)"
+        );
+    }
+}
+
+impl TestBroker {
+    /// Starts the broker with exactly `config` (no listener added): every `{port}` (also in
+    /// `args`) becomes a free port and every `{dir}` the broker's temp dir (its working dir). With `config` None no `-c` is given
+    /// and the port goes on the command line (`-p`): Mosquitto's local-only mode. Waits until
+    /// `probe` (an IP) accepts on the port; retries on another port when it was taken.
+    pub fn start_config(
+        config: Option<&str>,
+        args: &[&str],
+        probe: std::net::IpAddr,
+    ) -> TestBroker {
+        let bin = broker_binary();
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let dir = temp_dir("setup");
+            let mut argv: Vec<String> = Vec::new();
+            match config {
+                Some(text) => {
+                    let conf = dir.join("midge.conf");
+                    let text = text
+                        .replace("{port}", &port.to_string())
+                        .replace("{dir}", &dir.display().to_string());
+                    fs::write(&conf, text).expect("write config");
+                    argv.push("-c".into());
+                    argv.push(conf.display().to_string());
+                }
+                None => {
+                    argv.push("-p".into());
+                    argv.push(port.to_string());
+                }
+            }
+            argv.extend(args.iter().map(|a| a.replace("{port}", &port.to_string())));
+            let log_path = dir.join("broker.log");
+            let log = fs::File::create(&log_path).expect("create log file");
+            let log2 = log.try_clone().expect("clone log file");
+            let mut child = Command::new(&bin)
+                .args(&argv)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(log2))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let started = Instant::now();
+            let addr = SocketAddr::new(probe, port);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    last_log = fs::read_to_string(&log_path).unwrap_or_default();
+                    let _ = fs::remove_dir_all(&dir);
+                    if last_log.to_ascii_lowercase().contains("in use") {
+                        break;
+                    }
+                    panic!("broker exited during start-up with {status}; log:\n{last_log}");
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return TestBroker { port, child, dir };
+                }
+                if started.elapsed() > START_TIMEOUT {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = fs::read_to_string(&log_path).unwrap_or_default();
+                    let _ = fs::remove_dir_all(&dir);
+                    panic!("broker did not listen on {addr} within {START_TIMEOUT:?}; log:\n{log}");
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("broker could not bind a free port after 5 attempts; last log:\n{last_log}");
+    }
+}
+
+impl RawClient {
+    /// A bare TCP connection to `addr` (e.g. `[::1]:port`), nothing sent yet.
+    pub fn open_at(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect_timeout(&addr, WAIT)
+            .unwrap_or_else(|e| panic!("tcp connect to {addr}: {e}"));
+        let _ = stream.set_nodelay(true);
+        RawClient {
+            stream,
+            buf: Vec::new(),
+            stash: VecDeque::new(),
+            next_pid: 1,
+        }
+    }
+
+    /// Sends CONNECT to `addr`; returns the client and the CONNACK return code.
+    pub fn connect_at(addr: SocketAddr, c: &Connect) -> (RawClient, u8) {
+        let mut client = RawClient::open_at(addr);
+        client.send(&c.encode());
+        let p = client.expect_kind(CONNACK, WAIT);
+        let (_, rc) = p
+            .connack()
+            .unwrap_or_else(|| panic!("malformed CONNACK {p:?}"));
+        (client, rc)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Any broker binary
 // ---------------------------------------------------------------------------------------------
 
