@@ -4,12 +4,18 @@
 //! Owns, in the order a run goes through them:
 //! - `options`: connection options before the module name, `-o` and the
 //!   default options file, mosquitto_ctrl's error handling quirks.
-//! - `dynsec`: the only module: help, `init` (with `init`), and the JSON
+//! - `dynsec`: the only module: its help, `dynsec init` (in `init`), and the JSON
 //!   request for each command.
 //! - `request`: connect, subscribe, publish, wait for the reply.
 //! - `response`: print the reply.
 //! - `console`: stdout, stderr and password prompts (a trait, so the
 //!   commands are tested without a terminal).
+//!
+//! Where it differs from mosquitto_ctrl 2.0.11 (each explained where it
+//! is done): `-o` is read; `setDefaultACLAccess` sends what the plugin
+//! reads; `dynsec init` creates its file with `O_EXCL`, mode 0640; `-A`,
+//! TLS-PSK, SOCKS and OpenSSL engines are refused with the reason; the tool
+//! names in its texts are midge's.
 //!
 //! Must not: depend on `broker`, `auth` or `net` (it is a client: the
 //! broker is reached only over MQTT); duplicate what `client::run` already
