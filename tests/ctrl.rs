@@ -565,6 +565,10 @@ fn bad_input_reads_like_mosquitto_ctrl() {
             ],
             Some(0),
         ),
+        (
+            &["--keyform", "pem", "-p", &p, "dynsec", "listClients"],
+            Some(3),
+        ),
         // An anonymous client may not subscribe to the response topic.
         (&["-p", &p, "dynsec", "listClients"], Some(0)),
     ];

@@ -17,7 +17,9 @@
 //!   error instead of being ignored.
 //! - Options midge cannot honour (`--psk`, `--psk-identity`, `--proxy`,
 //!   `--tls-engine`, `--tls-engine-kpass-sha1`, `--keyform engine`) stop the
-//!   tool with exit code 1 and a message saying why.
+//!   tool with exit code 1 and a message saying why, and so does a
+//!   `--keyform` other than `pem`/`engine` (Mosquitto finds that out only
+//!   when it connects).
 
 use super::super::options::{Config, Tool};
 use super::super::props::atoi;
@@ -96,14 +98,19 @@ fn parse_url(cfg: &mut Config, url: &[u8]) -> Result<(), Stop> {
     Ok(())
 }
 
+/// What the command line says that `Config` has no field for.
+#[derive(Default)]
+struct Seen {
+    /// `-o`
+    options_file: Option<String>,
+    /// `--keyform` (only `pem` gets this far).
+    keyform: bool,
+}
+
 /// mosquitto_ctrl's `client_config_line_proc`: options up to the first
 /// argument not starting with '-'. Returns how many arguments were used,
 /// and why it stopped early if it did.
-fn line_proc(
-    cfg: &mut Config,
-    options_file: &mut Option<String>,
-    args: &[Vec<u8>],
-) -> (usize, Result<(), Stop>) {
+fn line_proc(cfg: &mut Config, seen: &mut Seen, args: &[Vec<u8>]) -> (usize, Result<(), Stop>) {
     let mut i = 0;
     while let Some(arg) = args.get(i) {
         if arg.first() != Some(&b'-') {
@@ -157,7 +164,7 @@ fn line_proc(
             }
             b"--keyform" => {
                 need!("--keyform argument given but no keyform specified.");
-                if !val.eq_ignore_ascii_case(b"pem") {
+                if val.eq_ignore_ascii_case(b"engine") {
                     return (
                         i,
                         Err(Stop::Unsupported(
@@ -166,6 +173,16 @@ fn line_proc(
                         )),
                     );
                 }
+                if !val.eq_ignore_ascii_case(b"pem") {
+                    return (
+                        i,
+                        Err(Stop::Unsupported(
+                            "Error: Problem setting key form, it must be one of 'pem' or 'engine'.\n"
+                                .into(),
+                        )),
+                    );
+                }
+                seen.keyform = true;
             }
             b"-L" | b"--url" => {
                 need!("-L argument given but no URL specified.");
@@ -175,7 +192,7 @@ fn line_proc(
             }
             b"-o" => {
                 need!("-o argument given but no options file specified.");
-                *options_file = Some(lossy(val));
+                seen.options_file = Some(lossy(val));
             }
             b"-p" | b"--port" => {
                 need!("-p argument given but no port specified.");
@@ -335,11 +352,9 @@ fn file_lines(text: &[u8]) -> Vec<Vec<Vec<u8>>> {
 /// Parse the command line (`args` without the program name).
 pub fn parse(args: &[Vec<u8>]) -> CommandLine {
     // A first pass only to find -o: the file's options come first.
-    let mut options_file = None;
-    {
-        let mut scratch = Config::new(Tool::Ctrl);
-        let _ = line_proc(&mut scratch, &mut options_file, args);
-    }
+    let mut first = Seen::default();
+    let _ = line_proc(&mut Config::new(Tool::Ctrl), &mut first, args);
+    let options_file = first.options_file;
     let mut cfg = Config::new(Tool::Ctrl);
     cfg.qos = 1;
     let mut errors = String::new();
@@ -349,13 +364,13 @@ pub fn parse(args: &[Vec<u8>]) -> CommandLine {
         errors,
         fatal,
     };
+    let mut seen = Seen::default();
     let explicit = options_file.is_some();
-    if let Some(path) = options_file.clone().or_else(default_options_file) {
+    if let Some(path) = options_file.or_else(default_options_file) {
         match std::fs::read(&path) {
             Ok(text) => {
-                let mut ignored = None;
                 for line in file_lines(&text) {
-                    match line_proc(&mut cfg, &mut ignored, &line) {
+                    match line_proc(&mut cfg, &mut seen, &line) {
                         (_, Ok(())) => {}
                         (_, Err(Stop::Quiet)) => return unchanged(cfg, errors, None),
                         (_, Err(Stop::Error(e))) => {
@@ -379,7 +394,7 @@ pub fn parse(args: &[Vec<u8>]) -> CommandLine {
             Err(_) => {}
         }
     }
-    let (used, result) = line_proc(&mut cfg, &mut options_file, args);
+    let (used, result) = line_proc(&mut cfg, &mut seen, args);
     match result {
         Ok(()) => {}
         Err(stop @ (Stop::Quiet | Stop::Error(_))) => {
@@ -405,6 +420,8 @@ pub fn parse(args: &[Vec<u8>]) -> CommandLine {
         // host (an empty host then fails to connect, see `request`).
         errors
             .push_str("Error: Both certfile and keyfile must be provided if one of them is set.\n");
+    } else if seen.keyform && cfg.keyfile.is_none() {
+        errors.push_str("Error: If keyform is set, keyfile must be also specified.\n");
     } else if cfg.host.is_empty() {
         cfg.host = "localhost".to_string();
     }
@@ -490,6 +507,38 @@ mod tests {
         assert_eq!(rest(&c), ["-p"]);
         let c = parse(&args(&["--psk", "00", "dynsec", "listClients"]));
         assert_eq!(c.fatal, Some(1));
+    }
+
+    #[test]
+    fn keyform() {
+        let c = parse(&args(&["--keyform", "pem", "dynsec", "listClients"]));
+        assert_eq!(
+            c.errors,
+            "Error: If keyform is set, keyfile must be also specified.\n"
+        );
+        assert_eq!(c.cfg.host, "");
+        assert_eq!(rest(&c), ["dynsec", "listClients"]);
+        let c = parse(&args(&[
+            "--keyform",
+            "PEM",
+            "--key",
+            "k",
+            "--cert",
+            "c",
+            "dynsec",
+            "x",
+        ]));
+        assert_eq!((c.errors.as_str(), c.cfg.host.as_str()), ("", "localhost"));
+        let c = parse(&args(&["--keyform", "engine", "dynsec", "x"]));
+        assert_eq!(c.fatal, Some(1));
+        let c = parse(&args(&["--keyform", "der", "dynsec", "x"]));
+        assert_eq!(
+            (c.fatal, c.errors.as_str()),
+            (
+                Some(1),
+                "Error: Problem setting key form, it must be one of 'pem' or 'engine'.\n"
+            )
+        );
     }
 
     #[test]
