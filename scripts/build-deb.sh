@@ -7,7 +7,8 @@
 # DIR holds the binaries to ship (scripts/cross-build.sh fills
 # target/dist/<target>/); midge_bench is never packaged. Prints the path of the
 # .deb on stdout. The package:
-#   /usr/bin/midge, midge_pub, midge_sub, midge_rr, midge_passwd (those present)
+#   /usr/bin/midge, midge_pub, midge_sub, midge_rr, midge_passwd, midge_ctrl
+#   (those present)
 #   /etc/midge/midge.conf            conffile: conf/midge.conf with "user midge",
 #                                    persistence_location /var/lib/midge/ and
 #                                    include_dir /etc/midge/conf.d switched on

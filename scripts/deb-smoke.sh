@@ -78,7 +78,7 @@ echo "== dpkg -i into $R"
 "${DPKG[@]}" -i "$DEB" >"$R/dpkg.log" 2>&1 || { cat "$R/dpkg.log" >&2; die "dpkg -i failed"; }
 "${DPKG[@]}" -s midge | grep -q '^Status: install ok installed' || die "midge not installed"
 
-for b in midge midge_passwd midge_pub midge_sub midge_rr; do
+for b in midge midge_passwd midge_pub midge_sub midge_rr midge_ctrl; do
   [ -x "$R/usr/bin/$b" ] || echo "  note: $b not in the package (not built yet?)"
 done
 [ -x "$R/usr/bin/midge" ] || die "/usr/bin/midge not installed"
@@ -116,6 +116,19 @@ conf="$R/etc/midge/test.conf"
 sed -e "s|^include_dir /etc/midge/conf.d\$|include_dir $R/etc/midge/conf.d|" \
   "$R/etc/midge/midge.conf" >"$conf"
 "$R/usr/bin/midge" -c "$conf" --test-config || die "the packaged midge.conf is not valid"
+
+# midge_ctrl writes a dynamic-security file the installed broker loads.
+if [ -x "$R/usr/bin/midge_ctrl" ]; then
+  "$R/usr/bin/midge_ctrl" dynsec init "$R/etc/midge/dynsec.json" admin s3cret >"$R/ctrl.log" 2>&1 \
+    || { cat "$R/ctrl.log" >&2; die "midge_ctrl dynsec init failed"; }
+  grep -q "^The client 'admin' has been created" "$R/ctrl.log" || die "midge_ctrl dynsec init said: $(cat "$R/ctrl.log")"
+  printf 'listener 0 %s\nplugin /usr/lib/mosquitto_dynamic_security.so\nplugin_opt_config_file %s\n' \
+    "$R/dynsec.sock" "$R/etc/midge/dynsec.json" >"$R/dynsec.conf"
+  "$R/usr/bin/midge" -c "$R/dynsec.conf" --test-config >/dev/null \
+    || die "the installed midge does not load midge_ctrl's dynsec file"
+  rm -f "$R/etc/midge/dynsec.json" "$R/dynsec.conf" "$R/ctrl.log"
+  echo "  midge_ctrl dynsec init: file written and loaded by midge"
+fi
 
 # Run the installed broker: a listener with a password file, from conf.d.
 # Below the ephemeral range (32768+), so no outgoing connection holds it.

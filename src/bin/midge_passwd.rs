@@ -1,9 +1,9 @@
 //! midge_passwd: a drop-in for `mosquitto_passwd` 2.0.
 //!
 //! Owns: the command line (same flags, messages and exit codes as
-//! `mosquitto_passwd` 2.0.11), the password prompt (echo off through termios)
-//! and rewriting a password file safely (temp file in the same directory,
-//! fsync, rename). Hashing and the file format live in
+//! `mosquitto_passwd` 2.0.11), the password prompt (echo off through
+//! `midge::client::echo_off`) and rewriting a password file safely (temp
+//! file in the same directory, fsync, rename). Hashing and the file format live in
 //! `midge::auth::password`, shared with the broker.
 //!
 //! Must not: print a password or hash to the terminal, leave the terminal
@@ -30,6 +30,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use midge::auth::password::{self, HashKind};
+use midge::client::echo_off::EchoOff;
 use ring::rand::SecureRandom;
 
 /// Mosquitto refuses usernames and passwords longer than this.
@@ -581,7 +582,7 @@ fn create_temp(dir: &Path, base: &[u8], mode: u32) -> io::Result<(PathBuf, File)
 /// answer is followed by a newline (echo is off, so the user's Enter shows
 /// nothing). Empty or missing input is exit code 1, a mismatch 2.
 fn get_password() -> Result<Vec<u8>, i32> {
-    let _quiet = QuietTerminal::new();
+    let _quiet = EchoOff::new();
     let stdin = io::stdin();
     let mut input = stdin.lock();
     out("Password: ");
@@ -618,68 +619,4 @@ fn read_password_line(input: &mut impl BufRead) -> Result<Vec<u8>, i32> {
         return Err(1);
     }
     Ok(line)
-}
-
-/// Turns terminal echo off on stdin for its lifetime (when stdin is a
-/// terminal; otherwise it does nothing) and restores it on drop. A thread
-/// restores it too if SIGINT/SIGTERM/SIGHUP arrives while a prompt is up.
-struct QuietTerminal {
-    saved: Option<libc::termios>,
-}
-
-impl QuietTerminal {
-    fn new() -> Self {
-        let mut current = std::mem::MaybeUninit::<libc::termios>::uninit();
-        // SAFETY: tcgetattr writes one termios through the pointer, which
-        // points at properly sized and aligned storage owned by this frame.
-        let got = unsafe { libc::tcgetattr(libc::STDIN_FILENO, current.as_mut_ptr()) } == 0;
-        if !got {
-            // Not a terminal (a pipe or a file): read it as it is.
-            return QuietTerminal { saved: None };
-        }
-        // SAFETY: tcgetattr returned 0, so it filled in the whole struct.
-        let saved = unsafe { current.assume_init() };
-        restore_on_signal(saved);
-        let mut quiet = saved;
-        // Only echo goes; line editing (ICANON) stays so backspace works.
-        quiet.c_lflag &= !libc::ECHO;
-        // SAFETY: `quiet` is a valid termios obtained from tcgetattr above and
-        // lives for the whole call; tcsetattr only reads it.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) };
-        QuietTerminal { saved: Some(saved) }
-    }
-}
-
-impl Drop for QuietTerminal {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            set_terminal(saved);
-        }
-    }
-}
-
-fn set_terminal(state: &libc::termios) {
-    // SAFETY: `state` is a valid termios from tcgetattr, borrowed for the
-    // whole call; tcsetattr only reads it.
-    unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, state) };
-}
-
-/// Without this, Ctrl-C at the prompt would leave the shell with echo off.
-fn restore_on_signal(saved: libc::termios) {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
-        return;
-    };
-    let spawned = std::thread::Builder::new()
-        .name("passwd-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                set_terminal(&saved);
-                out("\n");
-                // Die by the signal itself, as if no handler had been set.
-                let _ = signal_hook::low_level::emulate_default_handler(signal);
-                std::process::exit(128 + signal);
-            }
-        });
-    drop(spawned);
 }

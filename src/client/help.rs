@@ -1,4 +1,4 @@
-//! help: the `--help` texts of midge_pub, midge_sub and midge_rr.
+//! help: the `--help` texts of midge_pub, midge_sub, midge_rr and midge_ctrl.
 //!
 //! Owns: the usage text of each tool: Mosquitto 2.0.11's, with the tool
 //! names changed, the options midge adds (`-o`, `ws://` URLs) listed and
@@ -281,5 +281,20 @@ Usage: midge_rr {[-h host] [--unix path] [-p port] [-u username] [-P password] -
               Do not use this option in a production environment.
 
 See https://mosquitto.org/ for more information.
+
+"#;
+
+/// What midge_ctrl prints without a module, or with `--help`. The dynsec
+/// module's own help is in `ctrl::dynsec`.
+pub const CTRL: &str = r#"midge_ctrl is a tool for administering certain Mosquitto features.
+midge_ctrl version {VERSION}, compatible with mosquitto_ctrl 2.0.11.
+
+General usage: midge_ctrl <module> <module-command> <command-options>
+For module specific help use: midge_ctrl <module> help
+
+Modules available: dynsec
+
+For more information see:
+    https://mosquitto.org/man/mosquitto_ctrl-1.html
 
 "#;

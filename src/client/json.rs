@@ -35,6 +35,18 @@ impl Json {
         Json::Number(v as f64)
     }
 
+    /// `cJSON_GetObjectItem`: the first member whose key matches `key`
+    /// ignoring ASCII case; None for anything but an object.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Object(members) => members
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key.as_bytes()))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
     /// Print like `cJSON_PrintUnformatted` (`pretty` false) or
     /// `cJSON_Print` (`pretty` true).
     pub fn print(&self, pretty: bool) -> Vec<u8> {
@@ -178,6 +190,14 @@ pub fn parse(input: &[u8]) -> Option<Json> {
     } else {
         None
     }
+}
+
+/// Parse like `cJSON_ParseWithLength`: one value at the start of `input`;
+/// whatever follows it is ignored (mosquitto_ctrl reads responses so).
+pub fn parse_prefix(input: &[u8]) -> Option<Json> {
+    let mut p = Parser { s: input, i: 0 };
+    p.skip_ws();
+    p.value(0)
 }
 
 struct Parser<'a> {

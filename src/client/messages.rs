@@ -45,7 +45,7 @@ pub fn strerror(code: i32) -> &'static str {
         err::SUCCESS => "No error.",
         err::NOMEM => "Out of memory.",
         err::PROTOCOL => "A network protocol error occurred when communicating with the broker.",
-        err::INVAL => "Invalid arguments provided.",
+        err::INVAL => "Invalid function arguments provided.",
         err::NO_CONN => "The client is not currently connected.",
         err::CONN_REFUSED => "The connection was refused.",
         err::NOT_FOUND => "Message not found (internal error).",

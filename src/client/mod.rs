@@ -1,6 +1,6 @@
 //! client: a small MQTT client on the crate's own codec, and the
 //! command-line tools built on it (`midge_pub`, `midge_sub`, `midge_rr`,
-//! drop-ins for mosquitto_pub/sub/rr 2.0).
+//! `midge_ctrl`, drop-ins for mosquitto_pub/sub/rr/ctrl 2.0).
 //!
 //! Owns, from the bottom up:
 //! - `session`: the client state machine (CONNECT, packet ids, QoS 1/2
@@ -11,6 +11,8 @@
 //!   socket, TLS with rustls, WebSocket over either).
 //! - `connection`: the blocking driver joining a session to a transport.
 //! - `options`, `props`, `help`: the tools' command line, Mosquitto's.
+//! - `echo_off`: no terminal echo while a password is typed.
+//! - `ctrl`: midge_ctrl (mosquitto_ctrl's drop-in), its own small world.
 //! - `format`, `json`, `localtime`: printing messages like mosquitto_sub
 //!   (`-v`, `-F`, `%j` JSON with cJSON's layout, local time stamps).
 //! - `messages`: libmosquitto's error texts and numbers.
@@ -22,6 +24,8 @@
 //! rustls and threads: it is a client.
 
 pub mod connection;
+pub mod ctrl;
+pub mod echo_off;
 pub mod format;
 pub mod help;
 pub mod json;

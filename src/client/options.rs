@@ -25,6 +25,9 @@ pub enum Tool {
     Pub,
     Sub,
     Rr,
+    /// midge_ctrl: parses its own command line (`ctrl::options`) into this
+    /// `Config` so it can share the connection code.
+    Ctrl,
 }
 
 impl Tool {
@@ -33,6 +36,7 @@ impl Tool {
             Tool::Pub => "midge_pub",
             Tool::Sub => "midge_sub",
             Tool::Rr => "midge_rr",
+            Tool::Ctrl => "midge_ctrl",
         }
     }
 }
@@ -127,12 +131,12 @@ pub struct Config {
 }
 
 impl Config {
-    fn new(tool: Tool) -> Config {
+    pub fn new(tool: Tool) -> Config {
         Config {
             tool,
             id: None,
             id_prefix: None,
-            protocol: if tool == Tool::Rr {
+            protocol: if tool == Tool::Rr || tool == Tool::Ctrl {
                 ProtocolVersion::V5
             } else {
                 ProtocolVersion::V311
@@ -285,7 +289,7 @@ fn add_topic(cfg: &mut Config, kind: TopicKind, raw: &[u8], arg: &str) -> Result
         }
     };
     match kind {
-        TopicKind::Tool(Tool::Pub) | TopicKind::Tool(Tool::Rr) => {
+        TopicKind::Tool(Tool::Pub | Tool::Rr | Tool::Ctrl) => {
             if !pub_topic_ok(&topic) {
                 return Err(usage(format!(
                     "Error: Invalid publish topic '{topic}', does it contain '+' or '#'?\n"

@@ -103,6 +103,7 @@ pub fn usage_text(tool: Tool) -> String {
         Tool::Pub => help::PUB,
         Tool::Sub => help::SUB,
         Tool::Rr => help::RR,
+        Tool::Ctrl => help::CTRL,
     };
     t.replace("{VERSION}", env!("CARGO_PKG_VERSION"))
 }
@@ -154,6 +155,20 @@ pub fn session_config(cfg: &Config) -> Result<SessionConfig, (String, i32)> {
     Ok(s)
 }
 
+/// The command line's TLS settings.
+pub fn tls_options(cfg: &Config) -> TlsOptions {
+    TlsOptions {
+        cafile: cfg.cafile.clone(),
+        capath: cfg.capath.clone(),
+        certfile: cfg.certfile.clone(),
+        keyfile: cfg.keyfile.clone(),
+        insecure: cfg.insecure,
+        version: cfg.tls_version.clone(),
+        alpn: cfg.tls_alpn.clone(),
+        use_os_certs: cfg.tls_use_os_certs,
+    }
+}
+
 /// How to reach the broker. Err: message and exit code.
 pub fn transport_options(cfg: &Config) -> Result<TransportOptions, (String, i32)> {
     if cfg.bind_address.is_some() {
@@ -183,17 +198,7 @@ pub fn transport_options(cfg: &Config) -> Result<TransportOptions, (String, i32)
                 ));
             }
         }
-        let opts = TlsOptions {
-            cafile: cfg.cafile.clone(),
-            capath: cfg.capath.clone(),
-            certfile: cfg.certfile.clone(),
-            keyfile: cfg.keyfile.clone(),
-            insecure: cfg.insecure,
-            version: cfg.tls_version.clone(),
-            alpn: cfg.tls_alpn.clone(),
-            use_os_certs: cfg.tls_use_os_certs,
-        };
-        Some(tls::client_config(&opts).map_err(|e| (format!("Error: {e}\n"), 1))?)
+        Some(tls::client_config(&tls_options(cfg)).map_err(|e| (format!("Error: {e}\n"), 1))?)
     } else {
         None
     };
