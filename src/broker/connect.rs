@@ -24,6 +24,8 @@ impl Broker {
     /// Write a CONNACK. For v5, `props` come first and the broker-wide ones
     /// follow in Mosquitto's order: Retain Available, Maximum Packet Size and
     /// Receive Maximum on a success, Maximum QoS whatever the code.
+    /// Returns false when the CONNACK was too large for the client's Maximum
+    /// Packet Size and was not sent (the caller then closes, as Mosquitto does).
     fn send_connack_props(
         &mut self,
         id: ConnId,
@@ -31,7 +33,7 @@ impl Broker {
         code: u8,
         v5: bool,
         props: &PropertyWriter,
-    ) {
+    ) -> bool {
         let mut all = PropertyWriter::new();
         if v5 {
             all.extend_raw(props.as_bytes());
@@ -56,7 +58,7 @@ impl Broker {
             }
         }
         let Some(c) = self.conns.writer(id) else {
-            return;
+            return false;
         };
         let version = if v5 {
             ProtocolVersion::V5
@@ -70,8 +72,14 @@ impl Broker {
         });
         let start = c.outbox.buf.len();
         encode::encode(&p, version, &mut c.outbox.buf);
+        let n = c.outbox.buf.len() - start;
+        if too_large_for(c.max_packet_out, n) {
+            c.outbox.buf.truncate(start);
+            return false;
+        }
         self.stats.msgs_sent += 1;
-        self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
+        self.stats.bytes_sent += n as u64;
+        true
     }
 
     /// Refuse a CONNECT with the code for its version, then close. v5
@@ -399,7 +407,14 @@ impl Broker {
         }
         // MQTT 3.1 has no session-present flag: Mosquitto always sends 0 there.
         let session_present = resumed && p.version != ProtocolVersion::V31;
-        self.send_connack_props(id, session_present, 0, v5, &props);
+        if !self.send_connack_props(id, session_present, 0, v5, &props) {
+            log::info!(
+                "Client {} disconnected: CONNACK larger than its maximum packet size.",
+                client_id
+            );
+            self.close(id, CloseReason::Violation, now);
+            return;
+        }
 
         if self.cfg.connection_messages {
             let user = match &username {
@@ -564,4 +579,12 @@ pub(super) fn filter_forwarded_props(raw: &[u8], out: &mut Vec<u8>) {
             _ => {}
         }
     }
+}
+
+/// Whether an `n`-byte packet breaks the client's Maximum Packet Size (0: no
+/// limit). Counted as Mosquitto 2.0.11 counts it, without the first byte of
+/// the fixed header, so a packet exactly one byte over the spec's total still
+/// goes out, as it does from Mosquitto.
+pub(super) fn too_large_for(max_packet_out: u32, n: usize) -> bool {
+    max_packet_out != 0 && n.saturating_sub(1) > max_packet_out as usize
 }

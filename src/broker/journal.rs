@@ -126,6 +126,9 @@ pub struct StoredSession {
     pub subs: Vec<(Box<str>, SubOptions)>,
     pub messages: Vec<StoredOut>,
     pub incoming_qos2: Vec<Incoming>,
+    /// The next outgoing packet id (0: not known), kept across a restart as
+    /// Mosquitto keeps its last one.
+    pub next_packet_id: u16,
 }
 
 /// All durable state at one instant. Message expiry deadlines are on the
@@ -193,6 +196,9 @@ impl Broker {
             s.expiry_interval = st.expiry;
             s.disconnected_at = now.saturating_sub(st.offline_ms);
             s.incoming_qos2 = st.incoming_qos2.into_iter().collect();
+            if st.next_packet_id != 0 {
+                s.next_packet_id = st.next_packet_id;
+            }
             for m in st.messages {
                 if m.msg.expired(now) && !matches!(m.state, StoredState::Released(_)) {
                     continue;
@@ -270,6 +276,7 @@ fn export_session(s: &Session, now: u64) -> StoredSession {
         subs: s.subs.clone(),
         messages,
         incoming_qos2: s.incoming_qos2.to_vec(),
+        next_packet_id: s.next_packet_id,
     }
 }
 

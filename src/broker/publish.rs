@@ -124,7 +124,7 @@ fn write_publish(
         &extra,
         m.payload,
     );
-    if c.max_packet_out != 0 && n > c.max_packet_out as usize {
+    if super::connect::too_large_for(c.max_packet_out, n) {
         // [MQTT-3.1.2-25]: too large for the client; it is dropped.
         c.outbox.buf.truncate(start);
         if new_alias {
@@ -712,9 +712,25 @@ impl Broker {
                     });
                 }
             }
-            if out.msg.expired(now) {
+            // The ACL may have changed (a reload) since it was queued: asked
+            // again, as Mosquitto asks when it sends.
+            let denied = self.security.get(s.security).is_some_and(|p| {
+                !p.allows(
+                    &s.client_id,
+                    s.username.as_deref(),
+                    &out.msg.topic,
+                    crate::auth::acl::Access::Read,
+                )
+            });
+            if denied && !out.msg.expired(now) && out.qos != QoS::AtMostOnce && s.persisted {
+                self.journal.push(|| JournalOp::Done {
+                    client_id: s.client_id.clone(),
+                    msg: out.msg.clone(),
+                });
+            }
+            if out.msg.expired(now) || denied {
                 // Mosquitto numbers a QoS 1/2 message when it is queued, so
-                // one that expires in the queue still used up its packet id;
+                // one dropped from the queue still used up its packet id;
                 // skipping one here keeps the ids a client sees the same.
                 if out.qos != QoS::AtMostOnce {
                     s.alloc_packet_id();

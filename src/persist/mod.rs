@@ -37,8 +37,10 @@
 //! | 15 | END | u64 number of records before it (a snapshot is complete only with it) |
 //! | 16 | IN2_MSG | str client id, u16 packet id, u64 message id (an incoming QoS 2 message, routed at PUBREL) |
 //! | 17 | MSG_SOURCE | u64 message id, str client id, u8 has username, str username, u16 listener port (who published a retained message, for `check_retain_source`) |
+//! | 18 | SESSION_PID | str client id, u16 next outgoing packet id (snapshots only) |
 //!
-//! Format 2 added IN2_MSG, format 3 MSG_SOURCE; older files load unchanged.
+//! Format 2 added IN2_MSG, format 3 MSG_SOURCE and SESSION_PID; older files
+//! load unchanged.
 //!
 //! A journal belongs to the snapshot with the same generation; a journal
 //! of another generation was compacted into a newer snapshot already and is
@@ -84,6 +86,7 @@ mod rec {
     pub const END: u8 = 15;
     pub const IN2_MSG: u8 = 16;
     pub const MSG_SOURCE: u8 = 17;
+    pub const SESSION_PID: u8 = 18;
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -276,6 +279,7 @@ struct ModelSession {
     messages: Vec<(u64, StoredOut)>,
     /// Incoming QoS 2: packet id and the message id (None: format 1).
     in2: Vec<(u16, Option<u64>)>,
+    next_pid: u16,
 }
 
 impl Model {
@@ -316,6 +320,11 @@ impl Model {
                     persist_id: std::cell::Cell::new(id),
                 };
                 self.msgs.insert(id, Rc::new(m));
+            }
+            rec::SESSION_PID => {
+                let cid = d.str()?;
+                let pid = d.u16()?;
+                self.session(cid)?.next_pid = pid;
             }
             rec::MSG_SOURCE => {
                 let id = d.u64()?;
@@ -494,6 +503,7 @@ impl Model {
                             msg: id.and_then(|id| self.msgs.get(&id).cloned()),
                         })
                         .collect(),
+                    next_packet_id: s.next_pid,
                 });
             }
         }
@@ -965,6 +975,13 @@ impl Store {
         for s in &state.sessions {
             self.encode_session(&s.client_id, s.username.as_deref(), s.expiry, s.offline_ms);
             count += 1;
+            if s.next_packet_id != 0 {
+                Enc::begin(&mut self.buf, rec::SESSION_PID)
+                    .bytes(s.client_id.as_bytes())
+                    .u16(s.next_packet_id)
+                    .end();
+                count += 1;
+            }
             for (f, o) in &s.subs {
                 self.encode_sub(&s.client_id, f, o);
                 count += 1;

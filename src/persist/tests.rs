@@ -311,3 +311,18 @@ fn retained_message_source_round_trips() {
     // The policy is found again from the port on the new configuration.
     assert_eq!(src.security, usize::MAX);
 }
+
+/// A session's next outgoing packet id survives a restart (Mosquitto keeps
+/// its last one), so a reconnecting client sees ids continue.
+#[test]
+fn session_packet_id_round_trips() {
+    let dir = TempDir::new("pid");
+    let sc = busy_broker();
+    let mut state = sc.broker().export(sc.now());
+    state.sessions[0].next_packet_id = 77;
+    let (mut store, _, _) = Store::open(dir.opts(false), 0).unwrap();
+    store.snapshot(&state, sc.now()).unwrap();
+    let (_, loaded, report) = Store::open(dir.opts(false), 0).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(loaded.sessions[0].next_packet_id, 77);
+}
