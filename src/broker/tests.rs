@@ -1015,3 +1015,38 @@ fn dup_on_qos0_is_delivered() {
         "{got:?}"
     );
 }
+
+/// A message queued while the ACL allowed it is dropped when it would be
+/// sent after a reload took the right away, and (as in Mosquitto, which
+/// numbers messages as it queues them) its packet id is used up.
+#[test]
+fn queued_message_rechecked_against_a_reloaded_acl() {
+    use crate::auth::acl::AclFile;
+    use crate::auth::Policy;
+    let policy = |text: &str| Policy {
+        passwords: None,
+        acl: Some(AclFile::parse(text, "acl").unwrap()),
+        deny_special_chars: true,
+        dynsec: None,
+    };
+    let mut h = H::new();
+    h.b.set_security(0, policy("topic readwrite one\ntopic readwrite two\n"));
+    let s = h.connect("q", false);
+    h.subscribe(s, "one", 1);
+    h.subscribe(s, "two", 1);
+    h.disconnect(s);
+    let p = h.connect("pp", true);
+    h.publish(p, "two", b"2", 1, false, 1);
+    h.publish(p, "one", b"1", 1, false, 2);
+    h.b.set_security(0, policy("topic readwrite one\n"));
+    let (s, _) = h.connect_full("q", false, 60, None, V3);
+    let got: Vec<(String, u16)> = h
+        .recv(s)
+        .into_iter()
+        .filter_map(|g| match g {
+            Got::Publish { topic, pid, .. } => Some((topic, pid)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![("one".to_string(), 2)]);
+}

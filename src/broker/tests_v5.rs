@@ -1985,3 +1985,23 @@ fn overlapping_retain_as_published_gives_two_copies_in_tree_order() {
         .collect();
     assert_eq!(got, vec![(0, false), (0, true)]);
 }
+
+/// A CONNACK larger than the client's Maximum Packet Size is not sent: the
+/// connection closes, as with Mosquitto (which does not count the first
+/// byte, so a limit of 10 still takes this 11-byte CONNACK).
+#[test]
+fn connack_over_client_maximum_packet_size_closes() {
+    let mut h = H::with(cfg());
+    let (id, got) = connect5_full(&mut h, "mps", true, &[Property::MaximumPacketSize(5)], None);
+    assert!(got.is_empty(), "{got:?}");
+    assert!(h.is_closed(id));
+    let (id, got) = connect5_full(
+        &mut h,
+        "mps2",
+        true,
+        &[Property::MaximumPacketSize(10)],
+        None,
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(!h.is_closed(id));
+}
