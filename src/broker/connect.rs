@@ -14,7 +14,24 @@ use crate::protocol::{
 
 use super::journal::JournalOp;
 use super::session::{Message, Session, Source};
-use super::{Broker, CloseReason, ConnId, State, WillMsg};
+use super::{Broker, CloseReason, ConnId, ListenerSettings, State, WillMsg};
+
+/// Who a connecting client is, once `authenticate` let it in.
+struct Identity {
+    client_id: String,
+    /// The broker made the client id up (v5: Assigned Client Identifier).
+    assigned: bool,
+    username: Option<String>,
+}
+
+/// What `negotiate` settled for the connection.
+struct Terms {
+    keepalive: u16,
+    /// Set when the broker overrode the client's keepalive (v5: Server Keep Alive).
+    server_keepalive: Option<u16>,
+    will: Option<WillMsg>,
+    expiry: u32,
+}
 
 impl Broker {
     pub(super) fn send_connack(&mut self, id: ConnId, session_present: bool, code: u8, v5: bool) {
@@ -109,6 +126,9 @@ impl Broker {
         );
     }
 
+    /// A CONNECT on a new connection: authenticate, negotiate, take over a
+    /// live connection with the same id, attach the session, acknowledge.
+    /// Each step may refuse (CONNACK with a code, then close) and stop.
     pub(super) fn handle_connect(&mut self, id: ConnId, p: &Connect<'_>, now: u64) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
@@ -120,32 +140,54 @@ impl Broker {
             .get(c.listener)
             .cloned()
             .unwrap_or_default();
-        let peer = c.peer.clone();
-        let v5 = p.version.is_v5();
-
-        // The checks below run in Mosquitto 2.0's order, so that a CONNECT
-        // with several faults gets the code Mosquitto would give it.
-
-        // [MQTT-3.2.2-12], [MQTT-3.2.2-13]: a will the server could not
-        // publish refuses the connection (v3.1.x clients are just closed).
-        if let Some(w) = &p.will {
-            let code = if w.retain && !self.cfg.retain_available {
-                Some(reason::RETAIN_NOT_SUPPORTED)
-            } else if w.qos > listener.max_qos {
-                Some(reason::QOS_NOT_SUPPORTED)
-            } else {
-                None
-            };
-            if let Some(code) = code {
-                if v5 {
-                    self.refuse(id, p, code, code, now);
-                } else {
-                    self.close(id, CloseReason::Refused, now);
-                }
-                return;
-            }
+        // The checks run in Mosquitto 2.0's order, so that a CONNECT with
+        // several faults gets the code Mosquitto would give it.
+        if !self.will_supported(id, p, &listener, now) {
+            return;
         }
+        let Some(who) = self.authenticate(id, p, &listener, now) else {
+            return;
+        };
+        let mut terms = self.negotiate(p, &listener, &who);
+        self.take_over(&who.client_id, p.clean_start, now);
+        let (skey, resumed) = self.attach(id, p, &listener, &who, &mut terms, now);
+        self.acknowledge_connect(id, p, &listener, &who, &terms, (skey, resumed), now);
+    }
 
+    /// [MQTT-3.2.2-12], [MQTT-3.2.2-13]: a will the server could not publish
+    /// refuses the connection (v3.1.x clients are just closed).
+    fn will_supported(
+        &mut self,
+        id: ConnId,
+        p: &Connect<'_>,
+        listener: &ListenerSettings,
+        now: u64,
+    ) -> bool {
+        let Some(w) = &p.will else { return true };
+        let code = if w.retain && !self.cfg.retain_available {
+            reason::RETAIN_NOT_SUPPORTED
+        } else if w.qos > listener.max_qos {
+            reason::QOS_NOT_SUPPORTED
+        } else {
+            return true;
+        };
+        if p.version.is_v5() {
+            self.refuse(id, p, code, code, now);
+        } else {
+            self.close(id, CloseReason::Refused, now);
+        }
+        false
+    }
+
+    /// The client id (assigned when empty and allowed), then the
+    /// `clientid_prefixes` and will-size rules, in Mosquitto's order.
+    fn admit_client_id(
+        &mut self,
+        id: ConnId,
+        p: &Connect<'_>,
+        listener: &ListenerSettings,
+        now: u64,
+    ) -> Option<(String, bool)> {
         let mut client_id: String = p.client_id.to_string();
         let mut assigned = false;
         if client_id.is_empty() {
@@ -154,14 +196,12 @@ impl Broker {
                 || !listener.allow_zero_length_clientid;
             if refuse {
                 // Mosquitto answers a v5 client with "unspecified error".
-                self.refuse(
-                    id,
-                    p,
+                let (v3, v5c) = (
                     reason::CONNACK_IDENTIFIER_REJECTED,
                     reason::UNSPECIFIED_ERROR,
-                    now,
                 );
-                return;
+                self.refuse(id, p, v3, v5c, now);
+                return None;
             }
             client_id = self.generate_client_id(&listener.auto_id_prefix);
             assigned = true;
@@ -169,39 +209,45 @@ impl Broker {
         if let Some(pre) = self.cfg.clientid_prefixes.as_deref() {
             if !pre.is_empty() && !client_id.starts_with(pre) {
                 self.refuse_not_authorised(id, p, now);
-                return;
+                return None;
             }
         }
         if let Some(w) = &p.will {
             let limit = self.cfg.message_size_limit as usize;
             if limit > 0 && w.payload.len() > limit {
                 log::debug!("Client {} connected with too large Will payload", client_id);
-                self.refuse(
-                    id,
-                    p,
-                    reason::CONNACK_NOT_AUTHORIZED,
-                    reason::PACKET_TOO_LARGE,
-                    now,
-                );
-                return;
+                let (v3, v5c) = (reason::CONNACK_NOT_AUTHORIZED, reason::PACKET_TOO_LARGE);
+                self.refuse(id, p, v3, v5c, now);
+                return None;
             }
         }
+        Some((client_id, assigned))
+    }
 
-        // Who the client is: the certificate's name when the listener takes
-        // identities from TLS, otherwise the CONNECT's username.
+    /// Who the client is and whether it may connect: its client id
+    /// (assigned when empty), prefix and will-size rules, its username (the
+    /// certificate's name when the listener takes identities from TLS), then
+    /// the password checkers (see `Policy::authenticate`).
+    fn authenticate(
+        &mut self,
+        id: ConnId,
+        p: &Connect<'_>,
+        listener: &ListenerSettings,
+        now: u64,
+    ) -> Option<Identity> {
+        let v5 = p.version.is_v5();
+        let (mut client_id, assigned) = self.admit_client_id(id, p, listener, now)?;
         let username: Option<String> = if listener.use_identity_as_username {
             let name = self.conns.get(id).and_then(|c| c.cert_username.clone());
             if name.is_none() {
                 // No usable client certificate: "bad username or password".
                 log::info!("Client <unknown> disconnected, no certificate name.");
-                self.refuse(
-                    id,
-                    p,
+                let (v3, v5c) = (
                     reason::CONNACK_BAD_USERNAME_PASSWORD,
                     reason::BAD_USERNAME_OR_PASSWORD,
-                    now,
                 );
-                return;
+                self.refuse(id, p, v3, v5c, now);
+                return None;
             }
             name.map(String::from)
         } else {
@@ -212,23 +258,20 @@ impl Broker {
                 Some(u) => client_id = u.clone(),
                 None => {
                     self.refuse_not_authorised(id, p, now);
-                    return;
+                    return None;
                 }
             }
         }
         if v5 && p.properties.authentication_method().is_some() {
             // No enhanced authentication method is configured.
-            self.refuse(
-                id,
-                p,
+            let (v3, v5c) = (
                 reason::CONNACK_NOT_AUTHORIZED,
                 reason::BAD_AUTHENTICATION_METHOD,
-                now,
             );
-            return;
+            self.refuse(id, p, v3, v5c, now);
+            return None;
         }
-        // A certificate name is authentication enough; otherwise the
-        // password checkers decide (see `Policy::authenticate`).
+        // A certificate name is authentication enough.
         let authorised = listener.use_identity_as_username
             || match self.security.get(listener.security) {
                 Some(pol) => pol.authenticate(
@@ -241,11 +284,20 @@ impl Broker {
             };
         if !authorised {
             self.refuse_not_authorised(id, p, now);
-            return;
+            return None;
         }
+        Some(Identity {
+            client_id,
+            assigned,
+            username,
+        })
+    }
 
-        // Mosquitto 2.0 caps a v5 client's keepalive (and replaces 0) with
-        // `max_keepalive`, telling it so; a 3.1.x client keeps its own.
+    /// The connection's terms: keepalive (Mosquitto 2.0 caps a v5 client's,
+    /// and replaces 0, with `max_keepalive`, telling it so; a 3.1.x client
+    /// keeps its own), the will to leave behind, the session expiry.
+    fn negotiate(&self, p: &Connect<'_>, listener: &ListenerSettings, who: &Identity) -> Terms {
+        let v5 = p.version.is_v5();
         let mut keepalive = p.keep_alive;
         let mut server_keepalive = None;
         if v5
@@ -255,40 +307,33 @@ impl Broker {
             keepalive = self.cfg.max_keepalive;
             server_keepalive = Some(keepalive);
         }
-
-        // Will.
-        let will = p.will.as_ref().map(|w| {
-            let props = if v5 {
-                publish_props_to_store(w.properties.raw())
-            } else {
-                Box::default()
-            };
-            WillMsg {
-                msg: Rc::new(Message {
-                    topic: match &listener.mount_point {
-                        Some(m) => format!("{}{}", m, w.topic).into(),
-                        None => w.topic.into(),
-                    },
-                    payload: w.payload.into(),
-                    props,
-                    expiry_at: None,
-                    qos: w.qos,
-                    retain: w.retain,
-                    // Who may publish it is asked when it is sent.
-                    source: Some(Box::new(Source {
-                        client_id: client_id.as_str().into(),
-                        username: username.as_deref().map(Into::into),
-                        security: listener.security,
-                        port: listener.port,
-                    })),
-                    persist_id: Default::default(),
-                }),
-                delay: w.properties.will_delay_interval().unwrap_or(0),
-                expiry: w.properties.message_expiry_interval(),
-            }
+        let will = p.will.as_ref().map(|w| WillMsg {
+            msg: Rc::new(Message {
+                topic: match &listener.mount_point {
+                    Some(m) => format!("{}{}", m, w.topic).into(),
+                    None => w.topic.into(),
+                },
+                payload: w.payload.into(),
+                props: if v5 {
+                    publish_props_to_store(w.properties.raw())
+                } else {
+                    Box::default()
+                },
+                expiry_at: None,
+                qos: w.qos,
+                retain: w.retain,
+                // Who may publish it is asked when it is sent.
+                source: Some(Box::new(Source {
+                    client_id: who.client_id.as_str().into(),
+                    username: who.username.as_deref().map(Into::into),
+                    security: listener.security,
+                    port: listener.port,
+                })),
+                persist_id: Default::default(),
+            }),
+            delay: w.properties.will_delay_interval().unwrap_or(0),
+            expiry: w.properties.message_expiry_interval(),
         });
-
-        // Session expiry.
         let expiry = if v5 {
             p.properties.session_expiry_interval().unwrap_or(0)
         } else if p.clean_start {
@@ -299,43 +344,62 @@ impl Broker {
                 None => u32::MAX,
             }
         };
-
-        // Takeover of a live connection with the same client id.
-        let existing = self.by_client_id.get(client_id.as_str()).copied();
-        if let Some(skey) = existing {
-            let old_conn = self.sessions.get(skey).and_then(|s| s.conn);
-            if let Some(old) = old_conn {
-                if self.cfg.connection_messages {
-                    log::info!(
-                        "Client {} already connected, closing old connection.",
-                        client_id
-                    );
-                }
-                // Mosquitto 2.0 sends the old connection's will when the old
-                // session would not have survived, or the new one starts clean.
-                let old_clean = self.conns.get(old).map(|oc| oc.clean_start).unwrap_or(true);
-                let old_expiry = self.sessions.get(skey).map(|s| s.expiry_interval);
-                let old_v5 = self.conns.get(old).is_some_and(|oc| oc.version.is_v5());
-                let send_will =
-                    (old_v5 && old_expiry == Some(0)) || (!old_v5 && old_clean) || p.clean_start;
-                // Keep the session alive through the old connection's close.
-                if let Some(s) = self.sessions.get_mut(skey) {
-                    s.conn = None;
-                }
-                if let Some(oc) = self.conns.get_mut(old) {
-                    oc.session = None;
-                }
-                self.close(old, CloseReason::TakenOver { send_will }, now);
-            }
+        Terms {
+            keepalive,
+            server_keepalive,
+            will,
+            expiry,
         }
+    }
 
-        self.cancel_delayed_will(&client_id);
+    /// A live connection with the same client id is closed. Mosquitto 2.0
+    /// sends its will when the old session would not have survived, or the
+    /// new one starts clean. A delayed will of that id is cancelled.
+    fn take_over(&mut self, client_id: &str, clean_start: bool, now: u64) {
+        let existing = self.by_client_id.get(client_id).copied();
+        let old = existing.and_then(|skey| Some((skey, self.sessions.get(skey)?.conn?)));
+        if let Some((skey, old)) = old {
+            if self.cfg.connection_messages {
+                log::info!(
+                    "Client {} already connected, closing old connection.",
+                    client_id
+                );
+            }
+            let old_clean = self.conns.get(old).map(|oc| oc.clean_start).unwrap_or(true);
+            let old_expiry = self.sessions.get(skey).map(|s| s.expiry_interval);
+            let old_v5 = self.conns.get(old).is_some_and(|oc| oc.version.is_v5());
+            let send_will =
+                (old_v5 && old_expiry == Some(0)) || (!old_v5 && old_clean) || clean_start;
+            // Keep the session alive through the old connection's close.
+            if let Some(s) = self.sessions.get_mut(skey) {
+                s.conn = None;
+            }
+            if let Some(oc) = self.conns.get_mut(old) {
+                oc.session = None;
+            }
+            self.close(old, CloseReason::TakenOver { send_will }, now);
+        }
+        self.cancel_delayed_will(client_id);
+    }
 
-        // Find or create the session.
-        // As Mosquitto: a session is resumed only when the client asks for it and the old
-        // session was meant to outlive its connection (expiry > 0; a v3 clean session has 0).
+    /// Find or create the session and make this connection its live link.
+    /// As in Mosquitto, a session is resumed only when the client asks for
+    /// it and the old one was meant to outlive its connection (expiry > 0;
+    /// a v3 clean session has 0). Returns the session and whether it was
+    /// resumed.
+    fn attach(
+        &mut self,
+        id: ConnId,
+        p: &Connect<'_>,
+        listener: &ListenerSettings,
+        who: &Identity,
+        terms: &mut Terms,
+        now: u64,
+    ) -> (usize, bool) {
+        let v5 = p.version.is_v5();
+        let expiry = terms.expiry;
         let mut resumed = false;
-        let skey = match self.by_client_id.get(client_id.as_str()).copied() {
+        let skey = match self.by_client_id.get(who.client_id.as_str()).copied() {
             Some(k)
                 if !p.clean_start
                     && self.sessions.get(k).is_some_and(|s| s.expiry_interval > 0) =>
@@ -345,15 +409,15 @@ impl Broker {
             }
             Some(k) => {
                 self.remove_session(k, now);
-                self.new_session(&client_id)
+                self.new_session(&who.client_id)
             }
-            None => self.new_session(&client_id),
+            None => self.new_session(&who.client_id),
         };
         if let Some(s) = self.sessions.get_mut(skey) {
             s.conn = Some(id);
             s.v5 = v5;
             s.expiry_interval = expiry;
-            s.username = username.as_deref().map(Into::into);
+            s.username = who.username.as_deref().map(Into::into);
             s.security = listener.security;
             if expiry > 0 {
                 s.persisted = true;
@@ -364,22 +428,21 @@ impl Broker {
                 });
             }
         }
-
         let shared_id: Rc<str> = match self.sessions.get(skey) {
             Some(s) => s.client_id.clone(),
-            None => client_id.as_str().into(),
+            None => who.client_id.as_str().into(),
         };
         let Some(c) = self.conns.get_mut(id) else {
-            return;
+            return (skey, resumed);
         };
         c.state = State::Connected;
         c.client_id = shared_id;
         c.clean_start = p.clean_start;
-        c.keepalive_ms = u64::from(keepalive) * 1500;
+        c.keepalive_ms = u64::from(terms.keepalive) * 1500;
         c.last_rx = now;
         c.connected_at = now;
         c.session = Some(skey);
-        c.will = will.map(Box::new);
+        c.will = terms.will.take().map(Box::new);
         if v5 {
             c.max_packet_out = p.properties.maximum_packet_size().unwrap_or(0);
             c.receive_max = p.properties.receive_maximum().unwrap_or(u16::MAX);
@@ -391,18 +454,37 @@ impl Broker {
         }
         self.stats.clients_connected += 1;
         self.stats.clients_maximum = self.stats.clients_maximum.max(self.stats.clients_connected);
+        (skey, resumed)
+    }
 
-        // Mosquitto's order; the rest follows in `send_connack_props`.
+    /// CONNACK (Mosquitto's properties in Mosquitto's order), the
+    /// "New client connected" line, then what the session has waiting.
+    #[allow(clippy::too_many_arguments)]
+    fn acknowledge_connect(
+        &mut self,
+        id: ConnId,
+        p: &Connect<'_>,
+        listener: &ListenerSettings,
+        who: &Identity,
+        terms: &Terms,
+        (skey, resumed): (usize, bool),
+        now: u64,
+    ) {
+        let v5 = p.version.is_v5();
+        let Some(peer) = self.conns.get(id).map(|c| c.peer.clone()) else {
+            return;
+        };
+        // The rest follows in `send_connack_props`.
         let mut props = PropertyWriter::new();
         if v5 {
             if listener.max_topic_alias > 0 {
                 props.push(Property::TopicAliasMaximum(listener.max_topic_alias));
             }
-            if let Some(k) = server_keepalive {
+            if let Some(k) = terms.server_keepalive {
                 props.push(Property::ServerKeepAlive(k));
             }
-            if assigned {
-                props.push(Property::AssignedClientIdentifier(&client_id));
+            if who.assigned {
+                props.push(Property::AssignedClientIdentifier(&who.client_id));
             }
         }
         // MQTT 3.1 has no session-present flag: Mosquitto always sends 0 there.
@@ -410,14 +492,13 @@ impl Broker {
         if !self.send_connack_props(id, session_present, 0, v5, &props) {
             log::info!(
                 "Client {} disconnected: CONNACK larger than its maximum packet size.",
-                client_id
+                who.client_id
             );
             self.close(id, CloseReason::Violation, now);
             return;
         }
-
         if self.cfg.connection_messages {
-            let user = match &username {
+            let user = match &who.username {
                 Some(u) => format!(", u'{}'", u),
                 None => String::new(),
             };
@@ -429,14 +510,13 @@ impl Broker {
             log::info!(
                 "New client connected from {} as {} (p{}, c{}, k{}{}).",
                 peer,
-                client_id,
+                who.client_id,
                 level,
                 u8::from(p.clean_start),
-                keepalive,
+                terms.keepalive,
                 user
             );
         }
-
         if resumed {
             self.resend_inflight(skey, now);
         }
