@@ -149,123 +149,27 @@ fn write_ack(c: &mut Client, stats: &mut Stats, kind: u8, packet_id: u16, code: 
 }
 
 impl Broker {
+    /// A PUBLISH from a client: its topic (alias, depth, mount point), the
+    /// listener's limits, the QoS 2 exchange, the memory limit, then the
+    /// checks and routing of `check_publish` / `accept_publish`, and the ack.
     pub(super) fn handle_publish(&mut self, id: ConnId, p: &Publish<'_>, now: u64) {
-        let Some(c) = self.conns.get_mut(id) else {
+        let Some(c) = self.conns.get(id) else {
             return;
         };
-        let version = c.version;
-        let v5 = version.is_v5();
-        let listener = self.cfg.listeners.get(c.listener);
-        let max_qos = listener.map(|l| l.max_qos).unwrap_or(QoS::ExactlyOnce);
-        let max_alias = listener.map(|l| l.max_topic_alias).unwrap_or(0);
         let origin = c.session.unwrap_or(usize::MAX);
-
-        // Topic alias (v5): resolve or record.
-        let mut alias_topic: Option<Box<str>> = None;
-        if v5 {
-            if let Some(alias) = p.properties.topic_alias() {
-                if alias == 0 || alias > max_alias {
-                    self.close(id, CloseReason::Protocol(reason::TOPIC_ALIAS_INVALID), now);
-                    return;
-                }
-                let slot = usize::from(alias - 1);
-                let al = c.aliases.get_or_insert_with(Default::default);
-                if al.inbound.len() <= slot {
-                    al.inbound.resize_with(slot + 1, || None);
-                }
-                if p.topic.is_empty() {
-                    match &al.inbound[slot] {
-                        Some(t) => alias_topic = Some(t.clone()),
-                        None => {
-                            self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
-                            return;
-                        }
-                    }
-                } else if al.inbound[slot].as_deref() != Some(p.topic) {
-                    al.inbound[slot] = Some(p.topic.into());
-                }
-            }
-        }
-        let topic: &str = alias_topic.as_deref().unwrap_or(p.topic);
-        if topic::too_deep(topic) {
-            self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+        let Some(topic) = self.inbound_topic(id, p, now) else {
             return;
-        }
-        let mounted;
-        let topic: &str = match &self.conns.get(id).and_then(|c| c.mount.clone()) {
-            Some(m) => {
-                mounted = format!("{}{}", m, topic);
-                &mounted
-            }
-            None => topic,
         };
-
-        if p.qos > max_qos {
-            // Mosquitto disconnects a client publishing above max_qos.
-            self.close(id, CloseReason::Protocol(reason::QOS_NOT_SUPPORTED), now);
+        let topic: &str = &topic;
+        if !self.within_listener_limits(id, p, now) {
             return;
         }
-        if p.retain && !self.cfg.retain_available {
-            self.close(id, CloseReason::Protocol(reason::RETAIN_NOT_SUPPORTED), now);
+        if p.qos == QoS::ExactlyOnce && !self.admit_qos2(id, origin, p, topic, now) {
             return;
         }
-        // A Subscription Identifier from a client [MQTT-3.3.4-6] is ignored,
-        // as Mosquitto ignores it (it is never forwarded).
-
-        // QoS 2: a packet id not yet released is a re-send: answer it
-        // again. The same id with a different message replaces it
-        // (Mosquitto's "Reused message ID").
-        if p.qos == QoS::ExactlyOnce {
-            let Some(s) = self.sessions.get_mut(origin) else {
-                return;
-            };
-            if let Some(i) = s.find_incoming(p.packet_id) {
-                let same = s.incoming_qos2[i].msg.as_ref().is_none_or(|m| {
-                    &*m.topic == topic && *m.payload == *p.payload && m.retain == p.retain
-                });
-                if same {
-                    if let Some(c) = self.conns.writer(id) {
-                        write_ack(c, &mut self.stats, packet_type::PUBREC, p.packet_id, 0);
-                    }
-                    return;
-                }
-                log::warn!(
-                    "Reused message ID {} from {} detected. Clearing from storage.",
-                    p.packet_id,
-                    s.client_id
-                );
-                s.incoming_qos2.remove(i);
-                if s.persisted {
-                    self.journal.push(|| JournalOp::In2Done {
-                        client_id: s.client_id.clone(),
-                        packet_id: p.packet_id,
-                    });
-                }
-            } else if v5
-                && self.cfg.max_inflight_messages > 0
-                && s.incoming_qos2.len() >= usize::from(self.cfg.max_inflight_messages)
-            {
-                self.close(
-                    id,
-                    CloseReason::Protocol(reason::RECEIVE_MAXIMUM_EXCEEDED),
-                    now,
-                );
-                return;
-            }
-        }
-
         self.stats.pub_msgs_received += 1;
         self.stats.pub_bytes_received += p.payload.len() as u64;
-        // memory_limit: Mosquitto's allocator fails past the limit and the
-        // client is dropped; midge refuses the publish where it arrives.
-        if self.cfg.memory_limit > 0 && (self.cfg.memory_used)() as u64 > self.cfg.memory_limit {
-            self.stats.pub_msgs_dropped += 1;
-            if v5 {
-                self.ack_publish(id, p.qos, p.packet_id, reason::QUOTA_EXCEEDED);
-            } else if p.qos != QoS::AtMostOnce {
-                log::warn!("Out of memory (memory_limit): disconnecting a publisher.");
-                self.close(id, CloseReason::Protocol(reason::QUOTA_EXCEEDED), now);
-            }
+        if self.over_memory_limit(id, p, now) {
             return;
         }
         let code = match self.check_publish(id, origin, p, topic) {
@@ -283,6 +187,144 @@ impl Broker {
             None => self.accept_publish(origin, p, topic, now),
         };
         self.ack_publish(id, p.qos, p.packet_id, code);
+    }
+
+    /// The topic a PUBLISH is for: its Topic Alias resolved or recorded
+    /// (v5), no deeper than the limit, under the listener's mount point.
+    /// None when the connection was closed for a fault.
+    fn inbound_topic<'p>(
+        &mut self,
+        id: ConnId,
+        p: &Publish<'p>,
+        now: u64,
+    ) -> Option<std::borrow::Cow<'p, str>> {
+        use std::borrow::Cow;
+        let c = self.conns.get_mut(id)?;
+        let max_alias = self
+            .cfg
+            .listeners
+            .get(c.listener)
+            .map_or(0, |l| l.max_topic_alias);
+        let mut topic: Cow<'p, str> = Cow::Borrowed(p.topic);
+        if let Some(alias) = p.properties.topic_alias().filter(|_| c.version.is_v5()) {
+            if alias == 0 || alias > max_alias {
+                self.close(id, CloseReason::Protocol(reason::TOPIC_ALIAS_INVALID), now);
+                return None;
+            }
+            let slot = usize::from(alias - 1);
+            let al = c.aliases.get_or_insert_with(Default::default);
+            if al.inbound.len() <= slot {
+                al.inbound.resize_with(slot + 1, || None);
+            }
+            if p.topic.is_empty() {
+                match &al.inbound[slot] {
+                    Some(t) => topic = Cow::Owned(t.to_string()),
+                    None => {
+                        self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+                        return None;
+                    }
+                }
+            } else if al.inbound[slot].as_deref() != Some(p.topic) {
+                al.inbound[slot] = Some(p.topic.into());
+            }
+        }
+        if topic::too_deep(&topic) {
+            self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+            return None;
+        }
+        match self.conns.get(id).and_then(|c| c.mount.as_deref()) {
+            Some(m) => Some(Cow::Owned(format!("{}{}", m, topic))),
+            None => Some(topic),
+        }
+    }
+
+    /// Mosquitto disconnects a client publishing above `max_qos`, or
+    /// retained when retain is not available. A Subscription Identifier
+    /// from a client [MQTT-3.3.4-6] is ignored, as Mosquitto ignores it.
+    fn within_listener_limits(&mut self, id: ConnId, p: &Publish<'_>, now: u64) -> bool {
+        let max_qos = self
+            .conns
+            .get(id)
+            .and_then(|c| self.cfg.listeners.get(c.listener))
+            .map_or(QoS::ExactlyOnce, |l| l.max_qos);
+        let refused = if p.qos > max_qos {
+            reason::QOS_NOT_SUPPORTED
+        } else if p.retain && !self.cfg.retain_available {
+            reason::RETAIN_NOT_SUPPORTED
+        } else {
+            return true;
+        };
+        self.close(id, CloseReason::Protocol(refused), now);
+        false
+    }
+
+    /// QoS 2: a packet id not yet released is a re-send, answered again
+    /// (false: nothing more to do). The same id with a different message
+    /// replaces the held one (Mosquitto's "Reused message ID"). A v5 client
+    /// past the Receive Maximum is disconnected.
+    fn admit_qos2(
+        &mut self,
+        id: ConnId,
+        origin: usize,
+        p: &Publish<'_>,
+        topic: &str,
+        now: u64,
+    ) -> bool {
+        let v5 = self.conns.get(id).is_some_and(|c| c.version.is_v5());
+        let Some(s) = self.sessions.get_mut(origin) else {
+            return false;
+        };
+        if let Some(i) = s.find_incoming(p.packet_id) {
+            let same = s.incoming_qos2[i].msg.as_ref().is_none_or(|m| {
+                &*m.topic == topic && *m.payload == *p.payload && m.retain == p.retain
+            });
+            if same {
+                if let Some(c) = self.conns.writer(id) {
+                    write_ack(c, &mut self.stats, packet_type::PUBREC, p.packet_id, 0);
+                }
+                return false;
+            }
+            log::warn!(
+                "Reused message ID {} from {} detected. Clearing from storage.",
+                p.packet_id,
+                s.client_id
+            );
+            s.incoming_qos2.remove(i);
+            if s.persisted {
+                self.journal.push(|| JournalOp::In2Done {
+                    client_id: s.client_id.clone(),
+                    packet_id: p.packet_id,
+                });
+            }
+        } else if v5
+            && self.cfg.max_inflight_messages > 0
+            && s.incoming_qos2.len() >= usize::from(self.cfg.max_inflight_messages)
+        {
+            self.close(
+                id,
+                CloseReason::Protocol(reason::RECEIVE_MAXIMUM_EXCEEDED),
+                now,
+            );
+            return false;
+        }
+        true
+    }
+
+    /// memory_limit: Mosquitto's allocator fails past the limit and the
+    /// client is dropped; midge refuses the publish where it arrives (v5:
+    /// 0x97; a 3.1.x QoS 1/2 publisher is disconnected). True if refused.
+    fn over_memory_limit(&mut self, id: ConnId, p: &Publish<'_>, now: u64) -> bool {
+        if self.cfg.memory_limit == 0 || (self.cfg.memory_used)() as u64 <= self.cfg.memory_limit {
+            return false;
+        }
+        self.stats.pub_msgs_dropped += 1;
+        if self.conns.get(id).is_some_and(|c| c.version.is_v5()) {
+            self.ack_publish(id, p.qos, p.packet_id, reason::QUOTA_EXCEEDED);
+        } else if p.qos != QoS::AtMostOnce {
+            log::warn!("Out of memory (memory_limit): disconnecting a publisher.");
+            self.close(id, CloseReason::Protocol(reason::QUOTA_EXCEEDED), now);
+        }
+        true
     }
 
     /// Why a PUBLISH that arrived cannot be taken (too large, not
