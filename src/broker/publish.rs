@@ -463,95 +463,10 @@ impl Broker {
             expiry_at,
         };
         if retain {
-            if payload.is_empty() {
-                if self.retained.remove(topic).is_some() && !topic.starts_with("$SYS") {
-                    self.journal.push(|| JournalOp::Unretain(topic.into()));
-                }
-            } else {
-                if stored.is_none() {
-                    let mut m = make_message(&view, qos, retain);
-                    if let Some(r) = Rc::get_mut(&mut m) {
-                        r.source = self.retain_source(origin);
-                    }
-                    *stored = Some(m);
-                }
-                let Some(m) = stored.clone() else {
-                    return false;
-                };
-                self.retained_expiring |= m.expiry_at.is_some();
-                if !topic.starts_with("$SYS") {
-                    self.journal.push(|| JournalOp::Retain(m.clone()));
-                }
-                self.retained.insert(topic, m);
-            }
+            self.store_retained(origin, &view, qos, stored);
         }
-
-        self.publish_seq += 1;
-        let seq = self.publish_seq;
         let mut targets = std::mem::take(&mut self.targets);
-        targets.clear();
-        let mut matched = false;
-        {
-            let sessions = &mut self.sessions;
-            let shared_hits = &mut self.shared_hits;
-            shared_hits.clear();
-            self.tree.for_each_match(topic, |key, sub| {
-                matched = true;
-                if key & SHARED_BIT != 0 {
-                    shared_hits.push(key & !SHARED_BIT);
-                    return;
-                }
-                let key = key as usize;
-                if sub.no_local && key == origin {
-                    return;
-                }
-                let Some(s) = sessions.get_mut(key) else {
-                    return;
-                };
-                // Overlapping subscriptions of a 3.1.x session are merged
-                // into one copy at the highest QoS [MQTT-3.3.5-1]. A v5
-                // session gets one copy per subscription, each with its own
-                // QoS, retain flag and identifier, in the order Mosquitto
-                // sends them (v5 3.3.4 allows either).
-                let merge = if s.v5 {
-                    None
-                } else if s.match_seq == seq {
-                    // Rare (a session matched twice): a short scan.
-                    let first = s.match_idx as usize;
-                    targets.get(first..).and_then(|rest| {
-                        rest.iter()
-                            .position(|t| {
-                                t.session == key && t.retain_as_published == sub.retain_as_published
-                            })
-                            .map(|i| first + i)
-                    })
-                } else {
-                    s.match_seq = seq;
-                    s.match_idx = targets.len() as u32;
-                    None
-                };
-                match merge.and_then(|i| targets.get_mut(i)) {
-                    Some(t) => {
-                        t.qos = t.qos.max(sub.qos);
-                        if sub.sub_id != 0 {
-                            t.sub_ids.push(sub.sub_id);
-                        }
-                    }
-                    None => {
-                        let mut sub_ids = SmallVec::new();
-                        if sub.sub_id != 0 {
-                            sub_ids.push(sub.sub_id);
-                        }
-                        targets.push(Target {
-                            session: key,
-                            qos: sub.qos,
-                            retain_as_published: sub.retain_as_published,
-                            sub_ids,
-                        });
-                    }
-                }
-            });
-        }
+        let matched = self.collect_targets(origin, topic, &mut targets);
         for t in targets.iter() {
             if !self.acl_allows(t.session, topic, Access::Read) {
                 continue;
@@ -578,6 +493,107 @@ impl Broker {
             }
             self.shared_hits = hits;
         }
+        matched
+    }
+
+    /// A retained PUBLISH replaces (or, empty, removes) the topic's
+    /// retained message; `stored` becomes the message if it was not yet.
+    fn store_retained(
+        &mut self,
+        origin: usize,
+        view: &MsgView<'_>,
+        qos: QoS,
+        stored: &mut Option<Rc<Message>>,
+    ) {
+        let topic = view.topic;
+        if view.payload.is_empty() {
+            if self.retained.remove(topic).is_some() && !topic.starts_with("$SYS") {
+                self.journal.push(|| JournalOp::Unretain(topic.into()));
+            }
+            return;
+        }
+        if stored.is_none() {
+            let mut m = make_message(view, qos, true);
+            if let Some(r) = Rc::get_mut(&mut m) {
+                r.source = self.retain_source(origin);
+            }
+            *stored = Some(m);
+        }
+        let Some(m) = stored.clone() else {
+            return;
+        };
+        self.retained_expiring |= m.expiry_at.is_some();
+        if !topic.starts_with("$SYS") {
+            self.journal.push(|| JournalOp::Retain(m.clone()));
+        }
+        self.retained.insert(topic, m);
+    }
+
+    /// The sessions a message on `topic` goes to (`targets`, in the
+    /// subscription tree's order) and the shared groups it hits
+    /// (`self.shared_hits`). Returns whether any subscription matched.
+    fn collect_targets(&mut self, origin: usize, topic: &str, targets: &mut Vec<Target>) -> bool {
+        self.publish_seq += 1;
+        let seq = self.publish_seq;
+        targets.clear();
+        let mut matched = false;
+        let sessions = &mut self.sessions;
+        let shared_hits = &mut self.shared_hits;
+        shared_hits.clear();
+        self.tree.for_each_match(topic, |key, sub| {
+            matched = true;
+            if key & SHARED_BIT != 0 {
+                shared_hits.push(key & !SHARED_BIT);
+                return;
+            }
+            let key = key as usize;
+            if sub.no_local && key == origin {
+                return;
+            }
+            let Some(s) = sessions.get_mut(key) else {
+                return;
+            };
+            // Overlapping subscriptions of a 3.1.x session are merged into
+            // one copy at the highest QoS [MQTT-3.3.5-1]. A v5 session gets
+            // one copy per subscription, each with its own QoS, retain flag
+            // and identifier, in the order Mosquitto sends them (v5 3.3.4
+            // allows either).
+            let merge = if s.v5 {
+                None
+            } else if s.match_seq == seq {
+                // Rare (a session matched twice): a short scan.
+                let first = s.match_idx as usize;
+                targets.get(first..).and_then(|rest| {
+                    rest.iter()
+                        .position(|t| t.session == key)
+                        .map(|i| first + i)
+                })
+            } else {
+                s.match_seq = seq;
+                s.match_idx = targets.len() as u32;
+                None
+            };
+            match merge.and_then(|i| targets.get_mut(i)) {
+                Some(t) => {
+                    t.qos = t.qos.max(sub.qos);
+                    if sub.sub_id != 0 {
+                        t.sub_ids.push(sub.sub_id);
+                    }
+                }
+                None => {
+                    let mut sub_ids = SmallVec::new();
+                    if sub.sub_id != 0 {
+                        sub_ids.push(sub.sub_id);
+                    }
+                    targets.push(Target {
+                        session: key,
+                        qos: sub.qos,
+                        retain_as_published: sub.retain_as_published,
+                        sub_ids,
+                    });
+                }
+            }
+        });
         matched
     }
 
