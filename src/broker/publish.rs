@@ -603,100 +603,134 @@ impl Broker {
         &mut self,
         skey: usize,
         view: &MsgView<'_>,
+        published: (QoS, bool),
+        stored: &mut Option<Rc<Message>>,
+        d: &Delivery<'_>,
+        now: u64,
+    ) {
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
+        match s.conn.and_then(|id| self.conns.get(id).map(|c| (id, c))) {
+            Some((id, c)) => {
+                let free = c.outbox.len() < OUTBOX_SOFT_LIMIT && s.queue.is_empty();
+                let window = inflight_window(self.cfg.max_inflight_messages, c.receive_max);
+                let room = s.inflight.len() < window
+                    && s.inflight_bytes_below(self.cfg.max_inflight_bytes);
+                if free && d.qos == QoS::AtMostOnce {
+                    if let Some(c) = self.conns.writer(id) {
+                        write_publish(
+                            c,
+                            &mut self.stats,
+                            view,
+                            d.qos,
+                            d.retain,
+                            false,
+                            0,
+                            d.sub_ids,
+                            now,
+                        );
+                    }
+                    return;
+                }
+                if free && room {
+                    self.send_inflight(skey, id, view, published, stored, d, now);
+                    return;
+                }
+            }
+            None if d.qos == QoS::AtMostOnce && !self.cfg.queue_qos0_messages => return,
+            None => {}
+        }
+        self.enqueue(skey, view, published, stored, d);
+    }
+
+    /// Send a QoS 1/2 message now and hold it in flight until acknowledged.
+    /// Its packet id is used up even when it is too large to send.
+    #[allow(clippy::too_many_arguments)]
+    fn send_inflight(
+        &mut self,
+        skey: usize,
+        id: ConnId,
+        view: &MsgView<'_>,
         (pub_qos, pub_retain): (QoS, bool),
         stored: &mut Option<Rc<Message>>,
         d: &Delivery<'_>,
         now: u64,
     ) {
-        let max_inflight = self.cfg.max_inflight_messages;
-        let max_inflight_bytes = self.cfg.max_inflight_bytes;
         let (qos, retain, sub_ids) = (d.qos, d.retain, d.sub_ids);
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        let live = s.conn.and_then(|id| self.conns.get(id).map(|c| (id, c)));
-        if let Some((id, c)) = live {
-            let congested = c.outbox.len() >= OUTBOX_SOFT_LIMIT;
-            if qos == QoS::AtMostOnce && !congested && s.queue.is_empty() {
-                if let Some(c) = self.conns.writer(id) {
-                    write_publish(
-                        c,
-                        &mut self.stats,
-                        view,
-                        qos,
-                        retain,
-                        false,
-                        0,
-                        sub_ids,
-                        now,
-                    );
-                }
-                return;
-            }
-            let window = inflight_window(max_inflight, c.receive_max);
-            if qos != QoS::AtMostOnce
-                && !congested
-                && s.queue.is_empty()
-                && s.inflight.len() < window
-                && s.inflight_bytes_below(max_inflight_bytes)
-            {
-                let packet_id = s.alloc_packet_id();
-                let Some(c) = self.conns.writer(id) else {
-                    return;
-                };
-                if write_publish(
-                    c,
-                    &mut self.stats,
-                    view,
-                    qos,
-                    retain,
-                    false,
-                    packet_id,
-                    sub_ids,
-                    now,
-                ) {
-                    let msg = stored
-                        .get_or_insert_with(|| make_message(view, pub_qos, pub_retain))
-                        .clone();
-                    if s.persisted {
-                        self.journal.push(|| JournalOp::Enqueue {
-                            client_id: s.client_id.clone(),
-                            msg: msg.clone(),
-                            qos,
-                            retain,
-                            sub_ids: sub_ids.iter().copied().collect(),
-                        });
-                        if qos == QoS::ExactlyOnce {
-                            self.journal.push(|| JournalOp::Sent {
-                                client_id: s.client_id.clone(),
-                                msg: msg.clone(),
-                                packet_id,
-                            });
-                        }
-                    }
-                    s.inflight.push_back(Inflight {
-                        packet_id,
-                        state: if qos == QoS::AtLeastOnce {
-                            OutState::AwaitPuback
-                        } else {
-                            OutState::AwaitPubrec
-                        },
-                        out: Outgoing {
-                            msg,
-                            qos,
-                            retain,
-                            sub_ids: sub_ids.iter().copied().collect(),
-                            group: d.group,
-                        },
-                    });
-                }
-                return;
-            }
-        } else if qos == QoS::AtMostOnce && !self.cfg.queue_qos0_messages {
+        let packet_id = s.alloc_packet_id();
+        let Some(c) = self.conns.writer(id) else {
+            return;
+        };
+        let sent = write_publish(
+            c,
+            &mut self.stats,
+            view,
+            qos,
+            retain,
+            false,
+            packet_id,
+            sub_ids,
+            now,
+        );
+        if !sent {
             return;
         }
-        // Queue it, within the limits. A connected client that is not
-        // keeping up queues QoS 0 too (in order with the rest).
+        let msg = stored
+            .get_or_insert_with(|| make_message(view, pub_qos, pub_retain))
+            .clone();
+        if s.persisted {
+            self.journal.push(|| JournalOp::Enqueue {
+                client_id: s.client_id.clone(),
+                msg: msg.clone(),
+                qos,
+                retain,
+                sub_ids: sub_ids.iter().copied().collect(),
+            });
+            if qos == QoS::ExactlyOnce {
+                self.journal.push(|| JournalOp::Sent {
+                    client_id: s.client_id.clone(),
+                    msg: msg.clone(),
+                    packet_id,
+                });
+            }
+        }
+        s.inflight.push_back(Inflight {
+            packet_id,
+            state: if qos == QoS::AtLeastOnce {
+                OutState::AwaitPuback
+            } else {
+                OutState::AwaitPubrec
+            },
+            out: Outgoing {
+                msg,
+                qos,
+                retain,
+                sub_ids: sub_ids.iter().copied().collect(),
+                group: d.group,
+            },
+        });
+    }
+
+    /// Queue a message for later, within `max_queued_messages` /
+    /// `max_queued_bytes` (dropped past them, noticed once per episode as
+    /// Mosquitto does). A connected client that is not keeping up queues
+    /// QoS 0 too, in order with the rest.
+    fn enqueue(
+        &mut self,
+        skey: usize,
+        view: &MsgView<'_>,
+        (pub_qos, pub_retain): (QoS, bool),
+        stored: &mut Option<Rc<Message>>,
+        d: &Delivery<'_>,
+    ) {
+        let (qos, retain, sub_ids) = (d.qos, d.retain, d.sub_ids);
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         let max_msgs = self.cfg.max_queued_messages as usize;
         let max_bytes = self.cfg.max_queued_bytes as usize;
         if !d.unbounded
@@ -704,7 +738,6 @@ impl Broker {
                 || (max_bytes > 0 && s.queued_bytes + view.payload.len() > max_bytes))
         {
             if !s.dropping {
-                // Once per episode, as Mosquitto's notice.
                 s.dropping = true;
                 log::info!(
                     "Outgoing messages are being dropped for client {}.",
