@@ -794,38 +794,7 @@ impl Broker {
                 break;
             }
             let Some(out) = s.pop_queue() else { break };
-            if out.msg.expired(now) || out.qos == QoS::AtMostOnce {
-                // It leaves the session now: expired, or sent at QoS 0 below.
-                if s.persisted {
-                    self.journal.push(|| JournalOp::Done {
-                        client_id: s.client_id.clone(),
-                        msg: out.msg.clone(),
-                    });
-                }
-            }
-            // The ACL may have changed (a reload) since it was queued: asked
-            // again, as Mosquitto asks when it sends.
-            let denied = self.security.get(s.security).is_some_and(|p| {
-                !p.allows(
-                    &s.client_id,
-                    s.username.as_deref(),
-                    &out.msg.topic,
-                    crate::auth::acl::Access::Read,
-                )
-            });
-            if denied && !out.msg.expired(now) && out.qos != QoS::AtMostOnce && s.persisted {
-                self.journal.push(|| JournalOp::Done {
-                    client_id: s.client_id.clone(),
-                    msg: out.msg.clone(),
-                });
-            }
-            if out.msg.expired(now) || denied {
-                // Mosquitto numbers a QoS 1/2 message when it is queued, so
-                // one dropped from the queue still used up its packet id;
-                // skipping one here keeps the ids a client sees the same.
-                if out.qos != QoS::AtMostOnce {
-                    s.alloc_packet_id();
-                }
+            if leaves_queue_unsent(s, &self.security, &mut self.journal, &out, now) {
                 continue;
             }
             let view = MsgView::of(&out.msg);
@@ -1244,4 +1213,41 @@ fn make_message(view: &MsgView<'_>, qos: QoS, retain: bool) -> Rc<Message> {
         source: None,
         persist_id: Default::default(),
     })
+}
+
+/// A message taken from a session's queue that is not to be sent after all:
+/// expired, or its topic no longer readable by the client (the ACL may have
+/// been reloaded since it was queued; Mosquitto asks again when it sends).
+/// Mosquitto numbers a QoS 1/2 message when it queues it, so one dropped
+/// here still uses up its packet id, which keeps the ids a client sees the
+/// same. Journals what leaves the session (QoS 0 ones leave now, sent or not).
+fn leaves_queue_unsent(
+    s: &mut super::session::Session,
+    security: &[crate::auth::Policy],
+    journal: &mut super::journal::Journal,
+    out: &Outgoing,
+    now: u64,
+) -> bool {
+    let expired = out.msg.expired(now);
+    let denied = security.get(s.security).is_some_and(|p| {
+        !p.allows(
+            &s.client_id,
+            s.username.as_deref(),
+            &out.msg.topic,
+            Access::Read,
+        )
+    });
+    if s.persisted && (expired || denied || out.qos == QoS::AtMostOnce) {
+        journal.push(|| JournalOp::Done {
+            client_id: s.client_id.clone(),
+            msg: out.msg.clone(),
+        });
+    }
+    if !(expired || denied) {
+        return false;
+    }
+    if out.qos != QoS::AtMostOnce {
+        s.alloc_packet_id();
+    }
+    true
 }
