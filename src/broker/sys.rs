@@ -83,6 +83,21 @@ impl Broker {
 
     pub(super) fn sys_publish(&mut self, now: u64) {
         self.sys.next_publish = now + u64::from(self.cfg.sys_interval) * 1000;
+        let heap = (self.cfg.memory_used)();
+        self.sys.heap_max = self.sys.heap_max.max(heap);
+        let mut values = self.sys_counters(now);
+        if heap > 0 {
+            values.push(("heap/current".into(), heap.to_string()));
+            values.push(("heap/maximum".into(), self.sys.heap_max.to_string()));
+        }
+        self.sys_loads(now, &mut values);
+        for (name, value) in values {
+            self.sys_value(&format!("$SYS/broker/{}", name), value, now);
+        }
+    }
+
+    /// The `$SYS/broker/...` counters (names below `$SYS/broker/`, values).
+    fn sys_counters(&self, now: u64) -> Vec<(String, String)> {
         let connected = self.stats.clients_connected;
         let mut disconnected = 0u64;
         let mut inflight = 0usize;
@@ -98,10 +113,8 @@ impl Broker {
             store_bytes += s.inflight.iter().map(|f| f.out.msg.cost()).sum::<usize>();
         }
         self.retained.for_each(|m| store_bytes += m.cost());
-        let heap = (self.cfg.memory_used)();
-        self.sys.heap_max = self.sys.heap_max.max(heap);
-        let st = self.stats.clone();
-        let mut values: Vec<(String, String)> = vec![
+        let st = &self.stats;
+        vec![
             ("uptime".into(), format!("{} seconds", self.uptime(now))),
             ("clients/connected".into(), connected.to_string()),
             ("clients/active".into(), connected.to_string()),
@@ -148,13 +161,13 @@ impl Broker {
                 "retained messages/count".into(),
                 self.retained.len().to_string(),
             ),
-        ];
-        if heap > 0 {
-            values.push(("heap/current".into(), heap.to_string()));
-            values.push(("heap/maximum".into(), self.sys.heap_max.to_string()));
-        }
-        // Load averages: per-minute rates smoothed over 1, 5 and 15 minutes.
-        // In the order of LOADS.
+        ]
+    }
+
+    /// Load averages: per-minute rates smoothed over 1, 5 and 15 minutes,
+    /// in the order of LOADS (none on the first sample).
+    fn sys_loads(&mut self, now: u64, values: &mut Vec<(String, String)>) {
+        let st = &self.stats;
         let counts = [
             st.msgs_received,
             st.msgs_sent,
@@ -183,9 +196,6 @@ impl Broker {
             }
         }
         self.sys.last_sample = Some(now);
-        for (name, value) in values {
-            self.sys_value(&format!("$SYS/broker/{}", name), value, now);
-        }
     }
 }
 
