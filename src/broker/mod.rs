@@ -205,8 +205,8 @@ pub(crate) enum CloseReason {
     /// a v5 client is told.
     Protocol(u8),
     /// A protocol violation closed without a DISCONNECT: Mosquitto tells a
-    /// v5 client why only for faults in PUBLISH, SUBSCRIBE, UNSUBSCRIBE,
-    /// DISCONNECT and AUTH, and for an oversized packet.
+    /// v5 client why only for faults in PUBLISH, SUBSCRIBE and UNSUBSCRIBE,
+    /// an unknown packet type and an oversized packet (see `decode_failed`).
     Violation,
     TakenOver {
         send_will: bool,
@@ -214,6 +214,23 @@ pub(crate) enum CloseReason {
     /// CONNACK refused the connection.
     Refused,
     ServerShutdown,
+}
+
+impl CloseReason {
+    /// Whether the connection's will is published (or delayed): not after
+    /// a normal DISCONNECT (v5: unless 0x04), a refusal or a shutdown.
+    fn sends_will(self) -> bool {
+        match self {
+            CloseReason::ClientDisconnect { send_will } | CloseReason::TakenOver { send_will } => {
+                send_will
+            }
+            CloseReason::Lost
+            | CloseReason::KeepaliveTimeout
+            | CloseReason::Protocol(_)
+            | CloseReason::Violation => true,
+            CloseReason::Refused | CloseReason::ServerShutdown => false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -904,28 +921,8 @@ impl Broker {
             return;
         }
         let was_connected = c.state == State::Connected;
-        // v5 DISCONNECT from the server where the spec allows it.
         if was_connected && c.version.is_v5() {
-            let code = match why {
-                CloseReason::KeepaliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
-                CloseReason::Protocol(code) => Some(code),
-                CloseReason::TakenOver { .. } => Some(reason::SESSION_TAKEN_OVER),
-                CloseReason::ServerShutdown => Some(reason::SERVER_SHUTTING_DOWN),
-                _ => None,
-            };
-            if let Some(code) = code {
-                let d = Packet::Disconnect(crate::protocol::Disconnect {
-                    reason: code,
-                    properties: crate::protocol::Properties::EMPTY,
-                });
-                let start = c.outbox.buf.len();
-                encode::encode(&d, c.version, &mut c.outbox.buf);
-                self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
-                if !c.dirty {
-                    c.dirty = true;
-                    self.conns.dirty.push(id);
-                }
-            }
+            self.send_disconnect(id, &why);
         }
         let c = match self.conns.get_mut(id) {
             Some(c) => c,
@@ -952,16 +949,6 @@ impl Broker {
                 _ => {}
             }
         }
-        let send_will = match why {
-            CloseReason::ClientDisconnect { send_will } | CloseReason::TakenOver { send_will } => {
-                send_will
-            }
-            CloseReason::Lost
-            | CloseReason::KeepaliveTimeout
-            | CloseReason::Protocol(_)
-            | CloseReason::Violation => true,
-            CloseReason::Refused | CloseReason::ServerShutdown => false,
-        };
         let expiry = session
             .and_then(|k| self.sessions.get(k))
             .map(|s| s.expiry_interval)
@@ -969,19 +956,49 @@ impl Broker {
         if let Some(s) = session {
             self.detach_session(s, id, now);
         }
-        if send_will && !self.shutting_down {
+        if why.sends_will() && !self.shutting_down {
             if let Some(w) = will {
-                // The will goes at the earlier of its delay and the end of
-                // the session [MQTT-3.1.3-9].
-                let delay = w.delay.min(expiry);
-                if delay == 0 {
-                    self.publish_will(&w, now);
-                } else {
-                    let due = now + u64::from(delay) * 1000;
-                    self.delayed_wills.push((client_id, due, *w));
-                    self.next_check = self.next_check.min(due);
-                }
+                self.leave_will(client_id, *w, expiry, now);
             }
+        }
+    }
+
+    /// v5: DISCONNECT from the server with the close's reason, where the
+    /// spec allows it (keep-alive, protocol faults, takeover, shutdown).
+    fn send_disconnect(&mut self, id: ConnId, why: &CloseReason) {
+        let code = match *why {
+            CloseReason::KeepaliveTimeout => reason::KEEP_ALIVE_TIMEOUT,
+            CloseReason::Protocol(code) => code,
+            CloseReason::TakenOver { .. } => reason::SESSION_TAKEN_OVER,
+            CloseReason::ServerShutdown => reason::SERVER_SHUTTING_DOWN,
+            _ => return,
+        };
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let d = Packet::Disconnect(crate::protocol::Disconnect {
+            reason: code,
+            properties: crate::protocol::Properties::EMPTY,
+        });
+        let start = c.outbox.buf.len();
+        encode::encode(&d, c.version, &mut c.outbox.buf);
+        self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
+        if !c.dirty {
+            c.dirty = true;
+            self.conns.dirty.push(id);
+        }
+    }
+
+    /// The will goes at the earlier of its delay and the end of the
+    /// session [MQTT-3.1.3-9]: now, or from the delayed-will list.
+    fn leave_will(&mut self, client_id: Rc<str>, w: WillMsg, expiry: u32, now: u64) {
+        let delay = w.delay.min(expiry);
+        if delay == 0 {
+            self.publish_will(&w, now);
+        } else {
+            let due = now + u64::from(delay) * 1000;
+            self.delayed_wills.push((client_id, due, w));
+            self.next_check = self.next_check.min(due);
         }
     }
 
