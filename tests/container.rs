@@ -690,17 +690,12 @@ fn layout_and_default_config_match_eclipse_mosquitto() {
 #[test]
 fn container_serves_mqtt_and_websockets_and_keeps_data_in_its_volume() {
     let image = Image::get();
-    let conf_dir = temp_dir("container-conf");
-    std::fs::write(
-        conf_dir.join("mosquitto.conf"),
-        "listener 1883\nlistener 9001\nprotocol websockets\nallow_anonymous true\n\
-         persistence true\npersistence_location /mosquitto/data/\n",
-    )
-    .unwrap();
+    // The configuration conf/compose.yaml uses, mounted as it mounts it.
+    let conf = repo().join("conf/compose.conf");
     let (mqtt_port, ws_port) = (free_port(), free_port());
     let publish_mqtt = format!("127.0.0.1:{mqtt_port}:1883");
     let publish_ws = format!("127.0.0.1:{ws_port}:9001");
-    let mount = format!("{}:/mosquitto/config:ro", conf_dir.display());
+    let mount = format!("{}:/mosquitto/config/mosquitto.conf:ro", conf.display());
     // The eclipse-mosquitto command line, through the `mosquitto` name.
     let c = Container::run(
         &image.tag,
@@ -756,7 +751,25 @@ fn container_serves_mqtt_and_websockets_and_keeps_data_in_its_volume() {
     assert!(p.retain);
     drop(sub);
     assert_eq!(c.stop(), 0, "exit status after SIGTERM; log:\n{}", c.logs());
-    let _ = std::fs::remove_dir_all(conf_dir);
+}
+
+#[test]
+fn compose_file_names_this_image_and_eclipse_mosquittos_paths() {
+    let compose = std::fs::read_to_string(repo().join("conf/compose.yaml")).unwrap();
+    let image_line = format!("image: localhost/midge:{}", env!("CARGO_PKG_VERSION"));
+    for needed in [
+        image_line.as_str(),
+        "\"1883:1883\"",
+        "\"9001:9001\"",
+        "./compose.conf:/mosquitto/config/mosquitto.conf:ro",
+        ":/mosquitto/data",
+        ":/mosquitto/log",
+    ] {
+        assert!(
+            compose.contains(needed),
+            "conf/compose.yaml lacks {needed:?}"
+        );
+    }
 }
 
 #[test]
