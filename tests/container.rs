@@ -2,16 +2,17 @@
 //! built with buildah for amd64, arm64 and arm/v7 into one manifest list,
 //! then checked against what eclipse-mosquitto users rely on: the image's
 //! configuration (user, command, volumes, ports), its files (layout, owners,
-//! default config, static binaries of the right architecture), and, with
-//! podman, a real start: MQTT on 1883 and WebSockets on 9001 through
-//! published free host ports, a retained message kept in the /mosquitto/data
-//! volume across a restart, SIGTERM ending in exit status 0, and the default
-//! configuration answering inside the container only.
+//! default config, static binaries of the right architecture that run, the
+//! ARM ones under qemu-user), and, with podman, a real start: MQTT on 1883
+//! and WebSockets on 9001 through published free host ports, a retained
+//! message kept in the /mosquitto/data volume across a restart, SIGTERM
+//! ending in exit status 0, and the default configuration answering inside
+//! the container only.
 //!
-//! Needs buildah, podman and runc (CI installs them in `.ci/run`); a missing
-//! tool fails the tests, saying what to install. The image is built once per
-//! test run under its own tag; images, containers and volumes the tests made
-//! are removed when the last test using them ends.
+//! Needs buildah, podman, runc and qemu-user-static (CI installs them in
+//! `.ci/run`); a missing tool fails the tests, saying what to install. The
+//! image is built once per test run under its own tag; images, containers
+//! and volumes the tests made are removed when the last test using them ends.
 
 mod common;
 
@@ -562,6 +563,41 @@ fn manifest_list_holds_static_binaries_for_amd64_arm64_and_armv7() {
                 !dynamic,
                 "{bin} in the {} image is dynamically linked",
                 p.platform
+            );
+        }
+
+        // And they run: the broker accepts the image's own default config, and
+        // a client answers --version (ARM ones under qemu-user, with the CPU of
+        // the oldest board each image is for).
+        let emulator: &[&str] = match p.platform.as_str() {
+            "linux/amd64" => &[],
+            "linux/arm64" => &["qemu-aarch64-static", "-cpu", "cortex-a53"],
+            _ => &["qemu-arm-static", "-cpu", "cortex-a7"],
+        };
+        if let Some(qemu) = emulator.first() {
+            require(qemu, "qemu-user-static");
+        }
+        let conf = root.join("mosquitto/config/mosquitto.conf");
+        let midge = root.join("usr/sbin/midge");
+        let midge_pub = root.join("usr/bin/midge_pub");
+        for (exe, args, expect) in [
+            (
+                &midge,
+                vec!["-c", conf.to_str().unwrap(), "--test-config"],
+                "Configuration file is valid.",
+            ),
+            (&midge_pub, vec!["--version"], "midge_pub version"),
+        ] {
+            let mut argv: Vec<&str> = emulator.to_vec();
+            argv.push(exe.to_str().unwrap());
+            argv.extend(args);
+            let f = run(Path::new(argv[0]), &argv[1..], Duration::from_secs(60));
+            assert!(
+                f.output().contains(expect),
+                "{} in the {} image: {}",
+                argv.join(" "),
+                p.platform,
+                f.output()
             );
         }
         let _ = std::fs::remove_dir_all(root.parent().unwrap());
