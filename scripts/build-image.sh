@@ -108,7 +108,21 @@ done
 find "$CTX" -type d -exec chmod 755 {} +
 
 EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 0)
-# A name can hold an image or a manifest list; start from neither.
+
+# The images of a manifest list: the list's own entry in the storage and the
+# image of each platform.
+images_of_list() {
+  local m digest id name
+  m=$(buildah manifest inspect "$1" 2>/dev/null) || return 0
+  buildah images --all --no-trunc --format '{{.Digest}} {{.ID}} {{.Name}}:{{.Tag}}' \
+    | while read -r digest id name; do
+      case "$m" in *"\"$digest\""*) echo "$id" ;; esac
+      if [ "$name" = "$1" ]; then echo "$id"; fi
+    done | sort -u
+}
+# A name can hold an image or a manifest list; start from neither, and
+# remember what the previous build of this name left, to remove it after.
+OLD_IMAGES=$(images_of_list "$TAG")
 if buildah manifest inspect "$TAG" >/dev/null 2>&1; then
   buildah manifest rm "$TAG" >/dev/null
 fi
@@ -122,6 +136,14 @@ buildah build --quiet --format oci --timestamp "$EPOCH" \
   --manifest "$TAG" -f "$CTX/Containerfile" "$CTX" >/dev/null \
   || die "buildah build failed"
 
+# The previous build's images, unless this one made the same (an unchanged
+# tree) or a container still uses them.
+NEW_IMAGES=$(images_of_list "$TAG")
+for id in $OLD_IMAGES; do
+  case " $(echo $NEW_IMAGES) " in *" $id "*) continue ;; esac
+  buildah rmi "$id" >/dev/null 2>&1 || true
+done
+
 if [ -n "$ARCHIVE" ]; then
   rm -f "$ARCHIVE"
   buildah manifest push --quiet --all "$TAG" "oci-archive:$ARCHIVE:$TAG" >/dev/null \
@@ -130,15 +152,14 @@ fi
 
 echo "== $TAG"
 printf '%-14s %-73s %12s\n' platform image size
-buildah manifest inspect "$TAG" | python3 -c '
-import json, sys
-for m in json.load(sys.stdin)["manifests"]:
-    p = m["platform"]
-    print(p["architecture"] + ("/" + p["variant"] if p.get("variant") else ""), m["digest"])
-' | while read -r plat digest; do
-  # Size as `podman images` (and `docker images`) shows it: the unpacked layer.
-  size=$(buildah images --all --format '{{.Digest}} {{.Size}}' | sed -n "s/^$digest //p" | head -n 1)
-  printf '%-14s %-73s %12s\n' "$plat" "$digest" "${size:-?}"
-done
+manifest=$(buildah manifest inspect "$TAG")
+# Size as `podman images` (and `docker images`) shows it: the unpacked layer.
+buildah images --all --no-trunc --format '{{.Digest}} {{.ID}} {{.Size}}' \
+  | while read -r digest id size; do
+    case "$manifest" in *"\"$digest\""*) ;; *) continue ;; esac
+    plat=$(buildah inspect --type image \
+      --format '{{.OCIv1.Architecture}}{{if .OCIv1.Variant}}/{{.OCIv1.Variant}}{{end}}' "$id")
+    printf '%-14s %-73s %12s\n' "$plat" "$digest" "$size"
+  done | sort
 [ -n "$ARCHIVE" ] && echo "archive: $ARCHIVE ($(stat -c %s "$ARCHIVE") bytes)"
 exit 0
