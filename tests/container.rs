@@ -110,12 +110,15 @@ impl Image {
                 &["--tag", &tag],
                 Duration::from_secs(40 * 60),
             );
-            assert!(
-                f.status.is_some_and(|s| s.success()),
-                "scripts/build-image.sh --tag {tag} failed:\n{}",
-                f.output()
-            );
-            let created = all_image_ids().difference(&before).cloned().collect();
+            let created: Vec<String> = all_image_ids().difference(&before).cloned().collect();
+            if !f.status.is_some_and(|s| s.success()) {
+                // Leave nothing behind from a half-made build.
+                quiet("buildah", &["manifest", "rm", &tag]);
+                for id in &created {
+                    quiet("buildah", &["rmi", "--force", id]);
+                }
+                panic!("scripts/build-image.sh --tag {tag} failed:\n{}", f.output());
+            }
             *slot = Some(Built {
                 tag,
                 created,
