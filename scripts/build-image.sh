@@ -10,7 +10,8 @@
 #   --platform LIST   comma-separated subset of amd64,arm64,arm/v7 (default: all three)
 #   --no-build        use the static binaries already in target/<triple>/release/
 #   --archive FILE    also write the manifest list and its images as an OCI archive
-#                     (`podman load -i FILE`, `skopeo copy oci-archive:FILE docker://...`)
+#                     (`podman load -i FILE` loads the host's platform;
+#                     `skopeo copy --all oci-archive:FILE docker://...` pushes all)
 #   -h, --help        this text
 #
 # Steps: scripts/cross-build.sh builds the static musl binaries
