@@ -82,6 +82,8 @@ fn all_image_ids() -> HashSet<String> {
 
 struct Built {
     tag: String,
+    /// The OCI archive build-image.sh wrote (--archive), in its own temp dir.
+    archive: PathBuf,
     /// Images that did not exist before the build: removed at the end.
     created: Vec<String>,
     users: usize,
@@ -92,6 +94,7 @@ static IMAGE: Mutex<Option<Built>> = Mutex::new(None);
 /// The tag of the manifest list, valid while this guard lives.
 struct Image {
     tag: String,
+    archive: PathBuf,
 }
 
 impl Image {
@@ -102,12 +105,13 @@ impl Image {
         let mut slot = IMAGE.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             let tag = format!("localhost/midge-test:{}", std::process::id());
+            let archive = temp_dir("container-archive").join("midge.oci.tar");
             let before = all_image_ids();
             // The release cross builds take minutes on a small machine (all of
             // it is cargo; buildah needs a second or two).
             let f = run(
                 &repo().join("scripts/build-image.sh"),
-                &["--tag", &tag],
+                &["--tag", &tag, "--archive", &archive.to_string_lossy()],
                 Duration::from_secs(40 * 60),
             );
             let created: Vec<String> = all_image_ids().difference(&before).cloned().collect();
@@ -117,10 +121,14 @@ impl Image {
                 for id in &created {
                     quiet("buildah", &["rmi", "--force", id]);
                 }
+                if let Some(dir) = archive.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
                 panic!("scripts/build-image.sh --tag {tag} failed:\n{}", f.output());
             }
             *slot = Some(Built {
                 tag,
+                archive,
                 created,
                 users: 0,
             });
@@ -129,6 +137,7 @@ impl Image {
         built.users += 1;
         Image {
             tag: built.tag.clone(),
+            archive: built.archive.clone(),
         }
     }
 }
@@ -148,6 +157,9 @@ impl Drop for Image {
                 quiet("buildah", &["manifest", "rm", &b.tag]);
                 for id in &b.created {
                     quiet("buildah", &["rmi", "--force", id]);
+                }
+                if let Some(dir) = b.archive.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
                 }
             }
         }
@@ -853,4 +865,61 @@ fn default_config_answers_inside_the_container_only() {
         Duration::from_secs(60),
     );
     assert_eq!(c.stop(), 0, "exit status after SIGTERM; log:\n{}", c.logs());
+}
+
+#[test]
+fn oci_archive_is_a_layout_with_all_three_platforms() {
+    let image = Image::get();
+    let dir = temp_dir("container-oci");
+    ok(
+        "tar",
+        &[
+            "-xf",
+            &image.archive.to_string_lossy(),
+            "-C",
+            &dir.to_string_lossy(),
+        ],
+        Duration::from_secs(60),
+    );
+    let layout = std::fs::read_to_string(dir.join("oci-layout")).expect("oci-layout");
+    assert!(layout.contains("\"imageLayoutVersion\""), "{layout}");
+    let blob = |digest: &str| -> Vec<u8> {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        std::fs::read(dir.join("blobs/sha256").join(hex))
+            .unwrap_or_else(|e| panic!("blob {digest}: {e}"))
+    };
+    let json = |bytes: Vec<u8>| -> serde_json::Value {
+        serde_json::from_slice(&bytes).expect("JSON blob")
+    };
+    let index: serde_json::Value = json(std::fs::read(dir.join("index.json")).expect("index.json"));
+    let top = &index["manifests"][0];
+    assert_eq!(
+        top["annotations"]["org.opencontainers.image.ref.name"],
+        image.tag.as_str()
+    );
+    let list = json(blob(top["digest"].as_str().expect("digest")));
+    let mut seen = Vec::new();
+    for m in list["manifests"].as_array().expect("manifests[]") {
+        let p = &m["platform"];
+        seen.push(format!(
+            "{}/{}{}",
+            p["os"].as_str().unwrap_or("?"),
+            p["architecture"].as_str().unwrap_or("?"),
+            p["variant"]
+                .as_str()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default()
+        ));
+        let manifest = json(blob(m["digest"].as_str().expect("digest")));
+        let config = json(blob(manifest["config"]["digest"].as_str().expect("config")));
+        assert_eq!(config["architecture"], p["architecture"]);
+        assert_eq!(config["config"]["User"], "1883:1883");
+        for layer in manifest["layers"].as_array().expect("layers[]") {
+            let bytes = blob(layer["digest"].as_str().expect("layer digest"));
+            assert_eq!(Some(bytes.len() as u64), layer["size"].as_u64());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["linux/amd64", "linux/arm/v7", "linux/arm64"]);
+    let _ = std::fs::remove_dir_all(dir);
 }
