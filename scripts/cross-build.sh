@@ -10,6 +10,9 @@
 #   arm-unknown-linux-musleabihf    [armv6]         static, Pi Zero/1 and every 32-bit Pi OS
 #   aarch64-unknown-linux-musl      [aarch64-musl]  static, any 64-bit ARM Linux
 #   x86_64-unknown-linux-gnu        [amd64]         the build machine, for the amd64 .deb
+# and, for the container image (scripts/build-image.sh), never by default:
+#   x86_64-unknown-linux-musl       [amd64-musl]    static amd64
+#   armv7-unknown-linux-musleabihf  [armv7-musl]    static ARMv7 (Rust $MIDGE_PINNED_TOOLCHAIN)
 #
 # Options:
 #   --profile NAME   cargo profile (default: release)
@@ -63,6 +66,8 @@ canonical() {
     armv7|armhf) echo armv7-unknown-linux-gnueabihf ;;
     armv6|pi-zero|pizero) echo arm-unknown-linux-musleabihf ;;
     aarch64-musl) echo aarch64-unknown-linux-musl ;;
+    armv7-musl) echo armv7-unknown-linux-musleabihf ;;
+    amd64-musl|x86_64-musl) echo x86_64-unknown-linux-musl ;;
     amd64|x86_64|host) echo x86_64-unknown-linux-gnu ;;
     *) echo "$1" ;;
   esac
@@ -91,9 +96,10 @@ apt_needs() {
   case "$1" in
     aarch64-unknown-linux-gnu | aarch64-unknown-linux-musl)
       echo "aarch64-linux-gnu-gcc /usr/aarch64-linux-gnu/include/stdio.h gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
-    armv7-unknown-linux-gnueabihf | arm-unknown-linux-musleabihf)
+    armv7-unknown-linux-gnueabihf | arm-unknown-linux-musleabihf | armv7-unknown-linux-musleabihf)
       echo "arm-linux-gnueabihf-gcc /usr/arm-linux-gnueabihf/include/stdio.h gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
     x86_64-unknown-linux-gnu) echo "cc /usr/include/stdio.h gcc libc6-dev" ;;
+    x86_64-unknown-linux-musl) echo "musl-gcc /usr/include/x86_64-linux-musl/stdio.h musl-tools musl-dev" ;;
     *) echo "" ;;
   esac
 }
@@ -106,7 +112,7 @@ ensure_apt() {
   local t="$1" need cmd hdr pkgs
   need=$(apt_needs "$t")
   if [ -z "$need" ]; then
-    WHY="unknown target (supported: ${ALL_ARM[*]} x86_64-unknown-linux-gnu)"
+    WHY="unknown target (supported: ${ALL_ARM[*]} x86_64-unknown-linux-gnu x86_64-unknown-linux-musl armv7-unknown-linux-musleabihf)"
     return 1
   fi
   read -r cmd hdr pkgs <<<"$need"
