@@ -687,9 +687,8 @@ fn accept_key(key: &[u8]) -> Vec<u8> {
     base64(ctx.finish().as_ref())
 }
 
-/// Standard base64 with padding (the password module's encoder).
 fn base64(data: &[u8]) -> Vec<u8> {
-    crate::auth::password::base64::encode(data).into_bytes()
+    crate::protocol::base64::encode(data).into_bytes()
 }
 
 /// Index just past the blank line ending the request head, searching only

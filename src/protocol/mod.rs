@@ -8,6 +8,7 @@
 //! on nothing else in the crate. Every malformed input is a `DecodeError`,
 //! never a panic.
 
+pub mod base64;
 pub mod decode;
 pub mod encode;
 pub mod properties;
