@@ -2,7 +2,9 @@
 //!
 //! Owns: the `Packet<'a>` type, which borrows the read buffer it was decoded
 //! from (nothing is copied), the decoder (`decode`), the encoder (`encode`),
-//! v5 properties (`properties`) and reason codes (`reason`).
+//! v5 properties (`properties`) and reason codes (`reason`); and the other
+//! wire formats midge speaks: WebSocket framing and its HTTP upgrade
+//! (`websocket`) and base64 (`base64`).
 //!
 //! Must not: know about sessions, sockets, clocks or configuration. It depends
 //! on nothing else in the crate. Every malformed input is a `DecodeError`,
@@ -15,6 +17,7 @@ pub mod properties;
 pub mod reason;
 #[cfg(test)]
 mod tests;
+pub mod websocket;
 
 pub use decode::{decode, fixed_header, peek_connect_version, DecodeError, Decoded};
 pub use properties::{Properties, Property, PropertyContext, PropertyWriter};
