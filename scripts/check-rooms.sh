@@ -4,7 +4,8 @@
 #   1. a sans-IO room (protocol, topic, broker, auth) reaches for sockets, TLS,
 #      mio or the clock; or
 #   2. a `crate::` import points to a room the map does not allow (a sideways
-#      or upward arrow).
+#      or upward arrow); or
+#   3. a module (two levels deep) is missing from the Layout in src/lib.rs.
 #
 # The allowed arrows are the table ALLOWED below: it is DESIGN.md's picture
 # written out (arrows point down only; protocol, topic and config use nothing
@@ -92,6 +93,27 @@ while IFS= read -r file; do
       fail=1
     done
   done < <(grep -nE '\bcrate::' "$file" | grep -vE '^[0-9]+:\s*//')
+done < <(find src -name '*.rs' | sort)
+
+# ---- 3. the Layout in src/lib.rs names every module ----------------------------
+# Two levels deep (`room` and `room::module`); test and test-kit files are not
+# modules of the design.
+bt='`'
+while IFS= read -r file; do
+  rel=${file#src/}
+  rel=${rel%.rs}
+  rel=${rel%/mod}
+  case "$rel" in main | lib | bin | bin/*) continue ;; esac
+  base=${rel##*/}
+  case "$base" in tests | tests_* | testkit*) continue ;; esac
+  IFS=/ read -r -a parts <<<"$rel"
+  [ ${#parts[@]} -gt 2 ] && continue
+  case " ${parts[*]} " in *" tests "*) continue ;; esac
+  name=$(IFS=:; echo "${parts[*]}" | sed 's/:/::/g')
+  if ! grep -qE "^//!.*${bt}${name}(${bt}|::)" src/lib.rs; then
+    echo "check-rooms: module $name ($file) is missing from the Layout in src/lib.rs" >&2
+    fail=1
+  fi
 done < <(find src -name '*.rs' | sort)
 
 [ $fail -eq 0 ] || exit 1

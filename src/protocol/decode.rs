@@ -10,7 +10,6 @@
 //! input. `Incomplete` means "wait for more bytes" and is only ever returned
 //! for a prefix of something that could still be a valid packet frame.
 
-
 pub use super::error::DecodeError;
 use super::field::{read_binary, read_str, read_u16, read_u8, read_varint, take};
 use super::packet_type as pt;
@@ -33,7 +32,6 @@ pub enum Decoded<'a> {
     /// included); the caller drops that many bytes from the front.
     Packet(Packet<'a>, usize),
 }
-
 
 /// A Topic Name (PUBLISH or will topic): a string without wildcards. One
 /// SIMD scan finds NUL and both wildcards. Emptiness is checked by callers

@@ -10,8 +10,8 @@
 //! the protocol maximum are the caller's bug), allocate anything except by
 //! growing `out`, or fail: every function writes something well-framed.
 
-pub use super::field::{remaining_length_size, varint_size, write_remaining_length, write_varint};
 use super::field::{clamp, write_binary};
+pub use super::field::{remaining_length_size, varint_size, write_remaining_length, write_varint};
 use super::packet_type as pt;
 use super::properties::{Properties, Property};
 use super::{Packet, ProtocolVersion, QoS};

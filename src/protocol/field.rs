@@ -120,4 +120,3 @@ pub(crate) fn write_binary(out: &mut Vec<u8>, b: &[u8]) {
 pub(super) fn clamp(b: &[u8]) -> &[u8] {
     b.get(..usize::from(u16::MAX)).unwrap_or(b)
 }
-
