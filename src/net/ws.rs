@@ -128,7 +128,9 @@ impl WsServer {
         };
         let fed = self.frames.feed(input, app, wire, &mut no_mask);
         if let Err(e) = &fed {
-            log::debug!("websocket: closing: {e}");
+            if *e != WsError::Closed {
+                log::debug!("websocket: closing: {e}");
+            }
             self.state = State::Closed;
         }
         fed
