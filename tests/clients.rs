@@ -1,6 +1,6 @@
 //! Black-box tests of midge_pub, midge_sub and midge_rr: round trips against the midge
 //! broker, and byte-for-byte comparisons with mosquitto_pub/sub/rr 2.0 (and the mosquitto
-//! broker) where those are installed; each comparison prints "skipped: ..." otherwise.
+//! broker) (CI installs them; a missing one fails the comparison).
 //!
 //! Owns: a small process helper that waits for a debug line (so a subscriber is known to be
 //! subscribed before anything is published), a Mosquitto broker launcher, and the tests.
@@ -225,8 +225,7 @@ fn publish(program: &str, port: u16, args: &[&str]) -> Done {
 fn installed(tools: &[&str], test: &str) -> bool {
     for t in tools {
         if !have(t) {
-            eprintln!("skipped: {test}: {t} is not installed");
-            return false;
+            panic!("{test}: {t} is not installed (.ci/run installs it)");
         }
     }
     true
@@ -576,11 +575,9 @@ fn count_and_timeout() {
     let d = sub.finish(LIMIT);
     assert_eq!(d.code, Some(0));
     assert_eq!(d.messages(), "cw/x 1\ncw/x 2\n");
-    let started = Instant::now();
     let d = done(SUB, &refs(&at(b.port, &["-t", "cw/none", "-W", "1"])));
     assert_eq!(d.code, Some(27));
     assert_eq!(d.stderr, "Timed out\n");
-    assert!(started.elapsed() < Duration::from_secs(10));
     // -E: exit once subscribed.
     let d = done(SUB, &refs(&at(b.port, &["-t", "cw/#", "-E"])));
     assert_eq!((d.code, d.out().as_str()), (Some(0), ""));
@@ -875,8 +872,7 @@ fn tls_with_a_test_ca() {
     }
     let dir = temp_dir("clients-tls");
     if !make_ca(&dir) {
-        eprintln!("skipped: tls_with_a_test_ca: openssl could not make the test CA");
-        return;
+        panic!("tls_with_a_test_ca: openssl could not make the test CA");
     }
     let f = |n: &str| dir.join(n).to_string_lossy().into_owned();
     let (good, wrong) = (free_port(), free_port());
@@ -1140,8 +1136,7 @@ fn output_formats_and_debug_lines_match_on_mosquitto() {
         return;
     }
     let Some(m) = Mosquitto::start("") else {
-        eprintln!("skipped: formats on mosquitto: the mosquitto broker is not installed");
-        return;
+        panic!("formats on mosquitto: the mosquitto broker did not start (is it installed?)");
     };
     let diffs: Vec<String> = FORMATS
         .iter()

@@ -20,7 +20,8 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use crate::auth::acl::Access;
-use crate::auth::password::{base64, os_error_text, DEFAULT_ITERATIONS, HASH_LEN, SALT_LEN};
+use crate::auth::password::{os_error_text, DEFAULT_ITERATIONS, HASH_LEN, SALT_LEN};
+use crate::protocol::base64;
 
 /// The topic requests arrive on.
 pub const CONTROL_TOPIC: &str = "$CONTROL/dynamic-security/v1";

@@ -22,6 +22,8 @@ use std::path::Path;
 
 use ring::rand::SecureRandom;
 
+use crate::protocol::base64;
+
 /// Iterations `mosquitto_passwd` 2.0 uses for `$7$` when `-I` is not given.
 pub const DEFAULT_ITERATIONS: u32 = 101;
 /// Salt length `mosquitto_passwd` 2.0 writes.
@@ -463,81 +465,6 @@ pub fn hash_kind(field: &str) -> Option<HashKind> {
     parse_field(field.trim_matches(is_c_space))
         .ok()
         .map(|entry| entry.kind)
-}
-
-/// Standard base64 (RFC 4648 alphabet, `=` padding, no line breaks).
-pub mod base64 {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    /// Encodes with `=` padding.
-    pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b0 = chunk.first().copied().unwrap_or(0);
-            let b1 = chunk.get(1).copied().unwrap_or(0);
-            let b2 = chunk.get(2).copied().unwrap_or(0);
-            let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-            let sextet = |shift: u32| char::from(ALPHABET[((n >> shift) & 0x3f) as usize]);
-            out.push(sextet(18));
-            out.push(sextet(12));
-            out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
-            out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
-        }
-        out
-    }
-
-    fn value(c: u8) -> Option<u32> {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        Some(u32::from(v))
-    }
-
-    /// Strict decoding: the length must be a multiple of 4, only the last
-    /// one or two characters may be `=`, no whitespace, and the unused bits
-    /// before the padding must be zero (so every input has one encoding).
-    pub fn decode(text: &str) -> Option<Vec<u8>> {
-        let bytes = text.as_bytes();
-        if bytes.len() % 4 != 0 {
-            return None;
-        }
-        let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-        let quads = bytes.len() / 4;
-        for (i, quad) in bytes.chunks_exact(4).enumerate() {
-            let last = i + 1 == quads;
-            let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
-            if pad > 2 || (pad > 0 && !last) {
-                return None;
-            }
-            let mut n = 0u32;
-            for (j, &c) in quad.iter().enumerate() {
-                let v = if j >= 4 - pad { 0 } else { value(c)? };
-                n = (n << 6) | v;
-            }
-            let [_, b0, b1, b2] = n.to_be_bytes();
-            match pad {
-                0 => out.extend_from_slice(&[b0, b1, b2]),
-                1 => {
-                    if b2 != 0 {
-                        return None;
-                    }
-                    out.extend_from_slice(&[b0, b1]);
-                }
-                _ => {
-                    if b1 != 0 || b2 != 0 {
-                        return None;
-                    }
-                    out.push(b0);
-                }
-            }
-        }
-        Some(out)
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+pub use super::props::valid_utf8_mosquitto;
 use super::props::{self, Command, PropList, Value};
 use crate::protocol::properties::id;
 use crate::protocol::ProtocolVersion;
@@ -225,20 +226,6 @@ pub enum ParseError {
     Version,
     /// Print this on stderr, then "\nUse 'midge_x --help' to see usage.\n".
     Usage(String),
-}
-
-/// Mosquitto's `mosquitto_validate_utf8` on top of Rust's UTF-8 check: no
-/// U+0000, no control characters (U+0001-U+001F, U+007F-U+009F) and no
-/// non-characters.
-pub fn valid_utf8_mosquitto(s: &str) -> bool {
-    s.len() <= 65535
-        && s.chars().all(|c| {
-            let cp = u32::from(c);
-            !(cp <= 0x1F
-                || (0x7F..=0x9F).contains(&cp)
-                || (0xFDD0..=0xFDEF).contains(&cp)
-                || cp & 0xFFFE == 0xFFFE)
-        })
 }
 
 /// `mosquitto_pub_topic_check`: no '+' or '#', at most 65535 bytes (an

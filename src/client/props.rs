@@ -6,7 +6,9 @@
 //! `mosquitto_property_check_all` (ranges, duplicates), and encoding a list
 //! into the wire form the codec takes.
 //!
-//! Must not: know about sockets or the tools' control flow.
+//! Must not: know about sockets or the tools' control flow, or use
+//! `options` (which uses this file): the string rule both need,
+//! `valid_utf8_mosquitto`, lives here.
 
 use crate::protocol::properties::id;
 use crate::protocol::{Property, PropertyWriter};
@@ -440,7 +442,7 @@ pub fn parse_property(args: &[Vec<u8>]) -> Result<Parsed, String> {
     };
     let utf8 = |b: Vec<u8>| -> Result<String, String> {
         match String::from_utf8(b) {
-            Ok(s) if super::options::valid_utf8_mosquitto(&s) => Ok(s),
+            Ok(s) if valid_utf8_mosquitto(&s) => Ok(s),
             _ => Err(format!(
                 "Error adding property {propname} {}\n",
                 kind_number(kind)
@@ -482,6 +484,20 @@ fn kind_number(k: Kind) -> u8 {
         Kind::Str => 6,
         Kind::Pair => 7,
     }
+}
+
+/// Mosquitto's `mosquitto_validate_utf8` on top of Rust's UTF-8 check: no
+/// U+0000, no control characters (U+0001-U+001F, U+007F-U+009F) and no
+/// non-characters.
+pub fn valid_utf8_mosquitto(s: &str) -> bool {
+    s.len() <= 65535
+        && s.chars().all(|c| {
+            let cp = u32::from(c);
+            !(cp <= 0x1F
+                || (0x7F..=0x9F).contains(&cp)
+                || (0xFDD0..=0xFDEF).contains(&cp)
+                || cp & 0xFFFE == 0xFFFE)
+        })
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!
 //! Owns the parser state and the helpers directive handlers use to read
 //! values. Must not know individual directives: those live in the table in
-//! `directives.rs`, which this file only dispatches to.
+//! `directives.rs`, which this file only dispatches to (and whose handlers
+//! use this file's helpers: the two are one table-driven parser, see there).
 
 use std::collections::HashSet;
 use std::path::Path;

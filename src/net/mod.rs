@@ -21,6 +21,7 @@ use slab::Slab;
 
 use crate::broker::{Broker, ConnId};
 
+pub mod http_dir;
 pub mod tls;
 pub mod ws;
 

@@ -10,55 +10,11 @@
 //! the protocol maximum are the caller's bug), allocate anything except by
 //! growing `out`, or fail: every function writes something well-framed.
 
+use super::field::{clamp, write_binary};
+pub use super::field::{remaining_length_size, varint_size, write_remaining_length, write_varint};
 use super::packet_type as pt;
 use super::properties::{Properties, Property};
 use super::{Packet, ProtocolVersion, QoS};
-
-/// Append `v` as a variable byte integer (1..=4 bytes for valid values).
-pub fn write_varint(out: &mut Vec<u8>, v: u32) {
-    write_remaining_length(out, v as usize);
-}
-
-/// Bytes `write_varint` produces for `v`.
-pub fn varint_size(v: u32) -> usize {
-    remaining_length_size(v as usize)
-}
-
-/// Append a remaining length. Values over 268435455 are not representable in
-/// MQTT; they are written with more than four bytes, which any receiver
-/// (including our decoder) rejects, rather than silently truncated.
-pub fn write_remaining_length(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let byte = (len & 0x7F) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// Bytes `write_remaining_length` produces for `len`.
-pub fn remaining_length_size(mut len: usize) -> usize {
-    let mut n = 1;
-    while len >= 0x80 {
-        len >>= 7;
-        n += 1;
-    }
-    n
-}
-
-/// Length-prefixed bytes, cut to 65535 so the prefix never lies.
-pub(crate) fn write_binary(out: &mut Vec<u8>, b: &[u8]) {
-    let b = clamp(b);
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-fn clamp(b: &[u8]) -> &[u8] {
-    b.get(..usize::from(u16::MAX)).unwrap_or(b)
-}
 
 fn write_properties(out: &mut Vec<u8>, props: Properties<'_>) {
     write_varint(out, props.raw().len() as u32);

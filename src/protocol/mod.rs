@@ -2,18 +2,24 @@
 //!
 //! Owns: the `Packet<'a>` type, which borrows the read buffer it was decoded
 //! from (nothing is copied), the decoder (`decode`), the encoder (`encode`),
-//! v5 properties (`properties`) and reason codes (`reason`).
+//! v5 properties (`properties`) and reason codes (`reason`); and the other
+//! wire formats midge speaks: WebSocket framing and its HTTP upgrade
+//! (`websocket`) and base64 (`base64`).
 //!
 //! Must not: know about sessions, sockets, clocks or configuration. It depends
 //! on nothing else in the crate. Every malformed input is a `DecodeError`,
 //! never a panic.
 
+pub mod base64;
 pub mod decode;
 pub mod encode;
+pub mod error;
+mod field;
 pub mod properties;
 pub mod reason;
 #[cfg(test)]
 mod tests;
+pub mod websocket;
 
 pub use decode::{decode, fixed_header, peek_connect_version, DecodeError, Decoded};
 pub use properties::{Properties, Property, PropertyContext, PropertyWriter};
@@ -76,7 +82,7 @@ pub mod packet_type {
     pub const AUTH: u8 = 15;
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Will<'a> {
     pub topic: &'a str,
     pub payload: &'a [u8],
@@ -86,7 +92,7 @@ pub struct Will<'a> {
     pub properties: Properties<'a>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Connect<'a> {
     pub version: ProtocolVersion,
     /// "Clean session" in 3.1.x, "clean start" in 5.0.
@@ -107,7 +113,7 @@ pub struct Connack<'a> {
     pub properties: Properties<'a>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Publish<'a> {
     pub dup: bool,
     pub qos: QoS,
@@ -118,6 +124,58 @@ pub struct Publish<'a> {
     pub packet_id: u16,
     pub properties: Properties<'a>,
     pub payload: &'a [u8],
+}
+
+/// Application bytes in `Debug` output: their length only. Payloads and
+/// passwords are the users' data and secrets; a debug log or a failed
+/// assertion must not print them.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
+impl std::fmt::Debug for Will<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Will")
+            .field("topic", &self.topic)
+            .field("payload", &Redacted(self.payload.len()))
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("properties", &self.properties)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Connect<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("version", &self.version)
+            .field("clean_start", &self.clean_start)
+            .field("keep_alive", &self.keep_alive)
+            .field("properties", &self.properties)
+            .field("client_id", &self.client_id)
+            .field("will", &self.will)
+            .field("username", &self.username)
+            .field("password", &self.password.map(|p| Redacted(p.len())))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Publish<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publish")
+            .field("dup", &self.dup)
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("topic", &self.topic)
+            .field("packet_id", &self.packet_id)
+            .field("properties", &self.properties)
+            .field("payload", &Redacted(self.payload.len()))
+            .finish()
+    }
 }
 
 /// PUBACK, PUBREC, PUBREL and PUBCOMP share one shape.

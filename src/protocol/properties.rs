@@ -11,8 +11,11 @@
 //! stops on bytes it cannot parse), or decide broker policy (e.g. whether a
 //! Topic Alias is within the negotiated maximum; that needs session state).
 
-use super::decode::{read_binary, read_str, read_u16, read_u32, read_u8, read_varint, DecodeError};
-use super::encode::{varint_size, write_binary, write_varint};
+use super::error::DecodeError;
+use super::field::{
+    read_binary, read_str, read_u16, read_u32, read_u8, read_varint, varint_size, write_binary,
+    write_varint,
+};
 
 /// Property identifiers (MQTT 5.0 section 2.2.2.2).
 pub mod id {

@@ -2004,3 +2004,40 @@ fn mutated_valid_packets_never_panic() {
         "{accepted} / {rejected}"
     );
 }
+
+#[test]
+fn debug_output_redacts_payloads_and_passwords() {
+    let p = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "t",
+        packet_id: 0,
+        properties: Properties::default(),
+        payload: b"secret-payload",
+    };
+    let text = format!("{p:?}");
+    assert!(text.contains("payload: <14 bytes>"), "{text}");
+    assert!(!text.contains("115, 101"), "{text}");
+    let will = Will {
+        topic: "w",
+        payload: b"bye",
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::default(),
+    };
+    let c = Connect {
+        version: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive: 60,
+        properties: Properties::default(),
+        client_id: "c",
+        will: Some(will),
+        username: Some("u"),
+        password: Some(b"hunter2"),
+    };
+    let text = format!("{c:?}");
+    assert!(text.contains("password: Some(<7 bytes>)"), "{text}");
+    assert!(text.contains("payload: <3 bytes>"), "{text}");
+    assert!(!text.contains("104, 117"), "{text}");
+}

@@ -23,8 +23,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use ring::rand::SecureRandom;
 
 use super::super::json::Json;
-use super::super::websocket::base64;
 use super::console::{self, Console};
+use crate::protocol::base64::encode as base64;
 
 /// `PW_DEFAULT_ITERATIONS` in Mosquitto 2.0.
 pub const ITERATIONS: u32 = 101;
