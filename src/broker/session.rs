@@ -17,7 +17,6 @@ use super::ConnId;
 
 /// A message that must outlive the read buffer it arrived in: stored once,
 /// shared by every queue and in-flight window that holds it.
-#[derive(Debug)]
 pub struct Message {
     pub topic: Box<str>,
     pub payload: Box<[u8]>,
@@ -35,6 +34,23 @@ pub struct Message {
     pub source: Option<Box<Source>>,
     /// Identity in the persistence files (0 = not written yet).
     pub persist_id: std::cell::Cell<u64>,
+}
+
+/// Payload bytes are the users' data: a debug log or a failed assertion
+/// shows their length only.
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic)
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .field("props", &format_args!("<{} bytes>", self.props.len()))
+            .field("expiry_at", &self.expiry_at)
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("source", &self.source)
+            .field("persist_id", &self.persist_id.get())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
