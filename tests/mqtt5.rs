@@ -616,22 +616,6 @@ impl V5 {
             .unwrap_or_else(|| panic!("no PUBLISH within {timeout:?}"))
     }
 
-    /// Reads publishes until one arrives on `marker`; returns those before it.
-    fn publishes_until(&mut self, marker: &str, timeout: Duration) -> Vec<Pub5> {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let p = self
-                .next_publish(left)
-                .unwrap_or_else(|| panic!("marker {marker:?} not seen; got {seen:?}"));
-            if p.topic == marker {
-                return seen;
-            }
-            seen.push(p);
-        }
-    }
-
     /// Subscribes with one SUBSCRIBE packet; returns the SUBACK reason codes.
     fn subscribe(&mut self, filters: &[(&str, u8)], sub_id: Option<u32>) -> Vec<u8> {
         let pid = self.pid();
@@ -1198,85 +1182,6 @@ fn mosquitto_clients_v5_properties() {
 // ---------------------------------------------------------------------------------------------
 // Message expiry
 // ---------------------------------------------------------------------------------------------
-
-/// Section 3.3.2.3.3: a queued message whose Message Expiry Interval passes is not delivered
-/// [MQTT-3.3.2-5]; one still alive goes out with the interval minus the time it waited
-/// [MQTT-3.3.2-6]; one without an interval never expires. The same holds for retained
-/// messages (section 3.3.2.3.3). While we wait anyway: a session whose Session Expiry Interval
-/// (1 s) has passed is gone (section 3.1.2.11.2).
-#[test]
-fn message_expiry_drops_queued_message() {
-    let broker = TestBroker::start("");
-    let conn = Conn5::new("exp-sub").props(session_expiry(60));
-    let (mut sub, _) = V5::connect_ok(broker.port, &conn);
-    assert_eq!(sub.subscribe(&[("exp/#", 1)], None), vec![1]);
-    sub.disconnect();
-    let brief = Conn5::new("exp-brief").props(session_expiry(1));
-    let (mut b, _) = V5::connect_ok(broker.port, &brief);
-    assert_eq!(b.subscribe(&[("brief/#", 1)], None), vec![1]);
-    b.disconnect();
-
-    let mut publisher = V5::connected(broker.port, "exp-pub");
-    let short = Props::new().four(MESSAGE_EXPIRY, 1);
-    let long = Props::new().four(MESSAGE_EXPIRY, 60);
-    publisher.publish("exp/short", b"short", 1, false, &short);
-    publisher.publish("exp/long", b"long", 1, false, &long);
-    publisher.publish("exp/none", b"none", 1, false, &Props::new());
-    publisher.publish("exr/short", b"short", 1, true, &short);
-    publisher.publish("exr/long", b"long", 1, true, &long);
-    thread::sleep(Duration::from_millis(2200));
-
-    let (_b, ack) = V5::connect_ok(broker.port, &brief.clean(false));
-    assert!(!ack.session_present, "a 1 s session is gone after 2 s");
-
-    let mut late = V5::connected(broker.port, "exr-sub");
-    assert_eq!(late.subscribe(&[("exr/#", 1)], None), vec![1]);
-    let got = late.ping_publishes();
-    let topics: Vec<&str> = got.iter().map(|p| p.topic.as_str()).collect();
-    assert_eq!(
-        topics,
-        ["exr/long"],
-        "expired retained message dropped: {got:?}"
-    );
-    assert!(got[0].retain);
-    let left = got[0].props.num(MESSAGE_EXPIRY).expect("remaining expiry");
-    assert!((50..=58).contains(&left), "retained: got {left}");
-
-    let (mut sub, ack) = V5::connect_ok(broker.port, &conn.clone().clean(false));
-    assert!(ack.session_present, "the session was kept");
-    let got = sub.ping_publishes();
-    let topics: Vec<&str> = got.iter().map(|p| p.topic.as_str()).collect();
-    assert_eq!(
-        topics,
-        ["exp/long", "exp/none"],
-        "expired message dropped: {got:?}"
-    );
-    let left = got[0]
-        .props
-        .num(MESSAGE_EXPIRY)
-        .expect("remaining expiry forwarded");
-    assert!(
-        (50..=58).contains(&left),
-        "60 s expiry after waiting over 2 s should forward 50..=58 s, got {left}"
-    );
-    assert_eq!(got[1].props.num(MESSAGE_EXPIRY), None, "no expiry invented");
-    for p in &got {
-        sub.send(&ack5(PUBACK, p.pid));
-    }
-
-    // A live subscriber gets the interval, at most what was published.
-    publisher.publish(
-        "exp/live",
-        b"live",
-        1,
-        false,
-        &Props::new().four(MESSAGE_EXPIRY, 30),
-    );
-    let p = sub.expect_publish(WAIT);
-    assert_eq!(p.topic, "exp/live");
-    let left = p.props.num(MESSAGE_EXPIRY).expect("expiry forwarded");
-    assert!((29..=30).contains(&left), "got {left}");
-}
 
 /// Section 3.1.2.11.2 and 3.14.2.2.2: no Session Expiry Interval means 0, the session ends
 /// with the connection; a DISCONNECT may set a non-zero interval to 0 (the session then ends),
@@ -2315,39 +2220,13 @@ fn will_delay_publishes_after_the_delay() {
         p.props.user_properties(),
         [("why".to_string(), "test".to_string())]
     );
+    // The rule itself (exactly at the delay) is a core test on the fake clock
+    // (`will_delay_publishes_after_the_delay`); here only that the real event
+    // loop wakes for it, and not early.
     assert!(
-        took >= Duration::from_millis(1000) && took <= Duration::from_millis(4500),
-        "will published {took:?} after the close, expected about 2 s"
+        took >= Duration::from_millis(1000),
+        "will published {took:?} after the close, before its 2 s delay"
     );
-}
-
-/// [MQTT-3.1.3-9]: if the client reconnects to its session within the delay, the will is
-/// not sent.
-#[test]
-fn will_delay_cancelled_by_reconnect() {
-    let broker = TestBroker::start("");
-    let mut watcher = will_watcher(broker.port, "wd-watch-b");
-    let conn = Conn5::new("wd-b").props(session_expiry(60)).will(
-        "wd/b",
-        b"gone",
-        Props::new().four(WILL_DELAY, 2),
-    );
-    let (mut c, _) = V5::connect_ok(broker.port, &conn);
-    c.ping();
-    drop(c);
-    thread::sleep(Duration::from_millis(300));
-    let (mut back, ack) = V5::connect_ok(
-        broker.port,
-        &Conn5::new("wd-b").clean(false).props(session_expiry(60)),
-    );
-    assert!(ack.session_present);
-    back.ping();
-    // Past the delay (with margin for Mosquitto's one-second timer), nothing was published.
-    thread::sleep(Duration::from_millis(2700));
-    let mut marker = V5::connected(broker.port, "wd-marker-b");
-    marker.publish("wd/marker", b"", 0, false, &Props::new());
-    let before = watcher.publishes_until("wd/marker", WAIT);
-    assert!(before.is_empty(), "will must not be sent: {before:?}");
 }
 
 /// Section 3.1.3.2.2: the will goes when the session ends if that comes before the delay:
@@ -2363,15 +2242,11 @@ fn will_delay_capped_by_session_expiry() {
     );
     let (mut c, _) = V5::connect_ok(broker.port, &conn);
     c.ping();
-    let start = Instant::now();
     drop(c);
+    // Arriving within the 5 s wait, long before the 30 s delay, is the check;
+    // the rule is the core test `will_delay_capped_by_session_expiry`.
     let p = watcher.expect_publish(Duration::from_secs(5));
     assert_eq!(p.topic, "wd/c");
-    assert!(
-        start.elapsed() <= Duration::from_millis(4000),
-        "{:?}",
-        start.elapsed()
-    );
 }
 
 /// rumqttc's v5 will with a delay, published after an abrupt close.
