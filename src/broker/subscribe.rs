@@ -35,11 +35,7 @@ impl Broker {
             .get(c.listener)
             .map(|l| l.max_qos)
             .unwrap_or(QoS::ExactlyOnce);
-        let sub_id = if v5 {
-            p.properties.subscription_identifiers().next().unwrap_or(0)
-        } else {
-            0
-        };
+        let sub_id = p.properties.subscription_identifiers().next().unwrap_or(0);
         let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
         // (filter index in codes, granted qos, send retained)
         let mut retained_for: SmallVec<[(String, QoS); 4]> = SmallVec::new();
@@ -75,40 +71,10 @@ impl Broker {
             };
             if !self.acl_allows(skey, checked, Access::Subscribe) {
                 log::debug!("Denied SUBSCRIBE from {} to '{}'", client_id, filter);
-                // 3.1 has no failure code: Mosquitto answers the granted QoS
-                // (and subscribes nothing).
-                codes.push(match version {
-                    ProtocolVersion::V5 => reason::NOT_AUTHORIZED,
-                    ProtocolVersion::V311 => reason::UNSPECIFIED_ERROR,
-                    ProtocolVersion::V31 => granted as u8,
-                });
+                codes.push(denied_code(version, granted));
                 continue;
             }
-            let existed = if let (true, Some((_, inner))) = (shared, topic::parse_shared(filter)) {
-                self.join_shared(filter, inner, skey, sub)
-            } else {
-                self.tree.insert(filter, skey as u32, sub).is_some()
-            };
-            if let Some(s) = self.sessions.get_mut(skey) {
-                match s.sub_index(filter) {
-                    Some(j) => s.subs[j].1 = sub,
-                    None => {
-                        // Most sessions hold one or two subscriptions: grow
-                        // exactly while small instead of by four.
-                        if s.subs.len() < 4 {
-                            s.subs.reserve_exact(1);
-                        }
-                        s.subs.push((filter.into(), sub))
-                    }
-                }
-                if s.persisted {
-                    self.journal.push(|| JournalOp::Sub {
-                        client_id: s.client_id.clone(),
-                        filter: filter.into(),
-                        opts: sub,
-                    });
-                }
-            }
+            let existed = self.add_subscription(skey, filter, sub);
             log::info!(target: "subscribe", "{} {} {}", client_id, granted as u8, filter);
             codes.push(granted as u8);
             // [MQTT-3.8.4-4]: no retained messages for shared subscriptions.
@@ -128,25 +94,60 @@ impl Broker {
             self.stats.msgs_sent += 1;
             self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
         }
-
         // Retained messages follow the SUBACK.
         for (filter, granted) in retained_for {
-            let filter = filter.as_str();
-            let mut msgs = std::mem::take(&mut self.retained_scratch);
-            msgs.clear();
-            self.retained
-                .for_each_match(filter, |m| msgs.push(m.clone()));
-            for m in msgs.iter() {
-                let qos = if self.cfg.upgrade_outgoing_qos {
-                    granted
-                } else {
-                    m.qos.min(granted)
-                };
-                self.deliver_stored(skey, m, qos, sub_id, now);
-            }
-            msgs.clear();
-            self.retained_scratch = msgs;
+            self.send_retained(skey, &filter, granted, sub_id, now);
         }
+    }
+
+    /// Put a granted subscription in the tree (or its shared group) and the
+    /// session, journalled when the session is durable. Returns whether it
+    /// replaced one on the same filter (for Retain Handling 1).
+    fn add_subscription(&mut self, skey: usize, filter: &str, sub: SubOptions) -> bool {
+        let existed = match topic::parse_shared(filter) {
+            Some((_, inner)) => self.join_shared(filter, inner, skey, sub),
+            None => self.tree.insert(filter, skey as u32, sub).is_some(),
+        };
+        if let Some(s) = self.sessions.get_mut(skey) {
+            match s.sub_index(filter) {
+                Some(j) => s.subs[j].1 = sub,
+                None => {
+                    // Most sessions hold one or two subscriptions: grow
+                    // exactly while small instead of by four.
+                    if s.subs.len() < 4 {
+                        s.subs.reserve_exact(1);
+                    }
+                    s.subs.push((filter.into(), sub))
+                }
+            }
+            if s.persisted {
+                self.journal.push(|| JournalOp::Sub {
+                    client_id: s.client_id.clone(),
+                    filter: filter.into(),
+                    opts: sub,
+                });
+            }
+        }
+        existed
+    }
+
+    /// The retained messages matching a new subscription, at the granted
+    /// QoS (or their own, with `upgrade_outgoing_qos`).
+    fn send_retained(&mut self, skey: usize, filter: &str, granted: QoS, sub_id: u32, now: u64) {
+        let mut msgs = std::mem::take(&mut self.retained_scratch);
+        msgs.clear();
+        self.retained
+            .for_each_match(filter, |m| msgs.push(m.clone()));
+        for m in msgs.iter() {
+            let qos = if self.cfg.upgrade_outgoing_qos {
+                granted
+            } else {
+                m.qos.min(granted)
+            };
+            self.deliver_stored(skey, m, qos, sub_id, now);
+        }
+        msgs.clear();
+        self.retained_scratch = msgs;
     }
 
     pub(super) fn handle_unsubscribe(&mut self, id: ConnId, p: &Unsubscribe<'_>, now: u64) {
@@ -277,5 +278,15 @@ pub(super) fn mount_filter<'a>(mount: Option<&str>, filter: &'a str) -> std::bor
     match mount {
         Some(m) => format!("{}{}", m, filter).into(),
         None => std::borrow::Cow::Borrowed(filter),
+    }
+}
+
+/// The SUBACK code for a filter the ACL refuses. 3.1 has no failure code:
+/// Mosquitto answers the granted QoS (and subscribes nothing).
+fn denied_code(version: ProtocolVersion, granted: QoS) -> u8 {
+    match version {
+        ProtocolVersion::V5 => reason::NOT_AUTHORIZED,
+        ProtocolVersion::V311 => reason::UNSPECIFIED_ERROR,
+        ProtocolVersion::V31 => granted as u8,
     }
 }
