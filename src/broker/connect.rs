@@ -13,7 +13,7 @@ use crate::protocol::{
 };
 
 use super::journal::JournalOp;
-use super::session::{Message, Session, Source};
+use super::session::{publish_props_to_store, too_large_for, Message, Session, Source};
 use super::{Broker, CloseReason, ConnId, ListenerSettings, State, WillMsg};
 
 /// Who a connecting client is, once `authenticate` let it in.
@@ -631,40 +631,4 @@ impl Broker {
             now,
         );
     }
-}
-
-/// The properties of an incoming PUBLISH (or will) that are forwarded to
-/// subscribers: Payload Format Indicator, Content Type, Response Topic,
-/// Correlation Data and User Properties. Topic Alias, Subscription
-/// Identifier and Message Expiry Interval are written per delivery; a
-/// will's Will Delay Interval is not a PUBLISH property at all.
-pub(super) fn publish_props_to_store(raw: &[u8]) -> Box<[u8]> {
-    if raw.is_empty() {
-        return Box::default();
-    }
-    let mut out = Vec::new();
-    filter_forwarded_props(raw, &mut out);
-    out.into_boxed_slice()
-}
-
-pub(super) fn filter_forwarded_props(raw: &[u8], out: &mut Vec<u8>) {
-    let props = crate::protocol::Properties::from_raw_unchecked(raw);
-    for p in props.iter() {
-        match p {
-            Property::PayloadFormatIndicator(_)
-            | Property::ContentType(_)
-            | Property::ResponseTopic(_)
-            | Property::CorrelationData(_)
-            | Property::UserProperty(..) => p.encode(out),
-            _ => {}
-        }
-    }
-}
-
-/// Whether an `n`-byte packet breaks the client's Maximum Packet Size (0: no
-/// limit). Counted as Mosquitto 2.0.11 counts it, without the first byte of
-/// the fixed header, so a packet exactly one byte over the spec's total still
-/// goes out, as it does from Mosquitto.
-pub(super) fn too_large_for(max_packet_out: u32, n: usize) -> bool {
-    max_packet_out != 0 && n.saturating_sub(1) > max_packet_out as usize
 }

@@ -208,7 +208,7 @@ impl Broker {
                     qos: m.qos,
                     retain: m.retain,
                     sub_ids: m.sub_ids,
-                    group: super::publish::NO_GROUP,
+                    group: super::session::NO_GROUP,
                 };
                 match m.state {
                     StoredState::Queued => s.push_queue(out),

@@ -1066,7 +1066,7 @@ impl Broker {
             .map(|f| f.out)
             .chain(s.queue);
         let reroute: Vec<session::Outgoing> =
-            unacked.filter(|o| o.group != publish::NO_GROUP).collect();
+            unacked.filter(|o| o.group != session::NO_GROUP).collect();
         for o in reroute {
             self.redeliver_shared(o, now);
         }

@@ -20,9 +20,11 @@ use crate::protocol::reason;
 use crate::protocol::{Property, Publish, QoS};
 use crate::topic;
 
-use super::connect::filter_forwarded_props;
 use super::journal::JournalOp;
-use super::session::{Incoming, Inflight, Message, OutState, Outgoing, SubOptions};
+use super::session::{
+    filter_forwarded_props, too_large_for, Incoming, Inflight, Message, OutState, Outgoing,
+    SubOptions, NO_GROUP,
+};
 use super::{Broker, Client, CloseReason, ConnId, Stats, Target, OUTBOX_SOFT_LIMIT, SHARED_BIT};
 
 /// A message as seen at delivery time: borrowed from the read buffer or
@@ -58,8 +60,6 @@ pub(super) struct Delivery<'a> {
     /// Mosquitto sends every retained match.
     pub unbounded: bool,
 }
-
-pub(super) const NO_GROUP: u32 = u32::MAX;
 
 /// Encode one PUBLISH into a client's outbox. Returns false (and writes
 /// nothing) when it exceeds the client's Maximum Packet Size.
@@ -124,7 +124,7 @@ fn write_publish(
         &extra,
         m.payload,
     );
-    if super::connect::too_large_for(c.max_packet_out, n) {
+    if too_large_for(c.max_packet_out, n) {
         // [MQTT-3.1.2-25]: too large for the client; it is dropped.
         c.outbox.buf.truncate(start);
         if new_alias {

@@ -2,9 +2,12 @@
 //!
 //! Owns: subscriptions of the session (by filter), the outgoing QoS 1/2
 //! in-flight window, the queue of messages waiting for the window or for the
-//! client to come back, and the incoming QoS 2 packet ids not yet released.
+//! client to come back, and the incoming QoS 2 packet ids not yet released;
+//! and `Message`, a stored message, with the rules for which of a PUBLISH's
+//! properties travel with it and how large a packet a client takes.
 //!
-//! Must not: encode bytes or talk to connections; `broker` does that.
+//! Must not: talk to connections; `broker` does that. (Property bytes kept
+//! with a message are re-encoded here, nothing else.)
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -103,7 +106,7 @@ pub struct Outgoing {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: SmallVec<[u32; 1]>,
-    /// Shared subscription group it came through (`publish::NO_GROUP` if
+    /// Shared subscription group it came through (`NO_GROUP` if
     /// none), so it can go to another member if this session ends.
     pub group: u32,
 }
@@ -242,3 +245,43 @@ impl Session {
         self.inflight.len() + self.queue.len()
     }
 }
+
+/// The properties of an incoming PUBLISH (or will) that are forwarded to
+/// subscribers: Payload Format Indicator, Content Type, Response Topic,
+/// Correlation Data and User Properties. Topic Alias, Subscription
+/// Identifier and Message Expiry Interval are written per delivery; a
+/// will's Will Delay Interval is not a PUBLISH property at all.
+pub(super) fn publish_props_to_store(raw: &[u8]) -> Box<[u8]> {
+    if raw.is_empty() {
+        return Box::default();
+    }
+    let mut out = Vec::new();
+    filter_forwarded_props(raw, &mut out);
+    out.into_boxed_slice()
+}
+
+pub(super) fn filter_forwarded_props(raw: &[u8], out: &mut Vec<u8>) {
+    let props = crate::protocol::Properties::from_raw_unchecked(raw);
+    for p in props.iter() {
+        match p {
+            crate::protocol::Property::PayloadFormatIndicator(_)
+            | crate::protocol::Property::ContentType(_)
+            | crate::protocol::Property::ResponseTopic(_)
+            | crate::protocol::Property::CorrelationData(_)
+            | crate::protocol::Property::UserProperty(..) => p.encode(out),
+            _ => {}
+        }
+    }
+}
+
+/// Whether an `n`-byte packet breaks the client's Maximum Packet Size (0: no
+/// limit). Counted as Mosquitto 2.0.11 counts it, without the first byte of
+/// the fixed header, so a packet exactly one byte over the spec's total still
+/// goes out, as it does from Mosquitto.
+pub(super) fn too_large_for(max_packet_out: u32, n: usize) -> bool {
+    max_packet_out != 0 && n.saturating_sub(1) > max_packet_out as usize
+}
+
+/// `Outgoing::group` of a message that did not come through a shared
+/// subscription.
+pub(super) const NO_GROUP: u32 = u32::MAX;
