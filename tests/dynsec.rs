@@ -319,7 +319,12 @@ fn unsubscribe_follows_the_unsubscribe_acl() {
     // Without the deny ACL the default (allow) applies again.
     ctrl(
         b.port,
-        &["removeRoleACL", "sensors", "unsubscribeLiteral", "sensors/#"],
+        &[
+            "removeRoleACL",
+            "sensors",
+            "unsubscribeLiteral",
+            "sensors/#",
+        ],
     );
     let mut bob = login(b.port, "bob-unsub2", "bob", "bobpw", true);
     bob.send(&frame(0x82, b"\x00\x01\x00\x00\x09sensors/#\x00"));
