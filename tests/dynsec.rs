@@ -334,3 +334,43 @@ fn unsubscribe_follows_the_unsubscribe_acl() {
     assert_eq!(ack.body, vec![0, 2, 0, 0], "allowed v5 UNSUBACK");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Changing what the anonymous group may do disconnects clients without a
+/// username, as Mosquitto's plugin does; back, they get the new rights.
+#[test]
+#[ignore = "needs the broker to act on Handled::kick_anonymous (Broker::dynsec_control)"]
+fn anonymous_group_changes_disconnect_anonymous_clients() {
+    if !tools() {
+        return;
+    }
+    let dir = temp_dir("dynsec-anon");
+    let (b, conf) = start(&dir);
+    drop(b);
+    let b = TestBroker::start(&format!("{conf}allow_anonymous true\n"));
+    let wait = Duration::from_secs(5);
+    let mut anon = RawClient::connected(b.port, "anon");
+    assert_eq!(anon.subscribe(&[("anon/topic", 0)]), vec![0x80]);
+    ctrl(b.port, &["createGroup", "anon-clients"]);
+    ctrl(b.port, &["setAnonymousGroup", "anon-clients"]);
+    anon.expect_closed(wait);
+
+    let mut anon = RawClient::connected(b.port, "anon");
+    assert_eq!(anon.subscribe(&[("anon/topic", 0)]), vec![0x80]);
+    ctrl(b.port, &["createRole", "anon"]);
+    ctrl(
+        b.port,
+        &[
+            "addRoleACL",
+            "anon",
+            "subscribeLiteral",
+            "anon/topic",
+            "allow",
+        ],
+    );
+    ctrl(b.port, &["addGroupRole", "anon-clients", "anon"]);
+    anon.expect_closed(wait);
+
+    let mut anon = RawClient::connected(b.port, "anon");
+    assert_eq!(anon.subscribe(&[("anon/topic", 0)]), vec![0]);
+    let _ = std::fs::remove_dir_all(dir);
+}
