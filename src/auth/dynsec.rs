@@ -1095,10 +1095,7 @@ impl DynSec {
                 let textname = opt_str(cmd, "textname").map_err(|_| "Invalid/missing textname")?;
                 let textdescription = opt_str(cmd, "textdescription")
                     .map_err(|_| "Invalid/missing textdescription")?;
-                let roles = match get(cmd, "roles") {
-                    Some(_) => Some(self.role_links(cmd)),
-                    None => None,
-                };
+                let roles = get(cmd, "roles").map(|_| self.role_links(cmd));
                 let clients = match get(cmd, "clients") {
                     Some(v) => {
                         let mut l = links_from_command(Some(v), "username")?;
