@@ -1092,17 +1092,17 @@ impl DynSec {
                 if !self.groups.contains_key(g) {
                     return Err("Group not found");
                 }
-                let textname = opt_str(cmd, "textname").map_err(|_| "Invalid/missing textname")?;
-                let textdescription = opt_str(cmd, "textdescription")
-                    .map_err(|_| "Invalid/missing textdescription")?;
+                // Texts of the wrong type are ignored, as in Mosquitto.
+                let textname = get_str(cmd, "textname").map(str::to_owned);
+                let textdescription = get_str(cmd, "textdescription").map(str::to_owned);
                 let roles = get(cmd, "roles").map(|_| self.role_links(cmd));
                 let clients = match get(cmd, "clients") {
-                    Some(v) => {
+                    Some(v @ Value::Array(_)) => {
                         let mut l = links_from_command(Some(v), "username")?;
                         l.retain(|x| self.clients.contains_key(&x.name));
                         Some(l)
                     }
-                    None => None,
+                    _ => None,
                 };
                 let group = self.groups.get_mut(g).ok_or("Group not found")?;
                 // Mosquitto has applied the texts when it refuses the roles.
@@ -1266,12 +1266,12 @@ impl DynSec {
                     // Sic: 2.0.11 words this one differently.
                     return Err("Role does not exist");
                 }
-                let textname = opt_str(cmd, "textname").map_err(|_| "Invalid/missing textname")?;
-                let textdescription = opt_str(cmd, "textdescription")
-                    .map_err(|_| "Invalid/missing textdescription")?;
+                // Texts of the wrong type are ignored, as in Mosquitto.
+                let textname = get_str(cmd, "textname").map(str::to_owned);
+                let textdescription = get_str(cmd, "textdescription").map(str::to_owned);
                 let acls = match get(cmd, "acls") {
-                    Some(_) => Some(acls_from_command(cmd)?),
-                    None => None,
+                    Some(Value::Array(_)) => Some(acls_from_command(cmd)?),
+                    _ => None,
                 };
                 let role = self.roles.get_mut(r).ok_or("Role not found")?;
                 if textname.is_some() {

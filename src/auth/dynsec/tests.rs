@@ -987,3 +987,35 @@ fn anonymous_group_changes_kick_anonymous_clients() {
     ));
     assert_eq!(ds.decide(None, "a", Access::Subscribe), None);
 }
+
+/// modifyGroup / modifyRole ignore fields of the wrong type, as Mosquitto
+/// does (`json_get_string` that fails is simply skipped).
+#[test]
+fn modify_ignores_wrong_types() {
+    let mut ds = DynSec::from_json(INIT_FILE).unwrap();
+    ok(
+        &mut ds,
+        json!({"command": "createGroup", "groupname": "g", "textname": "G"}),
+    );
+    ok(
+        &mut ds,
+        json!({"command": "addGroupClient", "groupname": "g", "username": "admin"}),
+    );
+    ok(
+        &mut ds,
+        json!({"command": "modifyGroup", "groupname": "g", "textname": 5, "clients": "x"}),
+    );
+    let g = one(&mut ds, json!({"command": "getGroup", "groupname": "g"}));
+    assert_eq!(g["data"]["group"]["textname"], "G", "{g}");
+    assert_eq!(g["data"]["group"]["clients"][0]["username"], "admin", "{g}");
+    ok(
+        &mut ds,
+        json!({"command": "createRole", "rolename": "r", "textdescription": "D"}),
+    );
+    ok(
+        &mut ds,
+        json!({"command": "modifyRole", "rolename": "r", "textdescription": [], "acls": 7}),
+    );
+    let r = one(&mut ds, json!({"command": "getRole", "rolename": "r"}));
+    assert_eq!(r["data"]["role"]["textdescription"], "D", "{r}");
+}
