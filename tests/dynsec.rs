@@ -234,3 +234,142 @@ fn control_topic_answers_json_and_disable_kicks() {
     assert!(!pub_as(b.port, "bob", "bobpw", "sensors/t", "disabled"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A CONNECT with username and password, MQTT 5 (level 5, no properties)
+/// or 3.1.1 (level 4).
+fn login_packet(client_id: &str, user: &str, pw: &str, v5: bool) -> Vec<u8> {
+    let bin = |b: &mut Vec<u8>, s: &[u8]| {
+        b.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        b.extend_from_slice(s);
+    };
+    let mut body = Vec::new();
+    bin(&mut body, b"MQTT");
+    body.push(if v5 { 5 } else { 4 });
+    body.push(0xC2);
+    body.extend_from_slice(&60u16.to_be_bytes());
+    if v5 {
+        body.push(0);
+    }
+    bin(&mut body, client_id.as_bytes());
+    bin(&mut body, user.as_bytes());
+    bin(&mut body, pw.as_bytes());
+    frame(0x10, &body)
+}
+
+fn login(port: u16, client_id: &str, user: &str, pw: &str, v5: bool) -> RawClient {
+    let mut c = RawClient::open(port);
+    c.send(&login_packet(client_id, user, pw, v5));
+    let p = c.expect_kind(CONNACK, Duration::from_secs(5));
+    let rc = if v5 { p.body.get(1) } else { p.body.last() };
+    assert_eq!(rc, Some(&0), "CONNACK {p:?}");
+    c
+}
+
+/// Mosquitto asks the plugin before an UNSUBSCRIBE (MOSQ_ACL_UNSUBSCRIBE):
+/// a denied one removes nothing; v5 answers 0x87 for it, 3.1.1 has no code.
+#[test]
+fn unsubscribe_follows_the_unsubscribe_acl() {
+    if !tools() {
+        return;
+    }
+    let dir = temp_dir("dynsec-unsub");
+    let (b, _) = start(&dir);
+    set_up_bob(b.port);
+    // (mosquitto_ctrl 2.0.11's setDefaultACLAccess sends no `allow`, so a
+    // role ACL is the way to deny here.)
+    ctrl(
+        b.port,
+        &[
+            "addRoleACL",
+            "sensors",
+            "unsubscribeLiteral",
+            "sensors/#",
+            "deny",
+        ],
+    );
+    let wait = Duration::from_secs(5);
+    for v5 in [true, false] {
+        let mut bob = login(b.port, "bob-unsub", "bob", "bobpw", v5);
+        let props: &[u8] = if v5 { &[0] } else { &[] };
+        let mut sub = vec![0, 1];
+        sub.extend_from_slice(props);
+        sub.extend_from_slice(&[0, 9]);
+        sub.extend_from_slice(b"sensors/#");
+        sub.push(0);
+        bob.send(&frame(0x82, &sub));
+        let ack = bob.expect_kind(SUBACK, wait);
+        assert_eq!(ack.body.last(), Some(&0), "{ack:?}");
+        let mut unsub = vec![0, 2];
+        unsub.extend_from_slice(props);
+        unsub.extend_from_slice(&[0, 9]);
+        unsub.extend_from_slice(b"sensors/#");
+        bob.send(&frame(0xA2, &unsub));
+        let ack = bob.expect_kind(UNSUBACK, wait);
+        if v5 {
+            assert_eq!(ack.body, vec![0, 2, 0, 0x87], "v5 UNSUBACK");
+        } else {
+            assert_eq!(ack.body, vec![0, 2], "3.1.1 UNSUBACK");
+        }
+        // Still subscribed: a message to sensors/x arrives.
+        assert!(pub_as(b.port, "bob", "bobpw", "sensors/x", "still"));
+        let p = bob.expect_kind(PUBLISH, wait);
+        assert!(p.body.ends_with(b"still"), "{p:?}");
+    }
+    // Without the deny ACL the default (allow) applies again.
+    ctrl(
+        b.port,
+        &[
+            "removeRoleACL",
+            "sensors",
+            "unsubscribeLiteral",
+            "sensors/#",
+        ],
+    );
+    let mut bob = login(b.port, "bob-unsub2", "bob", "bobpw", true);
+    bob.send(&frame(0x82, b"\x00\x01\x00\x00\x09sensors/#\x00"));
+    bob.expect_kind(SUBACK, wait);
+    bob.send(&frame(0xA2, b"\x00\x02\x00\x00\x09sensors/#"));
+    let ack = bob.expect_kind(UNSUBACK, wait);
+    assert_eq!(ack.body, vec![0, 2, 0, 0], "allowed v5 UNSUBACK");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Changing what the anonymous group may do disconnects clients without a
+/// username, as Mosquitto's plugin does; back, they get the new rights.
+#[test]
+#[ignore = "needs the broker to act on Handled::kick_anonymous (Broker::dynsec_control)"]
+fn anonymous_group_changes_disconnect_anonymous_clients() {
+    if !tools() {
+        return;
+    }
+    let dir = temp_dir("dynsec-anon");
+    let (b, conf) = start(&dir);
+    drop(b);
+    let b = TestBroker::start(&format!("{conf}allow_anonymous true\n"));
+    let wait = Duration::from_secs(5);
+    let mut anon = RawClient::connected(b.port, "anon");
+    assert_eq!(anon.subscribe(&[("anon/topic", 0)]), vec![0x80]);
+    ctrl(b.port, &["createGroup", "anon-clients"]);
+    ctrl(b.port, &["setAnonymousGroup", "anon-clients"]);
+    anon.expect_closed(wait);
+
+    let mut anon = RawClient::connected(b.port, "anon");
+    assert_eq!(anon.subscribe(&[("anon/topic", 0)]), vec![0x80]);
+    ctrl(b.port, &["createRole", "anon"]);
+    ctrl(
+        b.port,
+        &[
+            "addRoleACL",
+            "anon",
+            "subscribeLiteral",
+            "anon/topic",
+            "allow",
+        ],
+    );
+    ctrl(b.port, &["addGroupRole", "anon-clients", "anon"]);
+    anon.expect_closed(wait);
+
+    let mut anon = RawClient::connected(b.port, "anon");
+    assert_eq!(anon.subscribe(&[("anon/topic", 0)]), vec![0]);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -654,6 +654,8 @@ type Outcome = Result<Option<Value>, &'static str>;
 struct Effects {
     changed: bool,
     kick: Vec<String>,
+    /// Clients without a username: the anonymous group's rights changed.
+    kick_anonymous: bool,
 }
 
 impl Effects {
@@ -667,6 +669,107 @@ impl Effects {
 fn need<'a>(cmd: &'a Value, key: &str, err: &'static str) -> Result<&'a str, &'static str> {
     get_str(cmd, key).ok_or(err)
 }
+
+/// Mosquitto's `mosquitto_validate_utf8` beyond what a Rust `str` already
+/// guarantees: no U+0000, no control characters (U+0001-U+001F,
+/// U+007F-U+009F), no non-characters (U+FDD0-U+FDEF, U+xxFFFE, U+xxFFFF),
+/// at most 65536 bytes. JSON escapes such as `\uffff` reach us as such
+/// characters.
+pub fn valid_utf8(s: &str) -> bool {
+    s.len() <= 65536
+        && s.chars().all(|c| {
+            let cp = u32::from(c);
+            !(cp <= 0x1F
+                || (0x7F..=0x9F).contains(&cp)
+                || (0xFDD0..=0xFDEF).contains(&cp)
+                || cp & 0xFFFE == 0xFFFE)
+        })
+}
+
+/// A required string field that must also pass `valid_utf8`: the first
+/// two checks of nearly every Mosquitto command, in that order.
+fn need_utf8<'a>(
+    cmd: &'a Value,
+    key: &str,
+    missing: &'static str,
+    bad: &'static str,
+) -> Result<&'a str, &'static str> {
+    let s = need(cmd, key, missing)?;
+    if !valid_utf8(s) {
+        return Err(bad);
+    }
+    Ok(s)
+}
+
+fn need_user(cmd: &Value) -> Result<&str, &'static str> {
+    need_utf8(
+        cmd,
+        "username",
+        "Invalid/missing username",
+        "Username not valid UTF-8",
+    )
+}
+
+fn need_group(cmd: &Value) -> Result<&str, &'static str> {
+    need_utf8(
+        cmd,
+        "groupname",
+        "Invalid/missing groupname",
+        "Group name not valid UTF-8",
+    )
+}
+
+fn need_role(cmd: &Value) -> Result<&str, &'static str> {
+    need_utf8(
+        cmd,
+        "rolename",
+        "Invalid/missing rolename",
+        "Role name not valid UTF-8",
+    )
+}
+
+/// Why a command's `roles` list was refused (`dynsec_rolelist__load_from_json`).
+enum RolesError {
+    /// Not an array, or an entry without a string `rolename`.
+    Invalid,
+    /// An entry names a role that does not exist.
+    NotFound,
+}
+
+/// The names Mosquitto answers with, whatever case the request used.
+const COMMANDS: [&str; 31] = [
+    "setDefaultACLAccess",
+    "getDefaultACLAccess",
+    "createClient",
+    "deleteClient",
+    "getClient",
+    "listClients",
+    "modifyClient",
+    "setClientPassword",
+    "setClientId",
+    "addClientRole",
+    "removeClientRole",
+    "enableClient",
+    "disableClient",
+    "addGroupClient",
+    "createGroup",
+    "deleteGroup",
+    "getGroup",
+    "listGroups",
+    "modifyGroup",
+    "removeGroupClient",
+    "addGroupRole",
+    "removeGroupRole",
+    "setAnonymousGroup",
+    "getAnonymousGroup",
+    "createRole",
+    "getRole",
+    "listRoles",
+    "modifyRole",
+    "deleteRole",
+    "addRoleACL",
+    "removeRoleACL",
+];
 
 fn list_window(cmd: &Value) -> (usize, Option<usize>) {
     let count = get_int(cmd, "count", -1);
@@ -692,30 +795,72 @@ fn links_from_command(v: Option<&Value>, key: &str) -> Result<Vec<Link>, &'stati
     Ok(out)
 }
 
+/// What one control payload did (`DynSec::handle_control`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handled {
+    /// The payload to publish on `RESPONSE_TOPIC`.
+    pub response: String,
+    /// The configuration changed: the caller saves it.
+    pub changed: bool,
+    /// Usernames whose sessions the caller must disconnect.
+    pub kick: Vec<String>,
+    /// The caller must also disconnect every client without a username:
+    /// what the anonymous group may do changed.
+    pub kick_anonymous: bool,
+}
+
 impl DynSec {
     /// Handles one payload published to `$CONTROL/dynamic-security/v1`.
     /// Returns the response payload, whether the configuration changed (the
     /// caller saves), and usernames whose sessions must be disconnected.
+    /// `handle_control` also says when anonymous clients must go.
     pub fn handle(&mut self, payload: &[u8]) -> (String, bool, Vec<String>) {
+        let h = self.handle_control(payload);
+        (h.response, h.changed, h.kick)
+    }
+
+    /// `handle`, with every effect the caller must carry out.
+    pub fn handle_control(&mut self, payload: &[u8]) -> Handled {
         let mut fx = Effects::default();
         let mut responses: Vec<Value> = Vec::new();
-        let error_only = |msg: &str| {
-            json!({"responses": [{"command": "Unknown command", "error": msg}]}).to_string()
+        let error_only = |msg: &str| Handled {
+            response: json!({"responses": [{"command": "Unknown command", "error": msg}]})
+                .to_string(),
+            ..Handled::default()
         };
         let Ok(root) = serde_json::from_slice::<Value>(payload) else {
-            return (error_only("Payload not valid JSON"), false, Vec::new());
+            return error_only("Payload not valid JSON");
         };
         let Some(commands) = get(&root, "commands").and_then(Value::as_array) else {
-            return (error_only("Invalid/missing commands"), false, Vec::new());
+            return error_only("Invalid/missing commands");
         };
+        // Like Mosquitto, a command without a usable name is answered with
+        // the correlationData of the command before it.
+        let mut corr: Option<String> = None;
         for cmd in commands {
-            let corr = get_str(cmd, "correlationData").map(str::to_owned);
             let mut resp = Map::new();
             if !cmd.is_object() {
                 resp.insert("command".into(), json!("Unknown command"));
                 resp.insert("error".into(), json!("Command not an object"));
             } else if let Some(name) = get_str(cmd, "command") {
-                resp.insert("command".into(), json!(name));
+                corr = match get(cmd, "correlationData") {
+                    None => None,
+                    Some(Value::String(c)) => Some(c.clone()),
+                    Some(_) => {
+                        // Mosquitto answers this and handles no further
+                        // command of the payload.
+                        responses.push(json!({
+                            "command": name,
+                            "error": "Invalid correlationData data type."
+                        }));
+                        break;
+                    }
+                };
+                let shown = COMMANDS
+                    .iter()
+                    .find(|c| c.eq_ignore_ascii_case(name))
+                    .map_or(name, |c| c);
+                resp.insert("command".into(), json!(shown));
                 match self.command(name, cmd, &mut fx) {
                     Ok(Some(data)) => {
                         resp.insert("data".into(), data);
@@ -729,13 +874,17 @@ impl DynSec {
                 resp.insert("command".into(), json!("Unknown command"));
                 resp.insert("error".into(), json!("Missing command"));
             }
-            if let Some(c) = corr {
+            if let Some(c) = &corr {
                 resp.insert("correlationData".into(), json!(c));
             }
             responses.push(Value::Object(resp));
         }
-        let out = json!({ "responses": responses }).to_string();
-        (out, fx.changed, fx.kick)
+        Handled {
+            response: json!({ "responses": responses }).to_string(),
+            changed: fx.changed,
+            kick: fx.kick,
+            kick_anonymous: fx.kick_anonymous,
+        }
     }
 
     fn command(&mut self, name: &str, cmd: &Value, fx: &mut Effects) -> Outcome {
@@ -782,7 +931,7 @@ impl DynSec {
                 Ok(None)
             }
             "getclient" => {
-                let u = need(cmd, "username", "Invalid/missing username")?;
+                let u = need_user(cmd)?;
                 let c = self.clients.get(u).ok_or("Client not found")?;
                 Ok(Some(json!({"client": self.client_json(u, c)})))
             }
@@ -808,10 +957,10 @@ impl DynSec {
             }
             "modifyclient" => self.modify_client(cmd, fx),
             "setclientpassword" => {
-                let u = need(cmd, "username", "Invalid/missing username")?;
+                let u = need_user(cmd)?;
                 let p = need(cmd, "password", "Invalid/missing password")?;
                 if p.is_empty() {
-                    return Err("Empty password is not supported");
+                    return Err("Empty password is not allowed");
                 }
                 let c = self.clients.get_mut(u).ok_or("Client not found")?;
                 c.password = Some(Password::new(p).ok_or("Internal error")?);
@@ -820,8 +969,11 @@ impl DynSec {
                 Ok(None)
             }
             "setclientid" => {
-                let u = need(cmd, "username", "Invalid/missing username")?;
-                let id = opt_str(cmd, "clientid").map_err(|_| "Invalid/missing client id")?;
+                let u = need_user(cmd)?;
+                let id = opt_str(cmd, "clientid").map_err(|_| "Invalid/missing client ID")?;
+                if id.as_deref().is_some_and(|i| !valid_utf8(i)) {
+                    return Err("Client ID not valid UTF-8");
+                }
                 let c = self.clients.get_mut(u).ok_or("Client not found")?;
                 c.clientid = id.filter(|s| !s.is_empty());
                 fx.changed = true;
@@ -829,8 +981,8 @@ impl DynSec {
                 Ok(None)
             }
             "addclientrole" => {
-                let u = need(cmd, "username", "Invalid/missing username")?;
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let u = need_user(cmd)?;
+                let r = need_role(cmd)?;
                 if !self.clients.contains_key(u) {
                     return Err("Client not found");
                 }
@@ -852,8 +1004,11 @@ impl DynSec {
                 Ok(None)
             }
             "removeclientrole" => {
-                let u = need(cmd, "username", "Invalid/missing username")?;
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let u = need_user(cmd)?;
+                let r = need_role(cmd)?;
+                if !self.clients.contains_key(u) {
+                    return Err("Client not found");
+                }
                 if !self.roles.contains_key(r) {
                     return Err("Role not found");
                 }
@@ -864,7 +1019,7 @@ impl DynSec {
                 Ok(None)
             }
             "enableclient" | "disableclient" => {
-                let u = need(cmd, "username", "Invalid/missing username")?;
+                let u = need_user(cmd)?;
                 let c = self.clients.get_mut(u).ok_or("Client not found")?;
                 c.disabled = lower == "disableclient";
                 fx.changed = true;
@@ -874,7 +1029,7 @@ impl DynSec {
                 Ok(None)
             }
             "creategroup" => {
-                let g = need(cmd, "groupname", "Invalid/missing groupname")?;
+                let g = need_group(cmd)?;
                 if g.is_empty() {
                     return Err("Empty groupname");
                 }
@@ -884,7 +1039,10 @@ impl DynSec {
                 if self.groups.contains_key(g) {
                     return Err("Group already exists");
                 }
-                let roles = self.role_links(cmd)?;
+                let roles = self.role_links(cmd).map_err(|e| match e {
+                    RolesError::NotFound => "Role not found",
+                    RolesError::Invalid => "Internal error",
+                })?;
                 self.groups.insert(
                     g.to_owned(),
                     Group {
@@ -898,7 +1056,7 @@ impl DynSec {
                 Ok(None)
             }
             "deletegroup" => {
-                let g = need(cmd, "groupname", "Invalid/missing groupname")?;
+                let g = need_group(cmd)?;
                 if !self.groups.contains_key(g) {
                     return Err("Group not found");
                 }
@@ -906,16 +1064,13 @@ impl DynSec {
                 if self.anonymous_group.as_deref() == Some(g) {
                     return Err("Deleting the anonymous group is forbidden");
                 }
-                if let Some(group) = self.groups.remove(g) {
-                    for l in &group.clients {
-                        fx.kick(&l.name);
-                    }
-                }
+                self.kick_group(g, fx);
+                self.groups.remove(g);
                 fx.changed = true;
                 Ok(None)
             }
             "getgroup" => {
-                let g = need(cmd, "groupname", "Invalid/missing groupname")?;
+                let g = need_group(cmd)?;
                 let group = self.groups.get(g).ok_or("Group not found")?;
                 Ok(Some(json!({"group": group_json(g, group)})))
             }
@@ -934,26 +1089,24 @@ impl DynSec {
                 ))
             }
             "modifygroup" => {
-                let g = need(cmd, "groupname", "Invalid/missing groupname")?;
+                let g = need_group(cmd)?;
                 if !self.groups.contains_key(g) {
                     return Err("Group not found");
                 }
-                let textname = opt_str(cmd, "textname").map_err(|_| "Invalid/missing textname")?;
-                let textdescription = opt_str(cmd, "textdescription")
-                    .map_err(|_| "Invalid/missing textdescription")?;
-                let roles = match get(cmd, "roles") {
-                    Some(_) => Some(self.role_links(cmd)?),
-                    None => None,
-                };
+                // Texts of the wrong type are ignored, as in Mosquitto.
+                let textname = get_str(cmd, "textname").map(str::to_owned);
+                let textdescription = get_str(cmd, "textdescription").map(str::to_owned);
+                let roles = get(cmd, "roles").map(|_| self.role_links(cmd));
                 let clients = match get(cmd, "clients") {
-                    Some(v) => {
+                    Some(v @ Value::Array(_)) => {
                         let mut l = links_from_command(Some(v), "username")?;
                         l.retain(|x| self.clients.contains_key(&x.name));
                         Some(l)
                     }
-                    None => None,
+                    _ => None,
                 };
                 let group = self.groups.get_mut(g).ok_or("Group not found")?;
+                // Mosquitto has applied the texts when it refuses the roles.
                 if textname.is_some() {
                     group.textname = textname;
                 }
@@ -961,24 +1114,33 @@ impl DynSec {
                     group.textdescription = textdescription;
                 }
                 if let Some(r) = roles {
-                    group.roles = r;
+                    match r {
+                        Ok(r) => group.roles = r,
+                        Err(e) => {
+                            fx.changed = true;
+                            self.kick_group(g, fx);
+                            return Err(match e {
+                                RolesError::NotFound => "Role not found",
+                                RolesError::Invalid => {
+                                    "'roles' not an array or missing/invalid rolename"
+                                }
+                            });
+                        }
+                    }
                 }
                 if let Some(c) = clients {
                     let old = std::mem::replace(&mut group.clients, c);
-                    for l in old.iter().chain(group.clients.iter()) {
-                        fx.kick(&l.name);
-                    }
-                } else {
-                    for l in &group.clients {
+                    for l in &old {
                         fx.kick(&l.name);
                     }
                 }
+                self.kick_group(g, fx);
                 fx.changed = true;
                 Ok(None)
             }
             "addgroupclient" => {
-                let g = need(cmd, "groupname", "Invalid/missing groupname")?;
-                let u = need(cmd, "username", "Invalid/missing username")?;
+                let u = need_user(cmd)?;
+                let g = need_group(cmd)?;
                 if !self.clients.contains_key(u) {
                     return Err("Client not found");
                 }
@@ -996,8 +1158,8 @@ impl DynSec {
                 Ok(None)
             }
             "removegroupclient" => {
-                let g = need(cmd, "groupname", "Invalid/missing groupname")?;
-                let u = need(cmd, "username", "Invalid/missing username")?;
+                let u = need_user(cmd)?;
+                let g = need_group(cmd)?;
                 if !self.clients.contains_key(u) {
                     return Err("Client not found");
                 }
@@ -1008,8 +1170,8 @@ impl DynSec {
                 Ok(None)
             }
             "addgrouprole" => {
-                let g = need(cmd, "groupname", "Invalid/missing groupname")?;
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let g = need_group(cmd)?;
+                let r = need_role(cmd)?;
                 if !self.groups.contains_key(g) {
                     return Err("Group not found");
                 }
@@ -1025,15 +1187,13 @@ impl DynSec {
                     priority: get_int(cmd, "priority", -1),
                 });
                 sort_links(&mut group.roles);
-                for l in &group.clients {
-                    fx.kick(&l.name);
-                }
+                self.kick_group(g, fx);
                 fx.changed = true;
                 Ok(None)
             }
             "removegrouprole" => {
-                let g = need(cmd, "groupname", "Invalid/missing groupname")?;
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let g = need_group(cmd)?;
+                let r = need_role(cmd)?;
                 if !self.groups.contains_key(g) {
                     return Err("Group not found");
                 }
@@ -1042,18 +1202,17 @@ impl DynSec {
                 }
                 let group = self.groups.get_mut(g).ok_or("Group not found")?;
                 group.roles.retain(|l| l.name != r);
-                for l in &group.clients {
-                    fx.kick(&l.name);
-                }
+                self.kick_group(g, fx);
                 fx.changed = true;
                 Ok(None)
             }
             "setanonymousgroup" => {
-                let g = need(cmd, "groupname", "Invalid/missing groupname")?;
+                let g = need_group(cmd)?;
                 if !self.groups.contains_key(g) {
                     return Err("Group not found");
                 }
                 self.anonymous_group = Some(g.to_owned());
+                fx.kick_anonymous = true;
                 fx.changed = true;
                 Ok(None)
             }
@@ -1062,7 +1221,7 @@ impl DynSec {
                 Ok(Some(json!({"group": {"groupname": name}})))
             }
             "createrole" => {
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let r = need_role(cmd)?;
                 if r.is_empty() {
                     return Err("Empty rolename");
                 }
@@ -1084,7 +1243,7 @@ impl DynSec {
                 Ok(None)
             }
             "getrole" => {
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let r = need_role(cmd)?;
                 let role = self.roles.get(r).ok_or("Role not found")?;
                 Ok(Some(json!({"role": role_json(r, role)})))
             }
@@ -1103,16 +1262,17 @@ impl DynSec {
                 ))
             }
             "modifyrole" => {
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let r = need_role(cmd)?;
                 if !self.roles.contains_key(r) {
-                    return Err("Role not found");
+                    // Sic: 2.0.11 words this one differently.
+                    return Err("Role does not exist");
                 }
-                let textname = opt_str(cmd, "textname").map_err(|_| "Invalid/missing textname")?;
-                let textdescription = opt_str(cmd, "textdescription")
-                    .map_err(|_| "Invalid/missing textdescription")?;
+                // Texts of the wrong type are ignored, as in Mosquitto.
+                let textname = get_str(cmd, "textname").map(str::to_owned);
+                let textdescription = get_str(cmd, "textdescription").map(str::to_owned);
                 let acls = match get(cmd, "acls") {
-                    Some(_) => Some(acls_from_command(cmd)?),
-                    None => None,
+                    Some(Value::Array(_)) => Some(acls_from_command(cmd)?),
+                    _ => None,
                 };
                 let role = self.roles.get_mut(r).ok_or("Role not found")?;
                 if textname.is_some() {
@@ -1130,7 +1290,7 @@ impl DynSec {
                 Ok(None)
             }
             "deleterole" => {
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let r = need_role(cmd)?;
                 if !self.roles.contains_key(r) {
                     return Err("Role not found");
                 }
@@ -1146,7 +1306,10 @@ impl DynSec {
                 Ok(None)
             }
             "addroleacl" => {
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let r = need_role(cmd)?;
+                if !self.roles.contains_key(r) {
+                    return Err("Role not found");
+                }
                 let acl = acl_from_json(cmd)?;
                 let role = self.roles.get_mut(r).ok_or("Role not found")?;
                 if role
@@ -1163,13 +1326,19 @@ impl DynSec {
                 Ok(None)
             }
             "removeroleacl" => {
-                let r = need(cmd, "rolename", "Invalid/missing rolename")?;
+                let r = need_role(cmd)?;
                 if !self.roles.contains_key(r) {
                     return Err("Role not found");
                 }
                 let t = need(cmd, "acltype", "Invalid/missing acltype")?;
                 let t = AclType::parse(t).ok_or("Unknown acltype")?;
                 let topic = need(cmd, "topic", "Invalid/missing topic")?;
+                if !valid_utf8(topic) {
+                    return Err("Topic not valid UTF-8");
+                }
+                if !valid_filter(topic) {
+                    return Err("Invalid ACL topic");
+                }
                 let role = self.roles.get_mut(r).ok_or("Role not found")?;
                 let before = role.acls.len();
                 role.acls.retain(|a| !(a.acltype == t && a.topic == topic));
@@ -1191,38 +1360,77 @@ impl DynSec {
                 fx.kick(u);
             }
         }
-        for g in self.groups.values() {
+        for (name, g) in &self.groups {
             if g.roles.iter().any(|l| l.name == r) {
-                for l in &g.clients {
-                    fx.kick(&l.name);
-                }
+                self.kick_group(name, fx);
             }
         }
     }
 
-    /// A command's `roles` list; every role must exist.
-    fn role_links(&self, cmd: &Value) -> Result<Vec<Link>, &'static str> {
-        let links = links_from_command(get(cmd, "roles"), "rolename")?;
-        if links.iter().any(|l| !self.roles.contains_key(&l.name)) {
-            return Err("Role not found");
+    /// Kicks the members of group `g`, and the anonymous clients when it is
+    /// the anonymous group (Mosquitto's `group__kick_all`).
+    fn kick_group(&self, g: &str, fx: &mut Effects) {
+        if let Some(group) = self.groups.get(g) {
+            for l in &group.clients {
+                fx.kick(&l.name);
+            }
         }
-        Ok(links)
+        if self.anonymous_group.as_deref() == Some(g) {
+            fx.kick_anonymous = true;
+        }
+    }
+
+    /// A command's `roles` list, read as `dynsec_rolelist__load_from_json`
+    /// reads it: in order, the first entry without a string `rolename`
+    /// makes it invalid, the first unknown role makes it not found.
+    fn role_links(&self, cmd: &Value) -> Result<Vec<Link>, RolesError> {
+        let Some(v) = get(cmd, "roles") else {
+            return Ok(Vec::new());
+        };
+        let items = v.as_array().ok_or(RolesError::Invalid)?;
+        let mut out: Vec<Link> = Vec::new();
+        for item in items {
+            let name = get_str(item, "rolename").ok_or(RolesError::Invalid)?;
+            if !self.roles.contains_key(name) {
+                return Err(RolesError::NotFound);
+            }
+            if !out.iter().any(|l| l.name == name) {
+                out.push(Link {
+                    name: name.to_owned(),
+                    priority: get_int(item, "priority", -1),
+                });
+            }
+        }
+        sort_links(&mut out);
+        Ok(out)
     }
 
     fn create_client(&mut self, cmd: &Value, fx: &mut Effects) -> Outcome {
-        let u = need(cmd, "username", "Invalid/missing username")?;
+        let u = need_user(cmd)?;
         if u.is_empty() {
             return Err("Empty username");
         }
         let password = opt_str(cmd, "password").map_err(|_| "Invalid/missing password")?;
         let clientid = opt_str(cmd, "clientid").map_err(|_| "Invalid/missing client id")?;
+        if clientid.as_deref().is_some_and(|i| !valid_utf8(i)) {
+            return Err("Client ID not valid UTF-8");
+        }
         let textname = opt_str(cmd, "textname").map_err(|_| "Invalid/missing textname")?;
         let textdescription =
             opt_str(cmd, "textdescription").map_err(|_| "Invalid/missing textdescription")?;
         if self.clients.contains_key(u) {
             return Err("Client already exists");
         }
-        let roles = self.role_links(cmd)?;
+        let roles = self.role_links(cmd).map_err(|e| match e {
+            RolesError::NotFound => "Role not found",
+            RolesError::Invalid => "'roles' not an array or missing/invalid rolename",
+        })?;
+        // Every listed group must exist; entries without a string
+        // groupname are skipped.
+        let groups = links_from_command(get(cmd, "groups"), "groupname")?;
+        if groups.iter().any(|l| !self.groups.contains_key(&l.name)) {
+            return Err("Group not found");
+        }
         let password = match password {
             Some(p) => Some(Password::new(&p).ok_or("Internal error")?),
             None => None,
@@ -1238,8 +1446,7 @@ impl DynSec {
                 roles,
             },
         );
-        // Unknown groups are ignored, as Mosquitto does.
-        for l in links_from_command(get(cmd, "groups"), "groupname")? {
+        for l in groups {
             if let Some(g) = self.groups.get_mut(&l.name) {
                 g.clients.push(Link {
                     name: u.to_owned(),
@@ -1252,44 +1459,46 @@ impl DynSec {
         Ok(None)
     }
 
+    /// Mosquitto applies the fields in order (client id, password, texts,
+    /// roles, groups) and stops at a bad roles list with the earlier ones
+    /// already applied. A field of the wrong type, or an empty password, is
+    /// ignored.
     fn modify_client(&mut self, cmd: &Value, fx: &mut Effects) -> Outcome {
-        let u = need(cmd, "username", "Invalid/missing username")?;
+        let u = need_user(cmd)?;
         if !self.clients.contains_key(u) {
             return Err("Client not found");
         }
-        let password = opt_str(cmd, "password").map_err(|_| "Invalid/missing password")?;
-        let clientid = opt_str(cmd, "clientid").map_err(|_| "Invalid/missing client id")?;
-        let textname = opt_str(cmd, "textname").map_err(|_| "Invalid/missing textname")?;
-        let textdescription =
-            opt_str(cmd, "textdescription").map_err(|_| "Invalid/missing textdescription")?;
-        let roles = match get(cmd, "roles") {
-            Some(_) => Some(self.role_links(cmd)?),
-            None => None,
+        let password = match get_str(cmd, "password") {
+            Some(p) if !p.is_empty() => Some(Password::new(p).ok_or("Internal error")?),
+            _ => None,
         };
+        let roles = self.role_links(cmd);
         let groups = match get(cmd, "groups") {
-            Some(v) => Some(links_from_command(Some(v), "groupname")?),
-            None => None,
-        };
-        let password = match password {
-            Some(p) if p.is_empty() => return Err("Empty password is not supported"),
-            Some(p) => Some(Password::new(&p).ok_or("Internal error")?),
-            None => None,
+            Some(v @ Value::Array(_)) => Some(links_from_command(Some(v), "groupname")?),
+            _ => None,
         };
         let c = self.clients.get_mut(u).ok_or("Client not found")?;
+        if let Some(id) = get_str(cmd, "clientid") {
+            c.clientid = Some(id.to_owned()).filter(|s| !s.is_empty());
+        }
         if password.is_some() {
             c.password = password;
         }
-        if let Some(id) = clientid {
-            c.clientid = Some(id).filter(|s| !s.is_empty());
+        if let Some(t) = get_str(cmd, "textname") {
+            c.textname = Some(t.to_owned());
         }
-        if textname.is_some() {
-            c.textname = textname;
+        if let Some(t) = get_str(cmd, "textdescription") {
+            c.textdescription = Some(t.to_owned());
         }
-        if textdescription.is_some() {
-            c.textdescription = textdescription;
-        }
-        if let Some(r) = roles {
-            c.roles = r;
+        fx.changed = true;
+        fx.kick(u);
+        match roles {
+            Ok(r) if get(cmd, "roles").is_some() => c.roles = r,
+            Ok(_) => {}
+            Err(RolesError::NotFound) => return Err("Role not found"),
+            Err(RolesError::Invalid) => {
+                return Err("'roles' not an array or missing/invalid rolename")
+            }
         }
         if let Some(gs) = groups {
             for g in self.groups.values_mut() {
@@ -1305,8 +1514,6 @@ impl DynSec {
                 }
             }
         }
-        fx.changed = true;
-        fx.kick(u);
         Ok(None)
     }
 
@@ -1351,6 +1558,9 @@ fn acl_from_json(v: &Value) -> Result<Acl, &'static str> {
     let t = need(v, "acltype", "Invalid/missing acltype")?;
     let acltype = AclType::parse(t).ok_or("Unknown acltype")?;
     let topic = need(v, "topic", "Invalid/missing topic")?;
+    if !valid_utf8(topic) {
+        return Err("Topic not valid UTF-8");
+    }
     if !valid_filter(topic) {
         return Err("Invalid ACL topic");
     }

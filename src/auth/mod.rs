@@ -78,6 +78,10 @@ impl Policy {
         client_id: &str,
         allow_anonymous: bool,
     ) -> bool {
+        // Mosquitto reads a zero-length password as no password at all
+        // (`packet__read_binary` gives NULL), so `user:` with an empty
+        // password never matches a stored hash.
+        let password = password.filter(|p| !p.is_empty());
         let mut checked = false;
         if let Some(d) = &self.dynsec {
             checked = true;
@@ -104,5 +108,28 @@ impl Policy {
             return allow_anonymous;
         }
         username.is_none() && allow_anonymous
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::password::{encode_hash, HashKind, PasswordFile};
+    use super::Policy;
+
+    /// A user whose stored hash is that of the empty password still cannot
+    /// log in with a zero-length password: Mosquitto reads it as none.
+    #[test]
+    fn empty_password_is_no_password() {
+        let line = format!("empty:{}\n", encode_hash(b"", HashKind::Sha512, &[7; 12]));
+        let (file, errors) = PasswordFile::parse(&line, "pw");
+        assert!(errors.is_empty(), "{errors:?}");
+        let policy = Policy {
+            passwords: Some(file),
+            ..Policy::default()
+        };
+        assert!(!policy.authenticate(Some("empty"), Some(b""), "c", false));
+        assert!(!policy.authenticate(Some("empty"), None, "c", false));
+        assert!(!policy.authenticate(Some("empty"), Some(b"x"), "c", false));
+        assert!(!policy.authenticate(Some("empty"), Some(b""), "c", true));
     }
 }

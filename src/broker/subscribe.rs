@@ -174,6 +174,18 @@ impl Broker {
         for filter in p.filters.iter() {
             let mounted = mount_filter(mount.as_deref(), filter);
             let filter: &str = &mounted;
+            let checked = match topic::parse_shared(filter) {
+                Some((_, inner)) => inner,
+                None => filter,
+            };
+            // A denied unsubscribe removes nothing; v5 says so with 0x87,
+            // 3.x has no code to say it with (Mosquitto's MOSQ_ACL_UNSUBSCRIBE).
+            if !self.acl_allows(skey, checked, Access::Unsubscribe) {
+                log::debug!("Denied UNSUBSCRIBE from {} to '{}'", client_id, filter);
+                log::info!(target: "unsubscribe", "{} {}", client_id, filter);
+                codes.push(reason::NOT_AUTHORIZED);
+                continue;
+            }
             let removed = if topic::is_shared(filter) {
                 self.leave_shared(filter, skey)
             } else {

@@ -165,7 +165,7 @@ fn client_commands() {
     );
     assert_eq!(
         r,
-        json!({"command":"LISTCLIENTS","data":{"totalCount":1,"clients":["admin"]},"correlationData":"abc"})
+        json!({"command":"listClients","data":{"totalCount":1,"clients":["admin"]},"correlationData":"abc"})
     );
     assert_eq!(
         err(&mut ds, json!({"command": "createClient"})),
@@ -758,4 +758,264 @@ fn garbage_never_panics() {
         let _ = run(&mut ds, json!([Value::Object(cmd)]));
     }
     assert!(DynSec::from_json(&ds.to_json()).is_ok());
+}
+
+/// Names that are valid JSON strings but not valid MQTT UTF-8 (U+FFFF, a
+/// control character) are refused with Mosquitto's words, before any
+/// lookup; deleteClient alone has no such check in 2.0.11.
+#[test]
+fn names_must_be_valid_mqtt_utf8() {
+    assert!(valid_utf8("plain/ütf8 ✓"));
+    for bad in [
+        "\u{FFFF}LO",
+        "a\u{0}b",
+        "a\u{1}",
+        "\u{7F}",
+        "\u{9F}",
+        "\u{FDD0}",
+        "\u{1FFFE}",
+    ] {
+        assert!(!valid_utf8(bad), "{bad:?}");
+    }
+    let mut ds = DynSec::from_json(INIT_FILE).unwrap();
+    ok(&mut ds, json!({"command": "createRole", "rolename": "r"}));
+    ok(&mut ds, json!({"command": "createGroup", "groupname": "g"}));
+    let bad = "\u{FFFF}LO";
+    let cases = [
+        (
+            json!({"command": "createClient", "username": bad}),
+            "Username not valid UTF-8",
+        ),
+        (
+            json!({"command": "createClient", "username": "u", "clientid": bad}),
+            "Client ID not valid UTF-8",
+        ),
+        (
+            json!({"command": "setClientId", "username": "u", "clientid": bad}),
+            "Client ID not valid UTF-8",
+        ),
+        (
+            json!({"command": "setClientId", "username": "u", "clientid": 5}),
+            "Invalid/missing client ID",
+        ),
+        (
+            json!({"command": "getClient", "username": bad}),
+            "Username not valid UTF-8",
+        ),
+        (
+            json!({"command": "disableClient", "username": bad}),
+            "Username not valid UTF-8",
+        ),
+        (
+            json!({"command": "setClientPassword", "username": bad}),
+            "Username not valid UTF-8",
+        ),
+        (
+            json!({"command": "addClientRole", "username": "admin", "rolename": bad}),
+            "Role name not valid UTF-8",
+        ),
+        (
+            json!({"command": "createGroup", "groupname": bad}),
+            "Group name not valid UTF-8",
+        ),
+        (
+            json!({"command": "addGroupClient", "groupname": bad, "username": "x"}),
+            "Group name not valid UTF-8",
+        ),
+        (
+            json!({"command": "addGroupClient", "groupname": "g", "username": bad}),
+            "Username not valid UTF-8",
+        ),
+        (
+            json!({"command": "createRole", "rolename": bad}),
+            "Role name not valid UTF-8",
+        ),
+        (
+            json!({"command": "addRoleACL", "rolename": "r", "acltype": "subscribeLiteral", "topic": bad}),
+            "Topic not valid UTF-8",
+        ),
+        (
+            json!({"command": "removeRoleACL", "rolename": "r", "acltype": "subscribeLiteral", "topic": bad}),
+            "Topic not valid UTF-8",
+        ),
+    ];
+    for (cmd, want) in cases {
+        assert_eq!(err(&mut ds, cmd.clone()), want, "{cmd}");
+    }
+    assert!(!ds.has_client(bad));
+    assert_eq!(
+        err(&mut ds, json!({"command": "deleteClient", "username": bad})),
+        "Client not found"
+    );
+}
+
+/// The order of Mosquitto's checks decides which error a doubly wrong
+/// command gets.
+#[test]
+fn check_order_matches_mosquitto() {
+    let mut ds = DynSec::from_json(INIT_FILE).unwrap();
+    ok(&mut ds, json!({"command": "createGroup", "groupname": "g"}));
+    // Client before role, client before group.
+    let e = err(
+        &mut ds,
+        json!({"command": "removeClientRole", "username": "nobody", "rolename": "none"}),
+    );
+    assert_eq!(e, "Client not found");
+    let e = err(
+        &mut ds,
+        json!({"command": "addGroupClient", "username": "nobody", "groupname": "none"}),
+    );
+    assert_eq!(e, "Client not found");
+    // Role list: not an array / entry without a name / unknown role.
+    let e = err(
+        &mut ds,
+        json!({"command": "createClient", "username": "u", "roles": "bad"}),
+    );
+    assert_eq!(e, "'roles' not an array or missing/invalid rolename");
+    let e = err(
+        &mut ds,
+        json!({"command": "createClient", "username": "u", "roles": [{"rolename": "none"}]}),
+    );
+    assert_eq!(e, "Role not found");
+    let e = err(
+        &mut ds,
+        json!({"command": "createClient", "username": "u", "groups": [{"groupname": "none"}]}),
+    );
+    assert_eq!(e, "Group not found");
+    assert!(!ds.has_client("u"));
+    let e = err(
+        &mut ds,
+        json!({"command": "createGroup", "groupname": "h", "roles": "bad"}),
+    );
+    assert_eq!(e, "Internal error");
+    let e = err(
+        &mut ds,
+        json!({"command": "modifyGroup", "groupname": "g", "roles": [5]}),
+    );
+    assert_eq!(e, "'roles' not an array or missing/invalid rolename");
+    let e = err(
+        &mut ds,
+        json!({"command": "modifyRole", "rolename": "none"}),
+    );
+    assert_eq!(e, "Role does not exist");
+    let e = err(
+        &mut ds,
+        json!({"command": "setClientPassword", "username": "admin", "password": ""}),
+    );
+    assert_eq!(e, "Empty password is not allowed");
+    // modifyClient applies the texts before it refuses the roles.
+    let e = err(
+        &mut ds,
+        json!({"command": "modifyClient", "username": "admin", "textname": "T", "roles": "bad"}),
+    );
+    assert_eq!(e, "'roles' not an array or missing/invalid rolename");
+    let c = one(
+        &mut ds,
+        json!({"command": "getClient", "username": "admin"}),
+    );
+    assert_eq!(c["data"]["client"]["textname"], "T", "{c}");
+    // An empty password in modifyClient is ignored, not refused.
+    ok(
+        &mut ds,
+        json!({"command": "modifyClient", "username": "admin", "password": ""}),
+    );
+    assert_eq!(ds.authenticate("admin", b"adminpw", "any"), Some(true));
+}
+
+/// Replies name the command as Mosquitto spells it; a correlationData that
+/// is not a string is refused and ends the payload.
+#[test]
+fn command_names_and_correlation_data() {
+    let mut ds = DynSec::from_json(INIT_FILE).unwrap();
+    let r = run(
+        &mut ds,
+        json!([
+            {"command": "getanonymousgroup", "correlationData": "1"},
+            {"command": "command", "correlationData": 6},
+            {"command": "listClients"}
+        ]),
+    );
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0]["command"], "getAnonymousGroup");
+    assert_eq!(
+        r[1],
+        json!({"command": "command", "error": "Invalid correlationData data type."})
+    );
+    let r = run(&mut ds, json!([{"command": "command"}]));
+    assert_eq!(
+        r[0],
+        json!({"command": "command", "error": "Unknown command"})
+    );
+}
+
+/// Changing what the anonymous group may do disconnects anonymous clients,
+/// as Mosquitto's `mosquitto_kick_client_by_username(NULL)` does.
+#[test]
+fn anonymous_group_changes_kick_anonymous_clients() {
+    let mut ds = DynSec::from_json(INIT_FILE).unwrap();
+    let kicks = |ds: &mut DynSec, cmds: Value| {
+        let payload = json!({ "commands": cmds }).to_string();
+        ds.handle_control(payload.as_bytes()).kick_anonymous
+    };
+    assert!(!kicks(
+        &mut ds,
+        json!([{"command": "createGroup", "groupname": "anon"}])
+    ));
+    assert!(kicks(
+        &mut ds,
+        json!([{"command": "setAnonymousGroup", "groupname": "anon"}])
+    ));
+    assert!(!kicks(
+        &mut ds,
+        json!([{"command": "createRole", "rolename": "r"}])
+    ));
+    assert!(kicks(
+        &mut ds,
+        json!([{"command": "addGroupRole", "groupname": "anon", "rolename": "r"}])
+    ));
+    assert!(kicks(
+        &mut ds,
+        json!([{"command": "addRoleACL", "rolename": "r", "acltype": "subscribeLiteral", "topic": "a", "allow": true}])
+    ));
+    assert!(kicks(
+        &mut ds,
+        json!([{"command": "removeGroupRole", "groupname": "anon", "rolename": "r"}])
+    ));
+    assert!(!kicks(
+        &mut ds,
+        json!([{"command": "createGroup", "groupname": "other"}])
+    ));
+    assert_eq!(ds.decide(None, "a", Access::Subscribe), None);
+}
+
+/// modifyGroup / modifyRole ignore fields of the wrong type, as Mosquitto
+/// does (`json_get_string` that fails is simply skipped).
+#[test]
+fn modify_ignores_wrong_types() {
+    let mut ds = DynSec::from_json(INIT_FILE).unwrap();
+    ok(
+        &mut ds,
+        json!({"command": "createGroup", "groupname": "g", "textname": "G"}),
+    );
+    ok(
+        &mut ds,
+        json!({"command": "addGroupClient", "groupname": "g", "username": "admin"}),
+    );
+    ok(
+        &mut ds,
+        json!({"command": "modifyGroup", "groupname": "g", "textname": 5, "clients": "x"}),
+    );
+    let g = one(&mut ds, json!({"command": "getGroup", "groupname": "g"}));
+    assert_eq!(g["data"]["group"]["textname"], "G", "{g}");
+    assert_eq!(g["data"]["group"]["clients"][0]["username"], "admin", "{g}");
+    ok(
+        &mut ds,
+        json!({"command": "createRole", "rolename": "r", "textdescription": "D"}),
+    );
+    ok(
+        &mut ds,
+        json!({"command": "modifyRole", "rolename": "r", "textdescription": [], "acls": 7}),
+    );
+    let r = one(&mut ds, json!({"command": "getRole", "rolename": "r"}));
+    assert_eq!(r["data"]["role"]["textdescription"], "D", "{r}");
 }
