@@ -337,7 +337,6 @@ fn unsubscribe_follows_the_unsubscribe_acl() {
 /// Changing what the anonymous group may do disconnects clients without a
 /// username, as Mosquitto's plugin does; back, they get the new rights.
 #[test]
-#[ignore = "needs the broker to act on Handled::kick_anonymous (Broker::dynsec_control)"]
 fn anonymous_group_changes_disconnect_anonymous_clients() {
     if !tools() {
         return;

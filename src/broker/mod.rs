@@ -556,7 +556,12 @@ impl Broker {
             return Some(crate::protocol::reason::NOT_AUTHORIZED);
         }
         let d = self.security.get_mut(idx)?.dynsec.as_mut()?;
-        let (response, changed, kick) = d.handle(payload);
+        let crate::auth::dynsec::Handled {
+            response,
+            changed,
+            kick,
+            kick_anonymous,
+        } = d.handle_control(payload);
         let _ = username;
         if changed && !self.dynsec_changed.contains(&idx) {
             self.dynsec_changed.push(idx);
@@ -572,10 +577,9 @@ impl Broker {
         let victims: Vec<ConnId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| {
-                s.username
-                    .as_deref()
-                    .is_some_and(|u| kick.iter().any(|k| k == u))
+            .filter(|(_, s)| match s.username.as_deref() {
+                Some(u) => kick.iter().any(|k| k == u),
+                None => kick_anonymous,
             })
             .filter_map(|(_, s)| s.conn)
             .collect();
