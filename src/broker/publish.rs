@@ -679,24 +679,13 @@ impl Broker {
         if !sent {
             return;
         }
-        let msg = stored
-            .get_or_insert_with(|| make_message(view, pub_qos, pub_retain))
-            .clone();
-        if s.persisted {
-            self.journal.push(|| JournalOp::Enqueue {
+        let out = session_copy(s, &mut self.journal, view, (pub_qos, pub_retain), stored, d);
+        if qos == QoS::ExactlyOnce && s.persisted {
+            self.journal.push(|| JournalOp::Sent {
                 client_id: s.client_id.clone(),
-                msg: msg.clone(),
-                qos,
-                retain,
-                sub_ids: sub_ids.iter().copied().collect(),
+                msg: out.msg.clone(),
+                packet_id,
             });
-            if qos == QoS::ExactlyOnce {
-                self.journal.push(|| JournalOp::Sent {
-                    client_id: s.client_id.clone(),
-                    msg: msg.clone(),
-                    packet_id,
-                });
-            }
         }
         s.inflight.push_back(Inflight {
             packet_id,
@@ -705,13 +694,7 @@ impl Broker {
             } else {
                 OutState::AwaitPubrec
             },
-            out: Outgoing {
-                msg,
-                qos,
-                retain,
-                sub_ids: sub_ids.iter().copied().collect(),
-                group: d.group,
-            },
+            out,
         });
     }
 
@@ -727,7 +710,6 @@ impl Broker {
         stored: &mut Option<Rc<Message>>,
         d: &Delivery<'_>,
     ) {
-        let (qos, retain, sub_ids) = (d.qos, d.retain, d.sub_ids);
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
@@ -747,25 +729,8 @@ impl Broker {
             self.stats.pub_msgs_dropped += 1;
             return;
         }
-        let msg = stored
-            .get_or_insert_with(|| make_message(view, pub_qos, pub_retain))
-            .clone();
-        if s.persisted {
-            self.journal.push(|| JournalOp::Enqueue {
-                client_id: s.client_id.clone(),
-                msg: msg.clone(),
-                qos,
-                retain,
-                sub_ids: sub_ids.iter().copied().collect(),
-            });
-        }
-        s.push_queue(Outgoing {
-            msg,
-            qos,
-            retain,
-            sub_ids: sub_ids.iter().copied().collect(),
-            group: d.group,
-        });
+        let out = session_copy(s, &mut self.journal, view, (pub_qos, pub_retain), stored, d);
+        s.push_queue(out);
     }
 
     /// Move queued messages into the in-flight window while it has room.
@@ -1250,4 +1215,36 @@ fn leaves_queue_unsent(
         s.alloc_packet_id();
     }
     true
+}
+
+/// The session's copy of a delivery (in flight or queued): the message is
+/// stored once for all its receivers, and a durable session's journal gets
+/// the Enqueue record.
+fn session_copy(
+    s: &super::session::Session,
+    journal: &mut super::journal::Journal,
+    view: &MsgView<'_>,
+    (pub_qos, pub_retain): (QoS, bool),
+    stored: &mut Option<Rc<Message>>,
+    d: &Delivery<'_>,
+) -> Outgoing {
+    let msg = stored
+        .get_or_insert_with(|| make_message(view, pub_qos, pub_retain))
+        .clone();
+    if s.persisted {
+        journal.push(|| JournalOp::Enqueue {
+            client_id: s.client_id.clone(),
+            msg: msg.clone(),
+            qos: d.qos,
+            retain: d.retain,
+            sub_ids: d.sub_ids.iter().copied().collect(),
+        });
+    }
+    Outgoing {
+        msg,
+        qos: d.qos,
+        retain: d.retain,
+        sub_ids: d.sub_ids.iter().copied().collect(),
+        group: d.group,
+    }
 }
