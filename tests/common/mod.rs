@@ -131,7 +131,12 @@ impl TestBroker {
 
     /// Like [`TestBroker::start`], with extra command-line arguments after `-c <file>`.
     pub fn start_with_args(args: &[&str], extra_config: &str) -> TestBroker {
-        let bin = broker_binary();
+        Self::start_program(&broker_binary(), args, extra_config)
+    }
+
+    /// Starts `bin` with `-c <file>` and `args` on a free port (retried when
+    /// another test wins the race for it), waiting until it listens.
+    fn start_program(bin: &Path, args: &[&str], extra_config: &str) -> TestBroker {
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let port = free_port();
@@ -146,7 +151,7 @@ impl TestBroker {
             let log_path = dir.join("broker.log");
             let log = fs::File::create(&log_path).expect("create log file");
             let log2 = log.try_clone().expect("clone log file");
-            let mut child = Command::new(&bin)
+            let mut child = Command::new(bin)
                 .arg("-c")
                 .arg(&conf)
                 .args(args)
@@ -1282,54 +1287,6 @@ impl TestBroker {
     /// Like [`TestBroker::start`], but runs `bin` (e.g. `/usr/sbin/mosquitto` next to midge in
     /// the same test) instead of [`broker_binary`].
     pub fn start_binary(bin: &Path, extra_config: &str) -> TestBroker {
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let dir = temp_dir("broker");
-            let conf = dir.join("broker.conf");
-            let mut text = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
-            text.push_str(extra_config);
-            if !text.ends_with('\n') {
-                text.push('\n');
-            }
-            fs::write(&conf, text).expect("write config");
-            let log_path = dir.join("broker.log");
-            let log = fs::File::create(&log_path).expect("create log file");
-            let log2 = log.try_clone().expect("clone log file");
-            let mut child = Command::new(bin)
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log2))
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let started = Instant::now();
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last_log = fs::read_to_string(&log_path).unwrap_or_default();
-                    let _ = fs::remove_dir_all(&dir);
-                    if last_log.to_ascii_lowercase().contains("in use") {
-                        break;
-                    }
-                    panic!(
-                        "broker {} exited during start-up with {status}; log:\n{last_log}",
-                        bin.display()
-                    );
-                }
-                if TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)).is_ok() {
-                    return TestBroker { port, child, dir };
-                }
-                if started.elapsed() > START_TIMEOUT {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = fs::read_to_string(&log_path).unwrap_or_default();
-                    let _ = fs::remove_dir_all(&dir);
-                    panic!("broker did not listen on port {port} within {START_TIMEOUT:?}; log:\n{log}");
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("broker could not bind a free port after 5 attempts; last log:\n{last_log}");
+        Self::start_program(bin, &[], extra_config)
     }
 }
