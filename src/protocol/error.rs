@@ -27,8 +27,8 @@ pub enum DecodeError {
     /// Packet type 0 (reserved), or 15 (AUTH) before MQTT 5.0 (section 2.2.1).
     UnknownPacketType,
     /// Fixed header flags other than those defined for the packet type
-    /// [MQTT-2.2.2-1] / [MQTT-2.2.2-2]: PUBREL, SUBSCRIBE, UNSUBSCRIBE
-    /// 0b0010, others 0.
+    /// [MQTT-2.2.2-1] / [MQTT-2.2.2-2], checked where Mosquitto checks them:
+    /// PUBREL, SUBSCRIBE, UNSUBSCRIBE 0b0010, CONNECT and DISCONNECT 0.
     ReservedFlags,
     /// QoS 3 in a PUBLISH [MQTT-3.3.1-4], a will [MQTT-3.1.2-14] or a
     /// subscription request [MQTT-3.8.3-4].
@@ -58,7 +58,7 @@ pub enum DecodeError {
     /// for its contents).
     Truncated,
     /// Bytes left over after the last field, where the packet's layout has
-    /// a fixed end (e.g. 3.1.1 PUBACK is exactly 2 bytes, PINGREQ is empty).
+    /// a fixed end (e.g. a 3.1.1 UNSUBACK or DISCONNECT).
     TrailingBytes,
     /// CONNECT protocol name is neither `MQTT` nor `MQIsdp` [MQTT-3.1.2-1].
     BadProtocolName,
