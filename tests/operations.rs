@@ -1180,9 +1180,21 @@ fn max_connections_closes_connections_over_the_limit() {
         other => panic!("third connection must be closed without CONNACK, got {other:?}"),
     }
     c2.ping();
-    // A freed slot can be used again.
+    // A freed slot can be used again, once the broker has seen c1 go (the
+    // close reaches it asynchronously, so a connect may race it: retried).
     disconnect(c1);
-    RawClient::connected(b.port(0), "mc-4").ping();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut c4 = RawClient::open(b.port(0));
+        c4.send_lossy(&Connect::new("mc-4").encode());
+        match c4.read_packet(WAIT) {
+            Ok(p) if p.connack().is_some_and(|(_, rc)| rc == 0) => break,
+            other if Instant::now() > deadline => {
+                panic!("a freed slot was not reused: {other:?}")
+            }
+            _ => thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 #[test]
