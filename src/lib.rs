@@ -31,7 +31,10 @@
 //!   - `broker::connect`: CONNECT, CONNACK, DISCONNECT, wills.
 //!   - `broker::publish`: PUBLISH both ways, QoS flows, retained messages.
 //!   - `broker::subscribe`: SUBSCRIBE / UNSUBSCRIBE.
-//!   - `broker::session`: sessions that outlive connections, messages.
+//!   - `broker::connections`: per-connection state, outboxes and their
+//!     buffer pool; one `send` that counts bytes for `$SYS`.
+//!   - `broker::session`: sessions that outlive connections.
+//!   - `broker::message`: a stored message, one allocation, shared.
 //!   - `broker::journal`: the durable-state change feed for `persist`.
 //!   - `broker::sys`: the `$SYS/broker/...` counters.
 //! - `auth`: who may connect and what they may do.

@@ -4,6 +4,7 @@
 //!
 //! Must not: route messages (that is `publish`) or touch sockets.
 
+use crate::broker::Stored;
 use std::rc::Rc;
 
 use crate::protocol::encode;
@@ -308,29 +309,28 @@ impl Broker {
             server_keepalive = Some(keepalive);
         }
         let will = p.will.as_ref().map(|w| WillMsg {
-            msg: Rc::new(Message {
-                topic: match &listener.mount_point {
-                    Some(m) => format!("{}{}", m, w.topic).into(),
-                    None => w.topic.into(),
+            msg: Message::new(
+                &match &listener.mount_point {
+                    Some(m) => format!("{}{}", m, w.topic),
+                    None => w.topic.to_string(),
                 },
-                payload: w.payload.into(),
-                props: if v5 {
+                &if v5 {
                     publish_props_to_store(w.properties.raw())
                 } else {
                     Box::default()
                 },
-                expiry_at: None,
-                qos: w.qos,
-                retain: w.retain,
-                // Who may publish it is asked when it is sent.
-                source: Some(Box::new(Source {
-                    client_id: who.client_id.as_str().into(),
-                    username: who.username.as_deref().map(Into::into),
-                    security: listener.security,
-                    port: listener.port,
-                })),
-                persist_id: Default::default(),
-            }),
+                w.payload,
+                Stored {
+                    // Who may publish it is asked when it is sent.
+                    source: Some(Box::new(Source {
+                        client_id: who.client_id.as_str().into(),
+                        username: who.username.as_deref().map(Into::into),
+                        security: listener.security,
+                        port: listener.port,
+                    })),
+                    ..Stored::new(w.qos, w.retain)
+                },
+            ),
             delay: w.properties.will_delay_interval().unwrap_or(0),
             expiry: w.properties.message_expiry_interval(),
         });
@@ -588,12 +588,12 @@ impl Broker {
     /// will is dropped, the connection was accepted).
     pub(super) fn publish_will(&mut self, w: &WillMsg, now: u64) {
         if let Some(src) = &w.msg.source {
-            let allowed = !super::dollar_write_denied(&w.msg.topic)
+            let allowed = !super::dollar_write_denied(w.msg.topic())
                 && self.security.get(src.security).is_none_or(|p| {
                     p.allows(
                         &src.client_id,
                         src.username.as_deref(),
-                        &w.msg.topic,
+                        w.msg.topic(),
                         crate::auth::acl::Access::Write,
                     )
                 });
@@ -601,29 +601,23 @@ impl Broker {
                 log::info!(
                     "Denied will of client {} on topic '{}'.",
                     src.client_id,
-                    w.msg.topic
+                    w.msg.topic()
                 );
                 return;
             }
         }
         let m = match w.expiry {
-            Some(secs) => Rc::new(Message {
-                topic: w.msg.topic.clone(),
-                payload: w.msg.payload.clone(),
-                props: w.msg.props.clone(),
+            Some(secs) => w.msg.with_stored(Stored {
                 expiry_at: Some(now + u64::from(secs) * 1000),
-                qos: w.msg.qos,
-                retain: w.msg.retain,
-                source: None,
-                persist_id: Default::default(),
+                ..Stored::new(w.msg.qos, w.msg.retain)
             }),
             None => w.msg.clone(),
         };
         self.route(
             usize::MAX,
-            &m.topic,
-            &m.payload,
-            &m.props,
+            m.topic(),
+            m.payload(),
+            m.props(),
             m.expiry_at,
             m.qos,
             m.retain,

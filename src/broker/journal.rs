@@ -20,7 +20,7 @@ use super::Broker;
 /// One change to durable state, in the order it happened.
 #[derive(Debug, Clone)]
 pub enum JournalOp {
-    Retain(Rc<Message>),
+    Retain(Message),
     Unretain(Box<str>),
     /// A persistent session exists (or changed its expiry / username).
     Session {
@@ -41,7 +41,7 @@ pub enum JournalOp {
     /// A message entered a persistent session (queue or in flight).
     Enqueue {
         client_id: Rc<str>,
-        msg: Rc<Message>,
+        msg: Message,
         qos: QoS,
         retain: bool,
         sub_ids: SmallVec<[u32; 1]>,
@@ -49,19 +49,19 @@ pub enum JournalOp {
     /// It left (acknowledged, expired or dropped).
     Done {
         client_id: Rc<str>,
-        msg: Rc<Message>,
+        msg: Message,
     },
     /// A QoS 2 message was sent with this packet id (so a restart re-sends
     /// it under the same id and the receiver can recognise it).
     Sent {
         client_id: Rc<str>,
-        msg: Rc<Message>,
+        msg: Message,
         packet_id: u16,
     },
     /// PUBREC arrived for it: only PUBREL/PUBCOMP remain.
     Released {
         client_id: Rc<str>,
-        msg: Rc<Message>,
+        msg: Message,
         packet_id: u16,
     },
     /// An incoming QoS 2 message was received (PUBREC sent) / released.
@@ -69,7 +69,7 @@ pub enum JournalOp {
         client_id: Rc<str>,
         packet_id: u16,
         /// The message, routed at its release.
-        msg: Option<Rc<Message>>,
+        msg: Option<Message>,
     },
     In2Done {
         client_id: Rc<str>,
@@ -109,7 +109,7 @@ pub enum StoredState {
 
 #[derive(Debug, Clone)]
 pub struct StoredOut {
-    pub msg: Rc<Message>,
+    pub msg: Message,
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: SmallVec<[u32; 1]>,
@@ -135,7 +135,7 @@ pub struct StoredSession {
 /// broker clock of the `export` (see `persist` for the conversion).
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    pub retained: Vec<Rc<Message>>,
+    pub retained: Vec<Message>,
     pub sessions: Vec<StoredSession>,
 }
 
@@ -164,7 +164,7 @@ impl Broker {
         let mut retained = Vec::with_capacity(self.retained.len());
         self.retained.for_each(|m| {
             // $SYS is the broker's own and is rebuilt at start.
-            if !m.expired(now) && !m.topic.starts_with("$SYS") {
+            if !m.expired(now) && !m.topic().starts_with("$SYS") {
                 retained.push(m.clone())
             }
         });
@@ -182,8 +182,7 @@ impl Broker {
         for m in state.retained {
             if !m.expired(now) {
                 self.retained_expiring |= m.expiry_at.is_some();
-                let topic = m.topic.clone();
-                self.retained.insert(&topic, m);
+                self.retained.insert(m.clone().topic(), m);
             }
         }
         for st in state.sessions {

@@ -11,7 +11,9 @@
 //! testable by feeding bytes and advancing a fake clock.
 
 mod connect;
+mod connections;
 pub mod journal;
+mod message;
 mod publish;
 pub mod session;
 mod subscribe;
@@ -29,12 +31,16 @@ use std::rc::Rc;
 
 use slab::Slab;
 
+pub(crate) use connections::{Client, Connections, State};
+pub use connections::{Outbox, OUTBOX_SOFT_LIMIT};
+
 use crate::protocol::encode;
 use crate::protocol::reason;
 use crate::protocol::{decode, DecodeError, Decoded, Packet, ProtocolVersion, QoS};
 use crate::topic::{RetainedStore, SubscriptionTree};
 
-pub use session::{Message, Session, SubOptions};
+pub use message::{Message, Source, Stored};
+pub use session::{Session, SubOptions};
 
 /// Identifies one network connection. `key` is the slot (shared with the
 /// network layer's slab); `gen` makes a recycled slot distinguishable, so a
@@ -178,19 +184,6 @@ pub(crate) fn dollar_write_denied(topic: &str) -> bool {
     topic.starts_with("$share")
 }
 
-/// Past this many unsent bytes a connection is treated as congested: QoS 0
-/// messages to it are dropped and QoS 1/2 wait in the session queue.
-pub const OUTBOX_SOFT_LIMIT: usize = 1 << 20;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Accepted, waiting for CONNECT.
-    New,
-    Connected,
-    /// Being closed; nothing more is read or written except what is queued.
-    Closing,
-}
-
 /// Why a connection ends; decides the log line, the will and a v5 DISCONNECT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CloseReason {
@@ -235,87 +228,10 @@ impl CloseReason {
 
 #[derive(Debug)]
 pub(crate) struct WillMsg {
-    pub msg: Rc<Message>,
+    pub msg: Message,
     pub delay: u32,
     /// Message Expiry Interval, counted from when the will is published.
     pub expiry: Option<u32>,
-}
-
-/// Unsent bytes for one connection. Written at the end, consumed from the front.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl Outbox {
-    pub fn pending(&self) -> &[u8] {
-        self.buf.get(self.start..).unwrap_or(&[])
-    }
-    pub fn len(&self) -> usize {
-        self.buf.len() - self.start
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-            // An idle connection holds no buffer; a busy one keeps a
-            // moderate one so it does not allocate on every pass.
-            if self.buf.capacity() < 1024 || self.buf.capacity() > 64 * 1024 {
-                self.buf = Vec::new();
-            }
-        } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Client {
-    pub id: ConnId,
-    pub listener: usize,
-    pub peer: Box<str>,
-    state: State,
-    pub version: ProtocolVersion,
-    /// Shared with the session.
-    pub client_id: Rc<str>,
-    pub clean_start: bool,
-    pub keepalive_ms: u64,
-    pub last_rx: u64,
-    pub connected_at: u64,
-    pub session: Option<usize>,
-    /// Boxed: most clients have none.
-    pub will: Option<Box<WillMsg>>,
-    pub outbox: Outbox,
-    dirty: bool,
-    /// The client's Maximum Packet Size (v5), 0 = none.
-    pub max_packet_out: u32,
-    /// The client's Receive Maximum (v5), 65535 for v3.
-    pub receive_max: u16,
-    /// Topic aliases both ways (v5), allocated on first use: most
-    /// connections never have any.
-    pub aliases: Option<Box<Aliases>>,
-    /// The client's Topic Alias Maximum (v5): aliases midge may assign.
-    pub topic_alias_max_out: u16,
-    pub request_problem_info: bool,
-    /// Name from the TLS client certificate, for `use_identity_as_username`.
-    pub cert_username: Option<Box<str>>,
-    /// The listener's `mount_point`.
-    pub mount: Option<Rc<str>>,
-}
-
-/// A connection's topic aliases.
-#[derive(Debug, Default)]
-pub(crate) struct Aliases {
-    /// Inbound, index = alias - 1.
-    pub inbound: Vec<Option<Box<str>>>,
-    /// Assigned by midge, by topic.
-    pub outbound: std::collections::HashMap<Box<str>, u16>,
 }
 
 /// Counters behind `$SYS`.
@@ -345,56 +261,16 @@ struct Target {
     sub_ids: smallvec::SmallVec<[u32; 1]>,
 }
 
-/// Connections by slot, plus the lists the network layer drains every pass.
-#[derive(Debug, Default)]
-pub(crate) struct Conns {
-    /// Boxed so the slot vector's spare capacity costs a pointer, not a Client.
-    slots: Vec<Option<Box<Client>>>,
-    dirty: Vec<ConnId>,
-    closing: Vec<ConnId>,
-}
-
-impl Conns {
-    fn get(&self, id: ConnId) -> Option<&Client> {
-        match self.slots.get(id.key as usize) {
-            Some(Some(c)) if c.id == id => Some(c),
-            _ => None,
-        }
-    }
-    fn get_mut(&mut self, id: ConnId) -> Option<&mut Client> {
-        match self.slots.get_mut(id.key as usize) {
-            Some(Some(c)) if c.id == id => Some(c),
-            _ => None,
-        }
-    }
-    /// The client, marked as having output to flush this pass.
-    fn writer(&mut self, id: ConnId) -> Option<&mut Client> {
-        match self.slots.get_mut(id.key as usize) {
-            Some(Some(c)) if c.id == id && c.state != State::Closing => {
-                if !c.dirty {
-                    c.dirty = true;
-                    self.dirty.push(id);
-                }
-                Some(c)
-            }
-            _ => None,
-        }
-    }
-    fn iter(&self) -> impl Iterator<Item = &Client> {
-        self.slots.iter().filter_map(|s| s.as_deref())
-    }
-}
-
 /// The broker core. One per process; single-threaded.
 pub struct Broker {
     pub(crate) cfg: BrokerConfig,
-    pub(crate) conns: Conns,
+    pub(crate) conns: Connections,
     /// Boxed for the same reason as connection slots.
     pub(crate) sessions: Slab<Box<Session>>,
     /// Keys share the session's client id allocation.
     pub(crate) by_client_id: std::collections::HashMap<Rc<str>, usize>,
     pub(crate) tree: SubscriptionTree<SubOptions>,
-    pub(crate) retained: RetainedStore<Rc<Message>>,
+    pub(crate) retained: RetainedStore<Message>,
     pub(crate) stats: Stats,
     pub(crate) security: Vec<crate::auth::Policy>,
     dynsec_changed: Vec<usize>,
@@ -403,7 +279,7 @@ pub struct Broker {
     shared_hits: Vec<u32>,
     pub(crate) shared: Slab<SharedGroup>,
     pub(crate) shared_index: std::collections::HashMap<Box<str>, usize>,
-    retained_scratch: Vec<Rc<Message>>,
+    retained_scratch: Vec<Message>,
     publish_seq: u64,
     rng: u64,
     started_at: u64,
@@ -423,7 +299,7 @@ impl Broker {
         let rng = cfg.seed | 1;
         let mut b = Broker {
             cfg,
-            conns: Conns::default(),
+            conns: Connections::default(),
             sessions: Slab::new(),
             by_client_id: Default::default(),
             tree: SubscriptionTree::new(),
@@ -462,17 +338,13 @@ impl Broker {
 
     /// A connection was accepted on `listener`.
     pub fn open(&mut self, id: ConnId, listener: usize, peer: &str, now: u64) {
-        let key = id.key as usize;
         let mount: Option<Rc<str>> = self
             .cfg
             .listeners
             .get(listener)
             .and_then(|l| l.mount_point.as_deref())
             .map(Into::into);
-        if self.conns.slots.len() <= key {
-            self.conns.slots.resize_with(key + 1, || None);
-        }
-        self.conns.slots[key] = Some(Box::new(Client {
+        self.conns.insert(Client {
             id,
             listener,
             peer: peer.into(),
@@ -494,7 +366,7 @@ impl Broker {
             request_problem_info: true,
             cert_username: None,
             mount,
-        }));
+        });
         self.stats.connections_total += 1;
         self.next_check = self.next_check.min(now + self.cfg.connect_timeout_ms);
     }
@@ -669,11 +541,8 @@ impl Broker {
             Packet::Subscribe(s) => self.handle_subscribe(id, &s, now),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(id, &u, now),
             Packet::Pingreq => {
-                if let Some(c) = self.conns.writer(id) {
-                    encode::encode_pingresp(&mut c.outbox.buf);
-                    self.stats.msgs_sent += 1;
-                    self.stats.bytes_sent += 2;
-                }
+                self.conns
+                    .send(id, &mut self.stats, |buf, _| encode::encode_pingresp(buf));
             }
             Packet::Disconnect(d) => self.handle_disconnect(id, &d, now),
             // Only a server sends these; Mosquitto 2.0.11 reads and ignores
@@ -752,13 +621,7 @@ impl Broker {
 
     /// Connections with bytes to flush since the last call.
     pub fn take_dirty(&mut self, out: &mut Vec<ConnId>) {
-        out.clear();
-        std::mem::swap(out, &mut self.conns.dirty);
-        for id in out.iter() {
-            if let Some(c) = self.conns.get_mut(*id) {
-                c.dirty = false;
-            }
-        }
+        self.conns.take_dirty(out);
     }
 
     /// Connections the broker wants closed (after flushing what they have).
@@ -776,11 +639,13 @@ impl Broker {
 
     /// `n` bytes of the outbox were written to the socket.
     pub fn outbox_written(&mut self, id: ConnId, n: usize, now: u64) {
-        let Some(c) = self.conns.get_mut(id) else {
+        let was_congested = self
+            .conns
+            .get(id)
+            .is_some_and(|c| c.outbox.len() >= OUTBOX_SOFT_LIMIT);
+        let Some(c) = self.conns.written(id, n) else {
             return;
         };
-        let was_congested = c.outbox.len() >= OUTBOX_SOFT_LIMIT;
-        c.outbox.consume(n);
         if was_congested && c.outbox.len() < OUTBOX_SOFT_LIMIT / 2 {
             if let Some(s) = c.session {
                 self.pump(s, now);
@@ -805,11 +670,7 @@ impl Broker {
         {
             self.close(id, CloseReason::Lost, now);
         }
-        if let Some(slot) = self.conns.slots.get_mut(id.key as usize) {
-            if slot.as_ref().is_some_and(|c| c.id == id) {
-                *slot = None;
-            }
-        }
+        self.conns.remove(id);
     }
 
     pub fn is_connected(&self, id: ConnId) -> bool {
@@ -977,20 +838,14 @@ impl Broker {
             CloseReason::ServerShutdown => reason::SERVER_SHUTTING_DOWN,
             _ => return,
         };
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
         let d = Packet::Disconnect(crate::protocol::Disconnect {
             reason: code,
             properties: crate::protocol::Properties::EMPTY,
         });
-        let start = c.outbox.buf.len();
-        encode::encode(&d, c.version, &mut c.outbox.buf);
-        self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
-        if !c.dirty {
-            c.dirty = true;
-            self.conns.dirty.push(id);
-        }
+        // Written even though the connection is already closing: it is the
+        // last thing the client is told.
+        self.conns
+            .send_last(id, &mut self.stats, |buf, v| encode::encode(&d, v, buf));
     }
 
     /// The will goes at the earlier of its delay and the end of the

@@ -9,7 +9,7 @@
 //!
 //! Must not: touch sockets, or know how bytes leave the outbox.
 
-use std::rc::Rc;
+use crate::broker::Stored;
 
 use smallvec::SmallVec;
 
@@ -40,9 +40,9 @@ pub(super) struct MsgView<'a> {
 impl<'a> MsgView<'a> {
     pub(super) fn of(m: &'a Message) -> MsgView<'a> {
         MsgView {
-            topic: &m.topic,
-            payload: &m.payload,
-            props: &m.props,
+            topic: m.topic(),
+            payload: m.payload(),
+            props: m.props(),
             expiry_at: m.expiry_at,
         }
     }
@@ -276,7 +276,7 @@ impl Broker {
         };
         if let Some(i) = s.find_incoming(p.packet_id) {
             let same = s.incoming_qos2[i].msg.as_ref().is_none_or(|m| {
-                &*m.topic == topic && *m.payload == *p.payload && m.retain == p.retain
+                m.topic() == topic && *m.payload() == *p.payload && m.retain == p.retain
             });
             if same {
                 if let Some(c) = self.conns.writer(id) {
@@ -393,7 +393,7 @@ impl Broker {
             };
             let mut m = make_message(&view, p.qos, p.retain);
             if p.retain {
-                if let Some(r) = Rc::get_mut(&mut m) {
+                if let Some(r) = m.stored_mut() {
                     r.source = self.retain_source(origin);
                 }
             }
@@ -451,7 +451,7 @@ impl Broker {
         expiry_at: Option<u64>,
         qos: QoS,
         retain: bool,
-        stored: Option<Rc<Message>>,
+        stored: Option<Message>,
         now: u64,
     ) -> bool {
         let mut stored = stored;
@@ -503,7 +503,7 @@ impl Broker {
         origin: usize,
         view: &MsgView<'_>,
         qos: QoS,
-        stored: &mut Option<Rc<Message>>,
+        stored: &mut Option<Message>,
     ) {
         let topic = view.topic;
         if view.payload.is_empty() {
@@ -514,7 +514,7 @@ impl Broker {
         }
         if stored.is_none() {
             let mut m = make_message(view, qos, true);
-            if let Some(r) = Rc::get_mut(&mut m) {
+            if let Some(r) = m.stored_mut() {
                 r.source = self.retain_source(origin);
             }
             *stored = Some(m);
@@ -604,7 +604,7 @@ impl Broker {
         skey: usize,
         view: &MsgView<'_>,
         published: (QoS, bool),
-        stored: &mut Option<Rc<Message>>,
+        stored: &mut Option<Message>,
         d: &Delivery<'_>,
         now: u64,
     ) {
@@ -653,7 +653,7 @@ impl Broker {
         id: ConnId,
         view: &MsgView<'_>,
         (pub_qos, pub_retain): (QoS, bool),
-        stored: &mut Option<Rc<Message>>,
+        stored: &mut Option<Message>,
         d: &Delivery<'_>,
         now: u64,
     ) {
@@ -707,7 +707,7 @@ impl Broker {
         skey: usize,
         view: &MsgView<'_>,
         (pub_qos, pub_retain): (QoS, bool),
-        stored: &mut Option<Rc<Message>>,
+        stored: &mut Option<Message>,
         d: &Delivery<'_>,
     ) {
         let Some(s) = self.sessions.get_mut(skey) else {
@@ -972,9 +972,9 @@ impl Broker {
             if !m.expired(now) {
                 self.route(
                     skey,
-                    &m.topic,
-                    &m.payload,
-                    &m.props,
+                    m.topic(),
+                    m.payload(),
+                    m.props(),
                     m.expiry_at,
                     m.qos,
                     m.retain,
@@ -999,7 +999,7 @@ impl Broker {
         gidx: u32,
         view: &MsgView<'_>,
         published: (QoS, bool),
-        stored: &mut Option<Rc<Message>>,
+        stored: &mut Option<Message>,
         now: u64,
     ) {
         let Some((skey, opts)) = self.pick_member(gidx as usize, usize::MAX) else {
@@ -1116,12 +1116,12 @@ impl Broker {
     pub(super) fn deliver_stored(
         &mut self,
         skey: usize,
-        msg: &Rc<Message>,
+        msg: &Message,
         qos: QoS,
         sub_id: u32,
         now: u64,
     ) {
-        if msg.expired(now) || !self.acl_allows(skey, &msg.topic, Access::Read) {
+        if msg.expired(now) || !self.acl_allows(skey, msg.topic(), Access::Read) {
             return;
         }
         if self.cfg.check_retain_source {
@@ -1130,7 +1130,7 @@ impl Broker {
                     p.allows(
                         &src.client_id,
                         src.username.as_deref(),
-                        &msg.topic,
+                        msg.topic(),
                         Access::Write,
                     )
                 });
@@ -1163,21 +1163,16 @@ fn inflight_window(max_inflight: u16, receive_max: u16) -> usize {
     cfg.min(usize::from(receive_max.max(1)))
 }
 
-fn make_message(view: &MsgView<'_>, qos: QoS, retain: bool) -> Rc<Message> {
-    Rc::new(Message {
-        topic: view.topic.into(),
-        payload: view.payload.into(),
-        props: if view.props.is_empty() {
-            Box::default()
-        } else {
-            view.props.into()
+fn make_message(view: &MsgView<'_>, qos: QoS, retain: bool) -> Message {
+    Message::new(
+        view.topic,
+        view.props,
+        view.payload,
+        Stored {
+            expiry_at: view.expiry_at,
+            ..Stored::new(qos, retain)
         },
-        expiry_at: view.expiry_at,
-        qos,
-        retain,
-        source: None,
-        persist_id: Default::default(),
-    })
+    )
 }
 
 /// A message taken from a session's queue that is not to be sent after all:
@@ -1198,7 +1193,7 @@ fn leaves_queue_unsent(
         !p.allows(
             &s.client_id,
             s.username.as_deref(),
-            &out.msg.topic,
+            out.msg.topic(),
             Access::Read,
         )
     });
@@ -1225,7 +1220,7 @@ fn session_copy(
     journal: &mut super::journal::Journal,
     view: &MsgView<'_>,
     (pub_qos, pub_retain): (QoS, bool),
-    stored: &mut Option<Rc<Message>>,
+    stored: &mut Option<Message>,
     d: &Delivery<'_>,
 ) -> Outgoing {
     let msg = stored

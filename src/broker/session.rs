@@ -3,8 +3,8 @@
 //! Owns: subscriptions of the session (by filter), the outgoing QoS 1/2
 //! in-flight window, the queue of messages waiting for the window or for the
 //! client to come back, and the incoming QoS 2 packet ids not yet released;
-//! and `Message`, a stored message, with the rules for which of a PUBLISH's
-//! properties travel with it and how large a packet a client takes.
+//! and the rules for which of a PUBLISH's properties travel with a stored
+//! message and how large a packet a client takes.
 //!
 //! Must not: talk to connections; `broker` does that. (Property bytes kept
 //! with a message are re-encoded here, nothing else.)
@@ -16,67 +16,8 @@ use smallvec::SmallVec;
 
 use crate::protocol::QoS;
 
+pub use super::message::{Message, Source, Stored};
 use super::ConnId;
-
-/// A message that must outlive the read buffer it arrived in: stored once,
-/// shared by every queue and in-flight window that holds it.
-pub struct Message {
-    pub topic: Box<str>,
-    pub payload: Box<[u8]>,
-    /// v5 properties forwarded to subscribers, as raw encoded bytes, without
-    /// Topic Alias, Subscription Identifier and Message Expiry Interval
-    /// (those are written per delivery).
-    pub props: Box<[u8]>,
-    /// Deadline (broker clock, ms) from the Message Expiry Interval.
-    pub expiry_at: Option<u64>,
-    /// QoS and retain as published.
-    pub qos: QoS,
-    pub retain: bool,
-    /// Who published it, kept only for retained messages under an ACL, so
-    /// `check_retain_source` can ask again whether they may still write it.
-    pub source: Option<Box<Source>>,
-    /// Identity in the persistence files (0 = not written yet).
-    pub persist_id: std::cell::Cell<u64>,
-}
-
-/// Payload bytes are the users' data: a debug log or a failed assertion
-/// shows their length only.
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Message")
-            .field("topic", &self.topic)
-            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
-            .field("props", &format_args!("<{} bytes>", self.props.len()))
-            .field("expiry_at", &self.expiry_at)
-            .field("qos", &self.qos)
-            .field("retain", &self.retain)
-            .field("source", &self.source)
-            .field("persist_id", &self.persist_id.get())
-            .finish()
-    }
-}
-
-#[derive(Debug)]
-pub struct Source {
-    pub client_id: Rc<str>,
-    pub username: Option<Box<str>>,
-    /// Its security policy; `usize::MAX` when restored from disk, where
-    /// the policy is found again from `port` (as Mosquitto keeps the
-    /// source listener's port in its database).
-    pub security: usize,
-    /// Port of the listener it published on.
-    pub port: u16,
-}
-
-impl Message {
-    pub fn expired(&self, now: u64) -> bool {
-        matches!(self.expiry_at, Some(t) if t <= now)
-    }
-    /// What this message costs against `max_queued_bytes` (payload, as Mosquitto counts it).
-    pub fn cost(&self) -> usize {
-        self.payload.len()
-    }
-}
 
 /// Options of one subscription as granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +43,7 @@ pub enum OutState {
 
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    pub msg: Rc<Message>,
+    pub msg: Message,
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: SmallVec<[u32; 1]>,
@@ -126,7 +67,7 @@ pub struct Incoming {
     pub packet_id: u16,
     /// None: already routed (restored from a format-1 database, which
     /// routed at PUBLISH); the release only completes the handshake.
-    pub msg: Option<Rc<Message>>,
+    pub msg: Option<Message>,
 }
 
 #[derive(Debug)]

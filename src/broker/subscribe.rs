@@ -83,17 +83,13 @@ impl Broker {
             }
         }
 
-        if let Some(c) = self.conns.writer(id) {
-            let pkt = Packet::Suback(Suback {
-                packet_id: p.packet_id,
-                properties: Properties::EMPTY,
-                codes: &codes,
-            });
-            let start = c.outbox.buf.len();
-            encode::encode(&pkt, c.version, &mut c.outbox.buf);
-            self.stats.msgs_sent += 1;
-            self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
-        }
+        let pkt = Packet::Suback(Suback {
+            packet_id: p.packet_id,
+            properties: Properties::EMPTY,
+            codes: &codes,
+        });
+        self.conns
+            .send(id, &mut self.stats, |buf, v| encode::encode(&pkt, v, buf));
         // Retained messages follow the SUBACK.
         for (filter, granted) in retained_for {
             self.send_retained(skey, &filter, granted, sub_id, now);
@@ -209,17 +205,13 @@ impl Broker {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
-        if let Some(c) = self.conns.writer(id) {
-            let pkt = Packet::Unsuback(Unsuback {
-                packet_id: p.packet_id,
-                properties: Properties::EMPTY,
-                codes: &codes,
-            });
-            let start = c.outbox.buf.len();
-            encode::encode(&pkt, c.version, &mut c.outbox.buf);
-            self.stats.msgs_sent += 1;
-            self.stats.bytes_sent += (c.outbox.buf.len() - start) as u64;
-        }
+        let pkt = Packet::Unsuback(Unsuback {
+            packet_id: p.packet_id,
+            properties: Properties::EMPTY,
+            codes: &codes,
+        });
+        self.conns
+            .send(id, &mut self.stats, |buf, v| encode::encode(&pkt, v, buf));
     }
 
     /// Add a session to a shared group, creating the group on first use.

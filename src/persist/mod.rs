@@ -46,6 +46,7 @@
 //! of another generation was compacted into a newer snapshot already and is
 //! ignored.
 
+use crate::broker::Stored;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -243,7 +244,7 @@ impl std::fmt::Display for LoadError {
 /// Durable state replayed from records.
 #[derive(Default)]
 struct Model {
-    msgs: HashMap<u64, Rc<Message>>,
+    msgs: HashMap<u64, Message>,
     retained: HashMap<Box<str>, u64>,
     order: Vec<Rc<str>>,
     sessions: HashMap<Rc<str>, ModelSession>,
@@ -290,17 +291,17 @@ impl Model {
                     now + left
                 });
                 self.max_id = self.max_id.max(id);
-                let m = Message {
-                    topic: topic.into(),
-                    payload: payload.into(),
-                    props: props.into(),
-                    expiry_at,
-                    qos,
-                    retain,
-                    source: None,
-                    persist_id: std::cell::Cell::new(id),
-                };
-                self.msgs.insert(id, Rc::new(m));
+                let m = Message::new(
+                    topic,
+                    props,
+                    payload,
+                    Stored {
+                        expiry_at,
+                        persist_id: std::cell::Cell::new(id),
+                        ..Stored::new(qos, retain)
+                    },
+                );
+                self.msgs.insert(id, m);
             }
             rec::SESSION_PID => {
                 let cid = d.str()?;
@@ -314,7 +315,7 @@ impl Model {
                 let user = d.str()?;
                 let port = d.u16()?;
                 let m = self.msgs.get_mut(&id)?;
-                if let Some(m) = Rc::get_mut(m) {
+                if let Some(m) = m.stored_mut() {
                     m.source = Some(Box::new(crate::broker::session::Source {
                         client_id: client_id.into(),
                         username: has_user.then(|| user.into()),
@@ -326,7 +327,7 @@ impl Model {
             rec::RETAIN => {
                 let id = d.u64()?;
                 let m = self.msgs.get(&id)?;
-                self.retained.insert(m.topic.clone(), id);
+                self.retained.insert(m.topic().into(), id);
             }
             rec::UNRETAIN => {
                 self.retained.remove(d.str()?);
@@ -454,12 +455,12 @@ impl Model {
     }
 
     fn into_state(mut self, wall_now: i64) -> State {
-        let mut retained: Vec<Rc<Message>> = self
+        let mut retained: Vec<Message> = self
             .retained
             .values()
             .filter_map(|id| self.msgs.get(id).cloned())
             .collect();
-        retained.sort_by(|a, b| a.topic.cmp(&b.topic));
+        retained.sort_by(|a, b| a.topic().cmp(b.topic()));
         // Sessions were offline for the saved time plus the time the broker
         // was down.
         let down = self
@@ -758,9 +759,9 @@ impl Store {
         if self.written.insert(id) {
             let mut e = Enc::begin(&mut self.buf, rec::MSG);
             e.u64(id)
-                .bytes(m.topic.as_bytes())
-                .bytes(&m.payload)
-                .bytes(&m.props)
+                .bytes(m.topic().as_bytes())
+                .bytes(m.payload())
+                .bytes(m.props())
                 .u8(m.qos as u8)
                 .u8(u8::from(m.retain));
             match m.expiry_at {
@@ -865,7 +866,7 @@ impl Store {
                 client_id,
                 packet_id,
                 msg,
-            } => self.encode_in2(client_id, *packet_id, msg.as_deref(), wall_now, now),
+            } => self.encode_in2(client_id, *packet_id, msg.as_ref(), wall_now, now),
             JournalOp::In2Done {
                 client_id,
                 packet_id,
@@ -997,7 +998,7 @@ impl Store {
                         .as_ref()
                         .is_some_and(|m| !self.written.contains(&m.persist_id.get())),
                 );
-                self.encode_in2(&s.client_id, i.packet_id, i.msg.as_deref(), wall_now, now);
+                self.encode_in2(&s.client_id, i.packet_id, i.msg.as_ref(), wall_now, now);
             }
         }
         Enc::begin(&mut self.buf, rec::END).u64(count).end();

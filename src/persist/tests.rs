@@ -59,12 +59,12 @@ fn snapshot_round_trip_restores_everything() {
     let (_, loaded, report) = Store::open(dir.opts(false), 0).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(loaded.retained.len(), 1);
-    assert_eq!(&*loaded.retained[0].payload, b"retained-x");
+    assert_eq!(loaded.retained[0].payload(), b"retained-x");
     assert_eq!(loaded.sessions.len(), 1);
     let s = &loaded.sessions[0];
     assert_eq!(&*s.client_id, "keeper");
     assert_eq!(s.subs.len(), 1);
-    let payloads: Vec<&[u8]> = s.messages.iter().map(|m| &*m.msg.payload).collect();
+    let payloads: Vec<&[u8]> = s.messages.iter().map(|m| m.msg.payload()).collect();
     assert_eq!(
         payloads,
         vec![&b"one"[..], &b"two"[..], &b"retained-x"[..]][..2].to_vec()
@@ -129,7 +129,7 @@ fn acknowledged_messages_are_not_replayed() {
     let payloads: Vec<Vec<u8>> = loaded.sessions[0]
         .messages
         .iter()
-        .map(|m| m.msg.payload.to_vec())
+        .map(|m| m.msg.payload().to_vec())
         .collect();
     assert_eq!(payloads, vec![b"m2".to_vec()]);
 }
@@ -238,7 +238,7 @@ fn torn_journal_tail_keeps_the_complete_records() {
     let payloads: Vec<Vec<u8>> = loaded.sessions[0]
         .messages
         .iter()
-        .map(|m| m.msg.payload.to_vec())
+        .map(|m| m.msg.payload().to_vec())
         .collect();
     assert_eq!(payloads, vec![b"first".to_vec()]);
 }
@@ -282,20 +282,14 @@ fn retained_message_source_round_trips() {
     let sc = busy_broker();
     let mut state = sc.broker().export(sc.now());
     let old = state.retained[0].clone();
-    state.retained[0] = Rc::new(Message {
-        topic: old.topic.clone(),
-        payload: old.payload.clone(),
-        props: old.props.clone(),
-        expiry_at: None,
-        qos: old.qos,
-        retain: true,
-        source: Some(Box::new(crate::broker::session::Source {
+    state.retained[0] = old.with_stored(crate::broker::Stored {
+        source: Some(Box::new(crate::broker::Source {
             client_id: "writer".into(),
             username: Some("alice".into()),
             security: 3,
             port: 1884,
         })),
-        persist_id: Default::default(),
+        ..crate::broker::Stored::new(old.qos, true)
     });
     let (mut store, _, _) = Store::open(dir.opts(false), 0).unwrap();
     store.snapshot(&state, sc.now()).unwrap();
