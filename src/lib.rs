@@ -31,6 +31,8 @@
 //!   - `broker::connect`: CONNECT, CONNACK, DISCONNECT, wills.
 //!   - `broker::publish`: PUBLISH both ways, QoS flows, retained messages.
 //!   - `broker::subscribe`: SUBSCRIBE / UNSUBSCRIBE.
+//!   - `broker::router`: subscription tree, shared groups, retained store:
+//!     which subscriptions a topic hits.
 //!   - `broker::connections`: per-connection state, outboxes and their
 //!     buffer pool; one `send` that counts bytes for `$SYS`.
 //!   - `broker::session`: sessions that outlive connections.

@@ -161,8 +161,8 @@ impl Broker {
 
     /// Everything that must survive a restart.
     pub fn export(&self, now: u64) -> State {
-        let mut retained = Vec::with_capacity(self.retained.len());
-        self.retained.for_each(|m| {
+        let mut retained = Vec::with_capacity(self.router.retained.len());
+        self.router.retained.for_each(|m| {
             // $SYS is the broker's own and is rebuilt at start.
             if !m.expired(now) && !m.topic().starts_with("$SYS") {
                 retained.push(m.clone())
@@ -181,8 +181,7 @@ impl Broker {
     pub fn import(&mut self, state: State, now: u64) {
         for m in state.retained {
             if !m.expired(now) {
-                self.retained_expiring |= m.expiry_at.is_some();
-                self.retained.insert(m.clone().topic(), m);
+                self.router.retain(m);
             }
         }
         for st in state.sessions {
@@ -228,14 +227,7 @@ impl Broker {
             let key = self.sessions.insert(Box::new(s));
             self.by_client_id.insert(cid, key);
             for (filter, opts) in subs {
-                if crate::topic::is_shared(&filter) {
-                    if let Some((_, inner)) = crate::topic::parse_shared(&filter) {
-                        let inner = inner.to_string();
-                        self.join_shared(&filter, &inner, key, opts);
-                    }
-                } else {
-                    self.tree.insert(&filter, key as u32, opts);
-                }
+                self.router.subscribe(&filter, key, opts);
                 if let Some(s) = self.sessions.get_mut(key) {
                     s.subs.push((filter, opts));
                 }

@@ -15,6 +15,7 @@ mod connections;
 pub mod journal;
 mod message;
 mod publish;
+mod router;
 pub mod session;
 mod subscribe;
 mod sys;
@@ -37,7 +38,8 @@ pub use connections::{Outbox, OUTBOX_SOFT_LIMIT};
 use crate::protocol::encode;
 use crate::protocol::reason;
 use crate::protocol::{decode, DecodeError, Decoded, Packet, ProtocolVersion, QoS};
-use crate::topic::{RetainedStore, SubscriptionTree};
+pub(crate) use router::Hit;
+use router::Router;
 
 pub use message::{Message, Source, Stored};
 pub use session::{Session, SubOptions};
@@ -152,22 +154,6 @@ impl Default for BrokerConfig {
     }
 }
 
-/// Subscription tree keys with this bit set name a shared subscription
-/// group (`Broker::shared`) rather than a session.
-pub(crate) const SHARED_BIT: u32 = 1 << 31;
-
-/// A `$share/<group>/<filter>` subscription and its members.
-#[derive(Debug)]
-pub(crate) struct SharedGroup {
-    /// The whole `$share/...` filter, as the members subscribed to it.
-    pub full: Box<str>,
-    /// The filter inside it.
-    pub filter: Box<str>,
-    pub members: Vec<(usize, SubOptions)>,
-    /// Round-robin position.
-    pub next: usize,
-}
-
 /// Writes to `$SYS` (but a bridge's `$SYS/broker/connection/<name>/state`)
 /// and to `$share/...` are refused whatever the ACL says, as in Mosquitto.
 pub(crate) fn dollar_write_denied(topic: &str) -> bool {
@@ -269,16 +255,13 @@ pub struct Broker {
     pub(crate) sessions: Slab<Box<Session>>,
     /// Keys share the session's client id allocation.
     pub(crate) by_client_id: std::collections::HashMap<Rc<str>, usize>,
-    pub(crate) tree: SubscriptionTree<SubOptions>,
-    pub(crate) retained: RetainedStore<Message>,
+    pub(crate) router: Router,
     pub(crate) stats: Stats,
     pub(crate) security: Vec<crate::auth::Policy>,
     dynsec_changed: Vec<usize>,
     pub(crate) journal: journal::Journal,
     targets: Vec<Target>,
     shared_hits: Vec<u32>,
-    pub(crate) shared: Slab<SharedGroup>,
-    pub(crate) shared_index: std::collections::HashMap<Box<str>, usize>,
     retained_scratch: Vec<Message>,
     publish_seq: u64,
     rng: u64,
@@ -289,9 +272,6 @@ pub struct Broker {
     shutting_down: bool,
     /// v5 wills waiting out their Will Delay Interval: (client id, due, will).
     delayed_wills: Vec<(Rc<str>, u64, WillMsg)>,
-    /// Some retained message carries an expiry: prune the store now and then.
-    pub(crate) retained_expiring: bool,
-    last_retained_prune: u64,
 }
 
 impl Broker {
@@ -302,16 +282,13 @@ impl Broker {
             conns: Connections::default(),
             sessions: Slab::new(),
             by_client_id: Default::default(),
-            tree: SubscriptionTree::new(),
-            retained: RetainedStore::new(),
+            router: Router::new(now),
             stats: Stats::default(),
             security: Vec::new(),
             dynsec_changed: Vec::new(),
             journal: Default::default(),
             targets: Vec::new(),
             shared_hits: Vec::new(),
-            shared: Slab::new(),
-            shared_index: Default::default(),
             retained_scratch: Vec::new(),
             publish_seq: 0,
             rng,
@@ -321,8 +298,6 @@ impl Broker {
             sys: Default::default(),
             shutting_down: false,
             delayed_wills: Vec::new(),
-            retained_expiring: false,
-            last_retained_prune: now,
         };
         b.sys_startup(now);
         b
@@ -770,10 +745,7 @@ impl Broker {
             self.remove_session(key, now);
         }
         self.send_due_wills(now, &mut next);
-        if self.retained_expiring && now >= self.last_retained_prune + 60_000 {
-            self.last_retained_prune = now;
-            self.retained.retain(|m| !m.expired(now));
-        }
+        self.router.prune_retained(now);
         self.next_check = next;
     }
 
@@ -907,11 +879,7 @@ impl Broker {
                 .push(|| journal::JournalOp::EndSession(s.client_id.clone()));
         }
         for (filter, _) in s.subs.iter() {
-            if crate::topic::is_shared(filter) {
-                self.leave_shared(filter, key);
-            } else {
-                self.tree.remove(filter, key as u32);
-            }
+            self.router.unsubscribe(filter, key);
         }
         if self.by_client_id.get(&*s.client_id) == Some(&key) {
             self.by_client_id.remove(&*s.client_id);
@@ -952,7 +920,7 @@ impl Broker {
     /// A human-readable dump of the subscription tree (SIGUSR2).
     pub fn dump_subscriptions(&self) -> String {
         let mut out = String::new();
-        self.tree.for_each(|filter, key, opts| {
+        self.router.for_each_subscription(|filter, key, opts| {
             let id = self
                 .sessions
                 .get(key as usize)

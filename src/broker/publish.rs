@@ -25,7 +25,7 @@ use super::session::{
     filter_forwarded_props, too_large_for, Incoming, Inflight, Message, OutState, Outgoing,
     SubOptions, NO_GROUP,
 };
-use super::{Broker, Client, CloseReason, ConnId, Stats, Target, OUTBOX_SOFT_LIMIT, SHARED_BIT};
+use super::{Broker, Client, CloseReason, ConnId, Hit, Stats, Target, OUTBOX_SOFT_LIMIT};
 
 /// A message as seen at delivery time: borrowed from the read buffer or
 /// from a stored `Message`.
@@ -507,7 +507,7 @@ impl Broker {
     ) {
         let topic = view.topic;
         if view.payload.is_empty() {
-            if self.retained.remove(topic).is_some() && !topic.starts_with("$SYS") {
+            if self.router.retained.remove(topic).is_some() && !topic.starts_with("$SYS") {
                 self.journal.push(|| JournalOp::Unretain(topic.into()));
             }
             return;
@@ -522,11 +522,10 @@ impl Broker {
         let Some(m) = stored.clone() else {
             return;
         };
-        self.retained_expiring |= m.expiry_at.is_some();
         if !topic.starts_with("$SYS") {
             self.journal.push(|| JournalOp::Retain(m.clone()));
         }
-        self.retained.insert(topic, m);
+        self.router.retain(m);
     }
 
     /// The sessions a message on `topic` goes to (`targets`, in the
@@ -540,13 +539,15 @@ impl Broker {
         let sessions = &mut self.sessions;
         let shared_hits = &mut self.shared_hits;
         shared_hits.clear();
-        self.tree.for_each_match(topic, |key, sub| {
+        self.router.for_each_match(topic, |hit| {
             matched = true;
-            if key & SHARED_BIT != 0 {
-                shared_hits.push(key & !SHARED_BIT);
-                return;
-            }
-            let key = key as usize;
+            let (key, sub) = match hit {
+                Hit::Group(g) => {
+                    shared_hits.push(g);
+                    return;
+                }
+                Hit::Session(key, sub) => (key, sub),
+            };
             if sub.no_local && key == origin {
                 return;
             }
@@ -1026,34 +1027,13 @@ impl Broker {
 
     /// The next member of a group to receive a message, skipping `except`.
     fn pick_member(&mut self, gidx: usize, except: usize) -> Option<(usize, SubOptions)> {
-        let g = self.shared.get_mut(gidx)?;
-        let n = g.members.len();
-        if n == 0 {
-            return None;
-        }
-        let mut fallback = None;
-        for i in 0..n {
-            let idx = (g.next + i) % n;
-            let (skey, opts) = g.members[idx];
-            if skey == except {
-                continue;
-            }
-            let online = self
-                .sessions
+        let (sessions, conns) = (&self.sessions, &self.conns);
+        self.router.pick_member(gidx, except, |skey| {
+            sessions
                 .get(skey)
                 .and_then(|s| s.conn)
-                .is_some_and(|c| self.conns.get(c).is_some());
-            if online {
-                g.next = idx + 1;
-                return Some((skey, opts));
-            }
-            if fallback.is_none() {
-                fallback = Some((idx, skey, opts));
-            }
-        }
-        let (idx, skey, opts) = fallback?;
-        g.next = idx + 1;
-        Some((skey, opts))
+                .is_some_and(|c| conns.get(c).is_some())
+        })
     }
 
     /// A message a departed member never acknowledged goes to another member.

@@ -16,7 +16,7 @@ use crate::topic;
 
 use super::journal::JournalOp;
 use super::session::SubOptions;
-use super::{Broker, CloseReason, ConnId, SharedGroup, SHARED_BIT};
+use super::{Broker, CloseReason, ConnId};
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, id: ConnId, p: &Subscribe<'_>, now: u64) {
@@ -100,10 +100,7 @@ impl Broker {
     /// session, journalled when the session is durable. Returns whether it
     /// replaced one on the same filter (for Retain Handling 1).
     fn add_subscription(&mut self, skey: usize, filter: &str, sub: SubOptions) -> bool {
-        let existed = match topic::parse_shared(filter) {
-            Some((_, inner)) => self.join_shared(filter, inner, skey, sub),
-            None => self.tree.insert(filter, skey as u32, sub).is_some(),
-        };
+        let existed = self.router.subscribe(filter, skey, sub);
         if let Some(s) = self.sessions.get_mut(skey) {
             match s.sub_index(filter) {
                 Some(j) => s.subs[j].1 = sub,
@@ -132,7 +129,8 @@ impl Broker {
     fn send_retained(&mut self, skey: usize, filter: &str, granted: QoS, sub_id: u32, now: u64) {
         let mut msgs = std::mem::take(&mut self.retained_scratch);
         msgs.clear();
-        self.retained
+        self.router
+            .retained
             .for_each_match(filter, |m| msgs.push(m.clone()));
         for m in msgs.iter() {
             let qos = if self.cfg.upgrade_outgoing_qos {
@@ -182,11 +180,7 @@ impl Broker {
                 codes.push(reason::NOT_AUTHORIZED);
                 continue;
             }
-            let removed = if topic::is_shared(filter) {
-                self.leave_shared(filter, skey)
-            } else {
-                self.tree.remove(filter, skey as u32).is_some()
-            };
+            let removed = self.router.unsubscribe(filter, skey);
             if let Some(s) = self.sessions.get_mut(skey) {
                 if let Some(j) = s.sub_index(filter) {
                     s.subs.swap_remove(j);
@@ -212,65 +206,6 @@ impl Broker {
         });
         self.conns
             .send(id, &mut self.stats, |buf, v| encode::encode(&pkt, v, buf));
-    }
-
-    /// Add a session to a shared group, creating the group on first use.
-    /// Returns whether the session was already a member.
-    pub(super) fn join_shared(
-        &mut self,
-        full: &str,
-        inner: &str,
-        skey: usize,
-        sub: SubOptions,
-    ) -> bool {
-        let gidx = match self.shared_index.get(full) {
-            Some(&g) => g,
-            None => {
-                let g = self.shared.insert(SharedGroup {
-                    full: full.into(),
-                    filter: inner.into(),
-                    members: Vec::new(),
-                    next: 0,
-                });
-                self.shared_index.insert(full.into(), g);
-                // The tree holds one entry for the whole group.
-                self.tree.insert(inner, SHARED_BIT | g as u32, sub);
-                g
-            }
-        };
-        let Some(g) = self.shared.get_mut(gidx) else {
-            return false;
-        };
-        match g.members.iter_mut().find(|(k, _)| *k == skey) {
-            Some(m) => {
-                m.1 = sub;
-                true
-            }
-            None => {
-                g.members.push((skey, sub));
-                false
-            }
-        }
-    }
-
-    /// Remove a session from a shared group; the group goes with its last
-    /// member. Returns whether it was a member.
-    pub(crate) fn leave_shared(&mut self, full: &str, skey: usize) -> bool {
-        let Some(&gidx) = self.shared_index.get(full) else {
-            return false;
-        };
-        let Some(g) = self.shared.get_mut(gidx) else {
-            return false;
-        };
-        let before = g.members.len();
-        g.members.retain(|(k, _)| *k != skey);
-        let removed = g.members.len() != before;
-        if g.members.is_empty() {
-            let g = self.shared.remove(gidx);
-            self.tree.remove(&g.filter, SHARED_BIT | gidx as u32);
-            self.shared_index.remove(&g.full);
-        }
-        removed
     }
 }
 

@@ -101,7 +101,7 @@ impl Broker {
         let connected = self.stats.clients_connected;
         let mut disconnected = 0u64;
         let mut inflight = 0usize;
-        let mut stored = self.retained.len();
+        let mut stored = self.router.retained.len();
         let mut store_bytes = 0usize;
         for (_, s) in self.sessions.iter() {
             if s.conn.is_none() {
@@ -112,7 +112,7 @@ impl Broker {
             store_bytes += s.queued_bytes;
             store_bytes += s.inflight.iter().map(|f| f.out.msg.cost()).sum::<usize>();
         }
-        self.retained.for_each(|m| store_bytes += m.cost());
+        self.router.retained.for_each(|m| store_bytes += m.cost());
         let st = &self.stats;
         vec![
             ("uptime".into(), format!("{} seconds", self.uptime(now))),
@@ -148,18 +148,17 @@ impl Broker {
             ("publish/bytes/sent".into(), st.pub_bytes_sent.to_string()),
             ("bytes/received".into(), st.bytes_received.to_string()),
             ("bytes/sent".into(), st.bytes_sent.to_string()),
-            ("subscriptions/count".into(), self.tree.len().to_string()),
+            (
+                "subscriptions/count".into(),
+                self.router.subscription_count().to_string(),
+            ),
             (
                 "shared_subscriptions/count".into(),
-                self.shared
-                    .iter()
-                    .map(|(_, g)| g.members.len())
-                    .sum::<usize>()
-                    .to_string(),
+                self.router.shared_member_count().to_string(),
             ),
             (
                 "retained messages/count".into(),
-                self.retained.len().to_string(),
+                self.router.retained.len().to_string(),
             ),
         ]
     }

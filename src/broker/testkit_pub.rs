@@ -117,6 +117,11 @@ impl Scenario {
         out
     }
     pub(crate) fn retained_payload(&self, topic: &str) -> Option<Vec<u8>> {
-        self.h.b.retained.get(topic).map(|m| m.payload().to_vec())
+        self.h
+            .b
+            .router
+            .retained
+            .get(topic)
+            .map(|m| m.payload().to_vec())
     }
 }

@@ -240,7 +240,7 @@ fn retained_store_replace_delete_and_wildcards() {
     let s2 = h.connect("s2", true);
     h.subscribe(s2, "#", 0);
     assert!(h.recv(s2).is_empty());
-    assert_eq!(h.b.retained.len(), 0);
+    assert_eq!(h.b.router.retained.len(), 0);
 }
 
 #[test]
@@ -526,7 +526,7 @@ fn unsubscribe_stops_delivery() {
     let p = h.connect("p", true);
     h.publish(p, "u/1", b"x", 0, false, 0);
     assert!(h.recv(s).is_empty());
-    assert_eq!(h.b.tree.len(), 0);
+    assert_eq!(h.b.router.subscription_count(), 0);
 }
 
 #[test]
@@ -536,7 +536,7 @@ fn clean_session_removed_at_disconnect() {
     h.subscribe(s, "t", 1);
     h.disconnect(s);
     assert!(!h.b.by_client_id.contains_key("gone"));
-    assert_eq!(h.b.tree.len(), 0);
+    assert_eq!(h.b.router.subscription_count(), 0);
 }
 
 #[test]
