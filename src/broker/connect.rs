@@ -356,7 +356,7 @@ impl Broker {
     /// sends its will when the old session would not have survived, or the
     /// new one starts clean. A delayed will of that id is cancelled.
     fn take_over(&mut self, client_id: &str, clean_start: bool, now: u64) {
-        let existing = self.by_client_id.get(client_id).copied();
+        let existing = self.sessions.find(client_id);
         let old = existing.and_then(|skey| Some((skey, self.sessions.get(skey)?.conn?)));
         if let Some((skey, old)) = old {
             if self.cfg.connection_messages {
@@ -399,7 +399,7 @@ impl Broker {
         let v5 = p.version.is_v5();
         let expiry = terms.expiry;
         let mut resumed = false;
-        let skey = match self.by_client_id.get(who.client_id.as_str()).copied() {
+        let skey = match self.sessions.find(who.client_id.as_str()) {
             Some(k)
                 if !p.clean_start
                     && self.sessions.get(k).is_some_and(|s| s.expiry_interval > 0) =>
@@ -524,11 +524,7 @@ impl Broker {
     }
 
     fn new_session(&mut self, client_id: &str) -> usize {
-        let s = Session::new(client_id.into());
-        let cid = s.client_id.clone();
-        let key = self.sessions.insert(Box::new(s));
-        self.by_client_id.insert(cid, key);
-        key
+        self.sessions.insert(Session::new(client_id.into()))
     }
 
     fn generate_client_id(&mut self, prefix: &str) -> String {
@@ -544,7 +540,7 @@ impl Broker {
                 (b >> 48) as u16,
                 b & 0xffff_ffff_ffff
             );
-            if !self.by_client_id.contains_key(id.as_str()) {
+            if self.sessions.find(id.as_str()).is_none() {
                 return id;
             }
         }

@@ -185,7 +185,7 @@ impl Broker {
             }
         }
         for st in state.sessions {
-            if self.by_client_id.contains_key(&*st.client_id) {
+            if self.sessions.find(&st.client_id).is_some() {
                 continue;
             }
             let mut s = Session::new(st.client_id.clone());
@@ -223,9 +223,7 @@ impl Broker {
                 }
             }
             let subs = st.subs;
-            let cid = s.client_id.clone();
-            let key = self.sessions.insert(Box::new(s));
-            self.by_client_id.insert(cid, key);
+            let key = self.sessions.insert(s);
             for (filter, opts) in subs {
                 self.router.subscribe(&filter, key, opts);
                 if let Some(s) = self.sessions.get_mut(key) {

@@ -30,8 +30,6 @@ mod tests_v5;
 
 use std::rc::Rc;
 
-use slab::Slab;
-
 pub(crate) use connections::{Client, Connections, State};
 pub use connections::{Outbox, OUTBOX_SOFT_LIMIT};
 
@@ -42,7 +40,7 @@ pub(crate) use router::Hit;
 use router::Router;
 
 pub use message::{Message, Source, Stored};
-pub use session::{Session, SubOptions};
+pub use session::{Session, Sessions, SubOptions};
 
 /// Identifies one network connection. `key` is the slot (shared with the
 /// network layer's slab); `gen` makes a recycled slot distinguishable, so a
@@ -251,10 +249,7 @@ struct Target {
 pub struct Broker {
     pub(crate) cfg: BrokerConfig,
     pub(crate) conns: Connections,
-    /// Boxed for the same reason as connection slots.
-    pub(crate) sessions: Slab<Box<Session>>,
-    /// Keys share the session's client id allocation.
-    pub(crate) by_client_id: std::collections::HashMap<Rc<str>, usize>,
+    pub(crate) sessions: Sessions,
     pub(crate) router: Router,
     pub(crate) stats: Stats,
     pub(crate) security: Vec<crate::auth::Policy>,
@@ -280,8 +275,7 @@ impl Broker {
         let mut b = Broker {
             cfg,
             conns: Connections::default(),
-            sessions: Slab::new(),
-            by_client_id: Default::default(),
+            sessions: Sessions::default(),
             router: Router::new(now),
             stats: Stats::default(),
             security: Vec::new(),
@@ -870,19 +864,15 @@ impl Broker {
     }
 
     pub(crate) fn remove_session(&mut self, key: usize, now: u64) {
-        if !self.sessions.contains(key) {
+        let Some(s) = self.sessions.remove(key) else {
             return;
-        }
-        let s = self.sessions.remove(key);
+        };
         if s.persisted {
             self.journal
                 .push(|| journal::JournalOp::EndSession(s.client_id.clone()));
         }
         for (filter, _) in s.subs.iter() {
             self.router.unsubscribe(filter, key);
-        }
-        if self.by_client_id.get(&*s.client_id) == Some(&key) {
-            self.by_client_id.remove(&*s.client_id);
         }
         // Messages this session got through a shared subscription and never
         // acknowledged go to another member of the group [MQTT-4.8.2-?].

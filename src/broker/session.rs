@@ -226,3 +226,60 @@ pub(super) fn too_large_for(max_packet_out: u32, n: usize) -> bool {
 /// `Outgoing::group` of a message that did not come through a shared
 /// subscription.
 pub(super) const NO_GROUP: u32 = u32::MAX;
+
+/// Every session, by slot key and by client id.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    /// Boxed so the slab's spare capacity costs a pointer, not a Session.
+    slab: slab::Slab<Box<Session>>,
+    /// Keys share the session's client id allocation.
+    by_client_id: std::collections::HashMap<Rc<str>, usize>,
+}
+
+impl Sessions {
+    /// Add a session under its client id (replacing the index entry of an
+    /// older one with the same id). Returns its key.
+    pub fn insert(&mut self, s: Session) -> usize {
+        let cid = s.client_id.clone();
+        let key = self.slab.insert(Box::new(s));
+        self.by_client_id.insert(cid, key);
+        key
+    }
+    /// Take a session out; its client id is forgotten if it still names it.
+    pub fn remove(&mut self, key: usize) -> Option<Box<Session>> {
+        let s = self.slab.try_remove(key)?;
+        if self.by_client_id.get(&*s.client_id) == Some(&key) {
+            self.by_client_id.remove(&*s.client_id);
+        }
+        Some(s)
+    }
+    /// The key of the session with this client id.
+    pub fn find(&self, client_id: &str) -> Option<usize> {
+        self.by_client_id.get(client_id).copied()
+    }
+    pub fn get(&self, key: usize) -> Option<&Session> {
+        self.slab.get(key).map(|s| &**s)
+    }
+    pub fn get_mut(&mut self, key: usize) -> Option<&mut Session> {
+        self.slab.get_mut(key).map(|s| &mut **s)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Session)> {
+        self.slab.iter().map(|(k, s)| (k, &**s))
+    }
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Session)> {
+        self.slab.iter_mut().map(|(k, s)| (k, &mut **s))
+    }
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+}
+
+impl std::ops::Index<usize> for Sessions {
+    type Output = Session;
+    fn index(&self, key: usize) -> &Session {
+        &self.slab[key]
+    }
+}
