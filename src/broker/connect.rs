@@ -5,6 +5,7 @@
 //! Must not: route messages (that is `publish`) or touch sockets.
 
 use crate::broker::Stored;
+use crate::protocol::ReasonCode;
 use std::rc::Rc;
 
 use crate::protocol::encode;
@@ -102,16 +103,16 @@ impl Broker {
 
     /// Refuse a CONNECT with the code for its version, then close. v5
     /// clients that did not turn off problem information get a reason string.
-    fn refuse(&mut self, id: ConnId, p: &Connect<'_>, v3_code: u8, v5_code: u8, now: u64) {
+    fn refuse(&mut self, id: ConnId, p: &Connect<'_>, v3_code: u8, v5_code: ReasonCode, now: u64) {
         let v5 = p.version.is_v5();
         let mut props = PropertyWriter::new();
         if v5
             && self.cfg.connack_reason_strings
             && p.properties.request_problem_information() != Some(0)
         {
-            props.push(Property::ReasonString(reason::reason_name(v5_code)));
+            props.push(Property::ReasonString(v5_code.name()));
         }
-        let code = if v5 { v5_code } else { v3_code };
+        let code = if v5 { v5_code.code() } else { v3_code };
         self.send_connack_props(id, false, code, v5, &props);
         self.close(id, CloseReason::Refused, now);
     }
@@ -122,7 +123,7 @@ impl Broker {
             id,
             p,
             reason::CONNACK_NOT_AUTHORIZED,
-            reason::NOT_AUTHORIZED,
+            ReasonCode::NotAuthorized,
             now,
         );
     }
@@ -166,14 +167,14 @@ impl Broker {
     ) -> bool {
         let Some(w) = &p.will else { return true };
         let code = if w.retain && !self.cfg.retain_available {
-            reason::RETAIN_NOT_SUPPORTED
+            ReasonCode::RetainNotSupported
         } else if w.qos > listener.max_qos {
-            reason::QOS_NOT_SUPPORTED
+            ReasonCode::QosNotSupported
         } else {
             return true;
         };
         if p.version.is_v5() {
-            self.refuse(id, p, code, code, now);
+            self.refuse(id, p, code.code(), code, now);
         } else {
             self.close(id, CloseReason::Refused, now);
         }
@@ -199,7 +200,7 @@ impl Broker {
                 // Mosquitto answers a v5 client with "unspecified error".
                 let (v3, v5c) = (
                     reason::CONNACK_IDENTIFIER_REJECTED,
-                    reason::UNSPECIFIED_ERROR,
+                    ReasonCode::UnspecifiedError,
                 );
                 self.refuse(id, p, v3, v5c, now);
                 return None;
@@ -217,7 +218,7 @@ impl Broker {
             let limit = self.cfg.message_size_limit as usize;
             if limit > 0 && w.payload.len() > limit {
                 log::debug!("Client {} connected with too large Will payload", client_id);
-                let (v3, v5c) = (reason::CONNACK_NOT_AUTHORIZED, reason::PACKET_TOO_LARGE);
+                let (v3, v5c) = (reason::CONNACK_NOT_AUTHORIZED, ReasonCode::PacketTooLarge);
                 self.refuse(id, p, v3, v5c, now);
                 return None;
             }
@@ -245,7 +246,7 @@ impl Broker {
                 log::info!("Client <unknown> disconnected, no certificate name.");
                 let (v3, v5c) = (
                     reason::CONNACK_BAD_USERNAME_PASSWORD,
-                    reason::BAD_USERNAME_OR_PASSWORD,
+                    ReasonCode::BadUsernameOrPassword,
                 );
                 self.refuse(id, p, v3, v5c, now);
                 return None;
@@ -267,7 +268,7 @@ impl Broker {
             // No enhanced authentication method is configured.
             let (v3, v5c) = (
                 reason::CONNACK_NOT_AUTHORIZED,
-                reason::BAD_AUTHENTICATION_METHOD,
+                ReasonCode::BadAuthenticationMethod,
             );
             self.refuse(id, p, v3, v5c, now);
             return None;
@@ -558,7 +559,7 @@ impl Broker {
                 if old == Some(0) && new_expiry != 0 {
                     // Section 3.14.2.2.2: a Session Expiry Interval of 0
                     // at CONNECT may not be raised at DISCONNECT.
-                    self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+                    self.close(id, CloseReason::Protocol(ReasonCode::ProtocolError), now);
                     return;
                 }
                 if let Some(s) = self.sessions.get_mut(skey) {
@@ -575,7 +576,7 @@ impl Broker {
             }
         }
         // Only a normal disconnection (0x00) discards the will [MQTT-3.14.4-3].
-        let send_will = d.reason != reason::NORMAL_DISCONNECTION;
+        let send_will = d.reason != ReasonCode::NORMAL_DISCONNECTION.code();
         self.close(id, CloseReason::ClientDisconnect { send_will }, now);
     }
 

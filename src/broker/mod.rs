@@ -35,6 +35,7 @@ pub use connections::{Outbox, OUTBOX_SOFT_LIMIT};
 
 use crate::protocol::encode;
 use crate::protocol::reason;
+use crate::protocol::ReasonCode;
 use crate::protocol::{decode, DecodeError, Decoded, Packet, ProtocolVersion, QoS};
 pub(crate) use router::Hit;
 use router::Router;
@@ -180,7 +181,7 @@ pub(crate) enum CloseReason {
     KeepaliveTimeout,
     /// A protocol violation; carries the v5 reason code of the DISCONNECT
     /// a v5 client is told.
-    Protocol(u8),
+    Protocol(ReasonCode),
     /// A protocol violation closed without a DISCONNECT: Mosquitto tells a
     /// v5 client why only for faults in PUBLISH, SUBSCRIBE and UNSUBSCRIBE,
     /// an unknown packet type and an oversized packet (see `decode_failed`).
@@ -379,7 +380,12 @@ impl Broker {
     /// A PUBLISH to `$CONTROL/dynamic-security/v1`: handled by the built-in
     /// plugin of the publisher's security policy, not routed. Returns the
     /// ack reason code, or None when no plugin is loaded (routed as usual).
-    pub(crate) fn dynsec_control(&mut self, origin: usize, payload: &[u8], now: u64) -> Option<u8> {
+    pub(crate) fn dynsec_control(
+        &mut self,
+        origin: usize,
+        payload: &[u8],
+        now: u64,
+    ) -> Option<ReasonCode> {
         let (idx, client_id, username) = {
             let s = self.sessions.get(origin)?;
             (s.security, s.client_id.clone(), s.username.clone())
@@ -394,7 +400,7 @@ impl Broker {
                 "Denied PUBLISH from {} to the dynamic security control topic.",
                 client_id
             );
-            return Some(crate::protocol::reason::NOT_AUTHORIZED);
+            return Some(ReasonCode::NotAuthorized);
         }
         let d = self.security.get_mut(idx)?.dynsec.as_mut()?;
         let crate::auth::dynsec::Handled {
@@ -427,11 +433,11 @@ impl Broker {
         for v in victims {
             self.close(
                 v,
-                CloseReason::Protocol(crate::protocol::reason::ADMINISTRATIVE_ACTION),
+                CloseReason::Protocol(ReasonCode::AdministrativeAction),
                 now,
             );
         }
-        Some(crate::protocol::reason::SUCCESS)
+        Some(ReasonCode::Success)
     }
 
     /// Security policies whose dynamic-security configuration changed since
@@ -470,7 +476,7 @@ impl Broker {
                     "Client <unknown> from {} sent a packet other than CONNECT first, disconnecting.",
                     c.peer
                 );
-                self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+                self.close(id, CloseReason::Protocol(ReasonCode::ProtocolError), now);
                 return buf.len();
             }
             let version = c.version;
@@ -572,12 +578,14 @@ impl Broker {
             (DecodeError::PacketTooLarge, _) => CloseReason::Protocol(e.reason_code()),
             (DecodeError::RemainingLengthTooLong, _) => CloseReason::Violation,
             (DecodeError::DuplicateProperty, _) => CloseReason::Violation,
-            (_, pt::SUBSCRIBE | pt::UNSUBSCRIBE) => CloseReason::Protocol(reason::MALFORMED_PACKET),
+            (_, pt::SUBSCRIBE | pt::UNSUBSCRIBE) => {
+                CloseReason::Protocol(ReasonCode::MalformedPacket)
+            }
             (DecodeError::TopicAliasZero, pt::PUBLISH) => {
-                CloseReason::Protocol(reason::MALFORMED_PACKET)
+                CloseReason::Protocol(ReasonCode::MalformedPacket)
             }
             (_, pt::PUBLISH) => CloseReason::Protocol(e.reason_code()),
-            (DecodeError::UnknownPacketType, 0) => CloseReason::Protocol(reason::PROTOCOL_ERROR),
+            (DecodeError::UnknownPacketType, 0) => CloseReason::Protocol(ReasonCode::ProtocolError),
             _ => CloseReason::Violation,
         };
         self.close(id, why, now);
@@ -709,7 +717,11 @@ impl Broker {
                 }
                 self.close(id, CloseReason::KeepaliveTimeout, now);
             } else {
-                self.close(id, CloseReason::Protocol(reason::MAXIMUM_CONNECT_TIME), now);
+                self.close(
+                    id,
+                    CloseReason::Protocol(ReasonCode::MaximumConnectTime),
+                    now,
+                );
             }
         }
         // Offline sessions that have expired.
@@ -798,14 +810,14 @@ impl Broker {
     /// spec allows it (keep-alive, protocol faults, takeover, shutdown).
     fn send_disconnect(&mut self, id: ConnId, why: &CloseReason) {
         let code = match *why {
-            CloseReason::KeepaliveTimeout => reason::KEEP_ALIVE_TIMEOUT,
+            CloseReason::KeepaliveTimeout => ReasonCode::KeepAliveTimeout,
             CloseReason::Protocol(code) => code,
-            CloseReason::TakenOver { .. } => reason::SESSION_TAKEN_OVER,
-            CloseReason::ServerShutdown => reason::SERVER_SHUTTING_DOWN,
+            CloseReason::TakenOver { .. } => ReasonCode::SessionTakenOver,
+            CloseReason::ServerShutdown => ReasonCode::ServerShuttingDown,
             _ => return,
         };
         let d = Packet::Disconnect(crate::protocol::Disconnect {
-            reason: code,
+            reason: code.code(),
             properties: crate::protocol::Properties::EMPTY,
         });
         // Written even though the connection is already closing: it is the

@@ -10,13 +10,13 @@
 //! Must not: touch sockets, or know how bytes leave the outbox.
 
 use crate::broker::Stored;
+use crate::protocol::ReasonCode;
 
 use smallvec::SmallVec;
 
 use crate::auth::acl::Access;
 use crate::protocol::encode;
 use crate::protocol::packet_type;
-use crate::protocol::reason;
 use crate::protocol::{Property, Publish, QoS};
 use crate::topic;
 
@@ -179,9 +179,9 @@ impl Broker {
             None if topic.starts_with("$CONTROL/") => {
                 if topic == crate::auth::dynsec::CONTROL_TOPIC {
                     self.dynsec_control(origin, p.payload, now)
-                        .unwrap_or(reason::SUCCESS)
+                        .unwrap_or(ReasonCode::Success)
                 } else {
-                    reason::SUCCESS
+                    ReasonCode::Success
                 }
             }
             None => self.accept_publish(origin, p, topic, now),
@@ -208,7 +208,11 @@ impl Broker {
         let mut topic: Cow<'p, str> = Cow::Borrowed(p.topic);
         if let Some(alias) = p.properties.topic_alias().filter(|_| c.version.is_v5()) {
             if alias == 0 || alias > max_alias {
-                self.close(id, CloseReason::Protocol(reason::TOPIC_ALIAS_INVALID), now);
+                self.close(
+                    id,
+                    CloseReason::Protocol(ReasonCode::TopicAliasInvalid),
+                    now,
+                );
                 return None;
             }
             let slot = usize::from(alias - 1);
@@ -220,7 +224,7 @@ impl Broker {
                 match &al.inbound[slot] {
                     Some(t) => topic = Cow::Owned(t.to_string()),
                     None => {
-                        self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+                        self.close(id, CloseReason::Protocol(ReasonCode::ProtocolError), now);
                         return None;
                     }
                 }
@@ -229,7 +233,7 @@ impl Broker {
             }
         }
         if topic::too_deep(&topic) {
-            self.close(id, CloseReason::Protocol(reason::PROTOCOL_ERROR), now);
+            self.close(id, CloseReason::Protocol(ReasonCode::ProtocolError), now);
             return None;
         }
         match self.conns.get(id).and_then(|c| c.mount.as_deref()) {
@@ -248,9 +252,9 @@ impl Broker {
             .and_then(|c| self.cfg.listeners.get(c.listener))
             .map_or(QoS::ExactlyOnce, |l| l.max_qos);
         let refused = if p.qos > max_qos {
-            reason::QOS_NOT_SUPPORTED
+            ReasonCode::QosNotSupported
         } else if p.retain && !self.cfg.retain_available {
-            reason::RETAIN_NOT_SUPPORTED
+            ReasonCode::RetainNotSupported
         } else {
             return true;
         };
@@ -302,7 +306,7 @@ impl Broker {
         {
             self.close(
                 id,
-                CloseReason::Protocol(reason::RECEIVE_MAXIMUM_EXCEEDED),
+                CloseReason::Protocol(ReasonCode::ReceiveMaximumExceeded),
                 now,
             );
             return false;
@@ -319,17 +323,23 @@ impl Broker {
         }
         self.stats.pub_msgs_dropped += 1;
         if self.conns.get(id).is_some_and(|c| c.version.is_v5()) {
-            self.ack_publish(id, p.qos, p.packet_id, reason::QUOTA_EXCEEDED);
+            self.ack_publish(id, p.qos, p.packet_id, ReasonCode::QuotaExceeded);
         } else if p.qos != QoS::AtMostOnce {
             log::warn!("Out of memory (memory_limit): disconnecting a publisher.");
-            self.close(id, CloseReason::Protocol(reason::QUOTA_EXCEEDED), now);
+            self.close(id, CloseReason::Protocol(ReasonCode::QuotaExceeded), now);
         }
         true
     }
 
     /// Why a PUBLISH that arrived cannot be taken (too large, not
     /// authorised), or None when it can.
-    fn check_publish(&self, id: ConnId, origin: usize, p: &Publish<'_>, topic: &str) -> Option<u8> {
+    fn check_publish(
+        &self,
+        id: ConnId,
+        origin: usize,
+        p: &Publish<'_>,
+        topic: &str,
+    ) -> Option<ReasonCode> {
         let client_id = || self.conns.get(id).map(|c| &*c.client_id).unwrap_or("");
         let too_big = self.cfg.message_size_limit > 0
             && p.payload.len() > self.cfg.message_size_limit as usize;
@@ -343,7 +353,7 @@ impl Broker {
                 topic,
                 p.payload.len()
             );
-            return Some(reason::PACKET_TOO_LARGE);
+            return Some(ReasonCode::PacketTooLarge);
         }
         if super::dollar_write_denied(topic) || !self.acl_allows(origin, topic, Access::Write) {
             log::debug!(
@@ -356,14 +366,20 @@ impl Broker {
                 topic,
                 p.payload.len()
             );
-            return Some(reason::NOT_AUTHORIZED);
+            return Some(ReasonCode::NotAuthorized);
         }
         None
     }
 
     /// Take an accepted PUBLISH: QoS 0 and 1 are routed now, QoS 2 waits
     /// for PUBREL. Returns the acknowledgement's reason code.
-    fn accept_publish(&mut self, origin: usize, p: &Publish<'_>, topic: &str, now: u64) -> u8 {
+    fn accept_publish(
+        &mut self,
+        origin: usize,
+        p: &Publish<'_>,
+        topic: &str,
+        now: u64,
+    ) -> ReasonCode {
         let v5 = self
             .sessions
             .get(origin)
@@ -410,28 +426,28 @@ impl Broker {
                     msg: Some(m),
                 });
             }
-            return reason::SUCCESS;
+            return ReasonCode::Success;
         }
         let matched = self.route(
             origin, topic, p.payload, props, expiry_at, p.qos, p.retain, None, now,
         );
         if matched || p.qos == QoS::AtMostOnce {
-            reason::SUCCESS
+            ReasonCode::Success
         } else {
-            reason::NO_MATCHING_SUBSCRIBERS
+            ReasonCode::NoMatchingSubscribers
         }
     }
 
     /// Answer a client's PUBLISH: PUBACK for QoS 1, PUBREC for QoS 2
     /// (the reason code reaches v5 clients only), nothing for QoS 0.
-    fn ack_publish(&mut self, id: ConnId, qos: QoS, packet_id: u16, code: u8) {
+    fn ack_publish(&mut self, id: ConnId, qos: QoS, packet_id: u16, code: ReasonCode) {
         let kind = match qos {
             QoS::AtMostOnce => return,
             QoS::AtLeastOnce => packet_type::PUBACK,
             QoS::ExactlyOnce => packet_type::PUBREC,
         };
         if let Some(c) = self.conns.writer(id) {
-            let code = if c.version.is_v5() { code } else { 0 };
+            let code = if c.version.is_v5() { code.code() } else { 0 };
             write_ack(c, &mut self.stats, kind, packet_id, code);
         }
     }

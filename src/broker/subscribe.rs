@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 
 use crate::auth::acl::Access;
 use crate::protocol::encode;
-use crate::protocol::reason;
+use crate::protocol::ReasonCode;
 use crate::protocol::{
     Packet, Properties, ProtocolVersion, QoS, Suback, Subscribe, Unsuback, Unsubscribe,
 };
@@ -50,7 +50,7 @@ impl Broker {
                 "Invalid subscription string from {}, disconnecting.",
                 client_id
             );
-            self.close(id, CloseReason::Protocol(reason::MALFORMED_PACKET), now);
+            self.close(id, CloseReason::Protocol(ReasonCode::MalformedPacket), now);
             return;
         }
         for (filter, opts) in p.filters.iter() {
@@ -160,7 +160,7 @@ impl Broker {
                 "Invalid unsubscription string from {}, disconnecting.",
                 client_id
             );
-            self.close(id, CloseReason::Protocol(reason::MALFORMED_PACKET), now);
+            self.close(id, CloseReason::Protocol(ReasonCode::MalformedPacket), now);
             return;
         }
         let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
@@ -177,7 +177,7 @@ impl Broker {
             if !self.acl_allows(skey, checked, Access::Unsubscribe) {
                 log::debug!("Denied UNSUBSCRIBE from {} to '{}'", client_id, filter);
                 log::info!(target: "unsubscribe", "{} {}", client_id, filter);
-                codes.push(reason::NOT_AUTHORIZED);
+                codes.push(ReasonCode::NotAuthorized.code());
                 continue;
             }
             let removed = self.router.unsubscribe(filter, skey);
@@ -194,9 +194,9 @@ impl Broker {
             }
             log::info!(target: "unsubscribe", "{} {}", client_id, filter);
             codes.push(if removed {
-                reason::SUCCESS
+                ReasonCode::Success.code()
             } else {
-                reason::NO_SUBSCRIPTION_EXISTED
+                ReasonCode::NoSubscriptionExisted.code()
             });
         }
         let pkt = Packet::Unsuback(Unsuback {
@@ -224,8 +224,8 @@ pub(super) fn mount_filter<'a>(mount: Option<&str>, filter: &'a str) -> std::bor
 /// Mosquitto answers the granted QoS (and subscribes nothing).
 fn denied_code(version: ProtocolVersion, granted: QoS) -> u8 {
     match version {
-        ProtocolVersion::V5 => reason::NOT_AUTHORIZED,
-        ProtocolVersion::V311 => reason::UNSPECIFIED_ERROR,
+        ProtocolVersion::V5 => ReasonCode::NotAuthorized.code(),
+        ProtocolVersion::V311 => ReasonCode::UnspecifiedError.code(),
         ProtocolVersion::V31 => granted as u8,
     }
 }

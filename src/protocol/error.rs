@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::reason;
+use super::reason::ReasonCode;
 
 /// Why a packet was refused. Doc comments cite the normative statement
 /// (MQTT 3.1.1 numbering unless marked v5).
@@ -111,7 +111,7 @@ impl DecodeError {
     /// The MQTT 5.0 reason code to send (CONNACK for a bad CONNECT,
     /// otherwise DISCONNECT). For 3.1.x CONNACK use
     /// `reason::connack_v3_from_v5`.
-    pub fn reason_code(&self) -> u8 {
+    pub fn reason_code(&self) -> ReasonCode {
         use DecodeError::*;
         match self {
             RemainingLengthTooLong
@@ -130,7 +130,7 @@ impl DecodeError {
             | ReservedConnackFlags
             | InvalidPropertyId
             | PropertyNotAllowed
-            | ReservedSubscriptionOptions => reason::MALFORMED_PACKET,
+            | ReservedSubscriptionOptions => ReasonCode::MalformedPacket,
             // Mosquitto answers these with "protocol error" too.
             UnknownPacketType
             | WildcardInTopicName
@@ -141,12 +141,18 @@ impl DecodeError {
             | DuplicateProperty
             | InvalidPropertyValue
             | InvalidRetainHandling
-            | InvalidReasonCode => reason::PROTOCOL_ERROR,
-            TopicAliasZero => reason::TOPIC_ALIAS_INVALID,
-            PacketTooLarge => reason::PACKET_TOO_LARGE,
-            UnsupportedProtocolVersion(_) => reason::UNSUPPORTED_PROTOCOL_VERSION,
-            ZeroLengthClientId => reason::CLIENT_IDENTIFIER_NOT_VALID,
+            | InvalidReasonCode => ReasonCode::ProtocolError,
+            TopicAliasZero => ReasonCode::TopicAliasInvalid,
+            PacketTooLarge => ReasonCode::PacketTooLarge,
+            UnsupportedProtocolVersion(_) => ReasonCode::UnsupportedProtocolVersion,
+            ZeroLengthClientId => ReasonCode::ClientIdentifierNotValid,
         }
+    }
+}
+
+impl From<&DecodeError> for ReasonCode {
+    fn from(e: &DecodeError) -> ReasonCode {
+        e.reason_code()
     }
 }
 

@@ -23,6 +23,7 @@ pub mod websocket;
 
 pub use decode::{decode, fixed_header, peek_connect_version, DecodeError, Decoded};
 pub use properties::{Properties, Property, PropertyContext, PropertyWriter};
+pub use reason::ReasonCode;
 
 /// The protocol level byte of CONNECT.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord, Hash)]

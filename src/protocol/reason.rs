@@ -1,7 +1,8 @@
 //! reason: MQTT 5.0 reason codes and MQTT 3.1.x CONNACK return codes.
 //!
-//! Owns: the numeric constants, the v5 -> 3.1.x CONNACK mapping and the
-//! names used in log lines.
+//! Owns: `ReasonCode` (the typed v5 reason code the broker decides with),
+//! the numeric constants the encoders and clients use, the v5 -> 3.1.x
+//! CONNACK mapping and the names used in log lines.
 //!
 //! Must not: decide which code a situation deserves (that is the broker's
 //! call; `DecodeError::reason_code` covers decoding failures).
@@ -51,6 +52,146 @@ pub const CONNECTION_RATE_EXCEEDED: u8 = 0x9F;
 pub const MAXIMUM_CONNECT_TIME: u8 = 0xA0;
 pub const SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED: u8 = 0xA1;
 pub const WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0xA2;
+
+/// An MQTT 5.0 reason code, as the broker decides it. The wire carries
+/// the byte (`code`); 3.1.x clients get `connack_v3` or nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ReasonCode {
+    Success = 0x00,
+    GrantedQos1 = 0x01,
+    GrantedQos2 = 0x02,
+    DisconnectWithWill = 0x04,
+    NoMatchingSubscribers = 0x10,
+    NoSubscriptionExisted = 0x11,
+    ContinueAuthentication = 0x18,
+    Reauthenticate = 0x19,
+    UnspecifiedError = 0x80,
+    MalformedPacket = 0x81,
+    ProtocolError = 0x82,
+    ImplementationSpecificError = 0x83,
+    UnsupportedProtocolVersion = 0x84,
+    ClientIdentifierNotValid = 0x85,
+    BadUsernameOrPassword = 0x86,
+    NotAuthorized = 0x87,
+    ServerUnavailable = 0x88,
+    ServerBusy = 0x89,
+    Banned = 0x8A,
+    ServerShuttingDown = 0x8B,
+    BadAuthenticationMethod = 0x8C,
+    KeepAliveTimeout = 0x8D,
+    SessionTakenOver = 0x8E,
+    TopicFilterInvalid = 0x8F,
+    TopicNameInvalid = 0x90,
+    PacketIdentifierInUse = 0x91,
+    PacketIdentifierNotFound = 0x92,
+    ReceiveMaximumExceeded = 0x93,
+    TopicAliasInvalid = 0x94,
+    PacketTooLarge = 0x95,
+    MessageRateTooHigh = 0x96,
+    QuotaExceeded = 0x97,
+    AdministrativeAction = 0x98,
+    PayloadFormatInvalid = 0x99,
+    RetainNotSupported = 0x9A,
+    QosNotSupported = 0x9B,
+    UseAnotherServer = 0x9C,
+    ServerMoved = 0x9D,
+    SharedSubscriptionsNotSupported = 0x9E,
+    ConnectionRateExceeded = 0x9F,
+    MaximumConnectTime = 0xA0,
+    SubscriptionIdentifiersNotSupported = 0xA1,
+    WildcardSubscriptionsNotSupported = 0xA2,
+}
+
+impl ReasonCode {
+    /// 0x00 in a DISCONNECT.
+    pub const NORMAL_DISCONNECTION: ReasonCode = ReasonCode::Success;
+    /// 0x00 in a SUBACK.
+    pub const GRANTED_QOS_0: ReasonCode = ReasonCode::Success;
+
+    /// The byte on the wire.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The reason code this byte stands for, if any.
+    pub fn from_code(code: u8) -> Option<ReasonCode> {
+        use ReasonCode::*;
+        const ALL: [ReasonCode; 43] = [
+            Success,
+            GrantedQos1,
+            GrantedQos2,
+            DisconnectWithWill,
+            NoMatchingSubscribers,
+            NoSubscriptionExisted,
+            ContinueAuthentication,
+            Reauthenticate,
+            UnspecifiedError,
+            MalformedPacket,
+            ProtocolError,
+            ImplementationSpecificError,
+            UnsupportedProtocolVersion,
+            ClientIdentifierNotValid,
+            BadUsernameOrPassword,
+            NotAuthorized,
+            ServerUnavailable,
+            ServerBusy,
+            Banned,
+            ServerShuttingDown,
+            BadAuthenticationMethod,
+            KeepAliveTimeout,
+            SessionTakenOver,
+            TopicFilterInvalid,
+            TopicNameInvalid,
+            PacketIdentifierInUse,
+            PacketIdentifierNotFound,
+            ReceiveMaximumExceeded,
+            TopicAliasInvalid,
+            PacketTooLarge,
+            MessageRateTooHigh,
+            QuotaExceeded,
+            AdministrativeAction,
+            PayloadFormatInvalid,
+            RetainNotSupported,
+            QosNotSupported,
+            UseAnotherServer,
+            ServerMoved,
+            SharedSubscriptionsNotSupported,
+            ConnectionRateExceeded,
+            MaximumConnectTime,
+            SubscriptionIdentifiersNotSupported,
+            WildcardSubscriptionsNotSupported,
+        ];
+        ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// A failure (0x80 and above).
+    pub fn is_error(self) -> bool {
+        is_error(self.code())
+    }
+
+    /// The 3.1.x CONNACK return code a v3 client gets instead.
+    pub fn connack_v3(self) -> u8 {
+        connack_v3_from_v5(self.code())
+    }
+
+    /// Its name in logs and Reason Strings.
+    pub fn name(self) -> &'static str {
+        reason_name(self.code())
+    }
+}
+
+impl From<ReasonCode> for u8 {
+    fn from(r: ReasonCode) -> u8 {
+        r.code()
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// 3.1.x SUBACK failure return code.
 pub const SUBACK_FAILURE: u8 = 0x80;
@@ -166,6 +307,25 @@ mod tests {
         for code in 0..=255u8 {
             assert!(connack_v3_from_v5(code) <= CONNACK_NOT_AUTHORIZED);
         }
+    }
+
+    #[test]
+    fn every_code_maps_to_its_enum_and_back() {
+        for code in 0..=255u8 {
+            match ReasonCode::from_code(code) {
+                Some(r) => {
+                    assert_eq!(r.code(), code);
+                    assert_ne!(r.name(), "Unknown reason", "{code:#x}");
+                }
+                None => assert_eq!(reason_name(code), "Unknown reason", "{code:#x}"),
+            }
+        }
+        assert_eq!(
+            ReasonCode::NotAuthorized.connack_v3(),
+            CONNACK_NOT_AUTHORIZED
+        );
+        assert_eq!(u8::from(ReasonCode::PacketTooLarge), PACKET_TOO_LARGE);
+        assert!(ReasonCode::QuotaExceeded.is_error() && !ReasonCode::GrantedQos2.is_error());
     }
 
     #[test]

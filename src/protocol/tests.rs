@@ -737,7 +737,7 @@ fn max_packet_size_from_fixed_header_alone() {
         Err(DecodeError::PacketTooLarge)
     );
     assert_eq!(
-        DecodeError::PacketTooLarge.reason_code(),
+        DecodeError::PacketTooLarge.reason_code().code(),
         reason::PACKET_TOO_LARGE
     );
 }
@@ -953,7 +953,7 @@ fn publish_empty_topic() {
         DecodeError::TopicAliasZero
     );
     assert_eq!(
-        DecodeError::TopicAliasZero.reason_code(),
+        DecodeError::TopicAliasZero.reason_code().code(),
         reason::TOPIC_ALIAS_INVALID
     );
 }
@@ -1037,15 +1037,15 @@ fn publish_property_rules() {
         );
     }
     assert_eq!(
-        DecodeError::PropertyNotAllowed.reason_code(),
+        DecodeError::PropertyNotAllowed.reason_code().code(),
         reason::MALFORMED_PACKET
     );
     assert_eq!(
-        DecodeError::InvalidPropertyId.reason_code(),
+        DecodeError::InvalidPropertyId.reason_code().code(),
         reason::MALFORMED_PACKET
     );
     assert_eq!(
-        DecodeError::DuplicateProperty.reason_code(),
+        DecodeError::DuplicateProperty.reason_code().code(),
         reason::PROTOCOL_ERROR
     );
 }
@@ -1468,11 +1468,17 @@ fn connect_protocol_name_and_level() {
         );
     }
     assert_eq!(
-        DecodeError::UnsupportedProtocolVersion(6).reason_code(),
+        DecodeError::UnsupportedProtocolVersion(6)
+            .reason_code()
+            .code(),
         reason::UNSUPPORTED_PROTOCOL_VERSION
     );
     assert_eq!(
-        reason::connack_v3_from_v5(DecodeError::UnsupportedProtocolVersion(6).reason_code()),
+        reason::connack_v3_from_v5(
+            DecodeError::UnsupportedProtocolVersion(6)
+                .reason_code()
+                .code()
+        ),
         1
     );
     // The bridge bit (0x80) of Mosquitto bridges is accepted.
@@ -1576,7 +1582,7 @@ fn connect_payload_rules() {
     )
     .is_ok());
     assert_eq!(
-        reason::connack_v3_from_v5(DecodeError::ZeroLengthClientId.reason_code()),
+        reason::connack_v3_from_v5(DecodeError::ZeroLengthClientId.reason_code().code()),
         2
     );
     // Bad strings.
@@ -1793,8 +1799,11 @@ fn every_error_has_a_reason_and_a_message() {
         InvalidReasonCode,
     ];
     for e in all {
-        assert!(reason::is_error(e.reason_code()), "{e:?}");
-        assert_ne!(reason::reason_name(e.reason_code()), "Unknown reason");
+        assert!(reason::is_error(e.reason_code().code()), "{e:?}");
+        assert_ne!(
+            reason::reason_name(e.reason_code().code()),
+            "Unknown reason"
+        );
         assert!(!e.to_string().is_empty());
         let _: &dyn std::error::Error = &e;
     }
@@ -1802,8 +1811,11 @@ fn every_error_has_a_reason_and_a_message() {
         UnsupportedProtocolVersion(9).to_string(),
         "unsupported protocol version 9"
     );
-    assert_eq!(Truncated.reason_code(), reason::MALFORMED_PACKET);
-    assert_eq!(WildcardInTopicName.reason_code(), reason::PROTOCOL_ERROR);
+    assert_eq!(Truncated.reason_code().code(), reason::MALFORMED_PACKET);
+    assert_eq!(
+        WildcardInTopicName.reason_code().code(),
+        reason::PROTOCOL_ERROR
+    );
 }
 
 // ---------------------------------------------------------------------------
