@@ -5,7 +5,9 @@
 #      mio or the clock; or
 #   2. a `crate::` import points to a room the map does not allow (a sideways
 #      or upward arrow); or
-#   3. a module (two levels deep) is missing from the Layout in src/lib.rs.
+#   3. a module (two levels deep) is missing from the Layout in src/lib.rs; or
+#   4. the broker core logs by itself (`log::`): it emits events instead
+#      (broker/events.rs), which cli/events.rs words as log lines.
 #
 # The allowed arrows are the table ALLOWED below: it is DESIGN.md's picture
 # written out (arrows point down only; protocol, topic and config use nothing
@@ -31,6 +33,16 @@ if [ ${#rooms[@]} -gt 0 ]; then
     | grep -vE '^[^:]+:[0-9]+:\s*//' || true)
   if [ -n "$hits" ]; then
     echo "check-rooms: sans-IO rooms must not use sockets, TLS or the clock:" >&2
+    echo "$hits" >&2
+    fail=1
+  fi
+fi
+
+# ---- 1b. the broker core emits events, it does not log -------------------------
+if [ -d src/broker ]; then
+  hits=$(grep -rnE '\blog::' src/broker | grep -vE '^[^:]+:[0-9]+:\s*//' || true)
+  if [ -n "$hits" ]; then
+    echo "check-rooms: src/broker must emit events, not call log:: (see broker/events.rs):" >&2
     echo "$hits" >&2
     fail=1
   fi

@@ -9,6 +9,7 @@
 //! The rooms, from the top down (a room never reaches upward or sideways):
 //!
 //! - `cli`: the `midge` command line, start-up order and exit codes.
+//!   - `cli::events`: the broker's events worded as Mosquitto's log lines.
 //!   - `cli::plan`: Config -> broker settings, listener specs, security
 //!     blocks; pure, unit-tested.
 //!   - `cli::policy`: reads the password, ACL and dynamic-security files.
@@ -37,6 +38,8 @@
 //!     buffer pool; one `send` that counts bytes for `$SYS`.
 //!   - `broker::session`: sessions that outlive connections.
 //!   - `broker::message`: a stored message, one allocation, shared.
+//!   - `broker::events`: what happened (connected, refused, dropped ...),
+//!     handed to a sink; the core never logs.
 //!   - `broker::journal`: the durable-state change feed for `persist`.
 //!   - `broker::sys`: the `$SYS/broker/...` counters.
 //! - `auth`: who may connect and what they may do.

@@ -14,6 +14,7 @@ use crate::protocol::{
     Connack, Connect, Disconnect, Packet, Property, PropertyWriter, ProtocolVersion, QoS,
 };
 
+use super::events::Event;
 use super::journal::JournalOp;
 use super::session::{publish_props_to_store, too_large_for, Message, Session, Source};
 use super::{Broker, CloseReason, ConnId, ListenerSettings, State, WillMsg};
@@ -118,7 +119,7 @@ impl Broker {
     }
 
     fn refuse_not_authorised(&mut self, id: ConnId, p: &Connect<'_>, now: u64) {
-        log::info!("Client <unknown> disconnected, not authorised.");
+        (self.events)(&Event::RefusedNotAuthorised);
         self.refuse(
             id,
             p,
@@ -217,7 +218,9 @@ impl Broker {
         if let Some(w) = &p.will {
             let limit = self.cfg.message_size_limit as usize;
             if limit > 0 && w.payload.len() > limit {
-                log::debug!("Client {} connected with too large Will payload", client_id);
+                (self.events)(&Event::RefusedWillTooLarge {
+                    client_id: &client_id,
+                });
                 let (v3, v5c) = (reason::CONNACK_NOT_AUTHORIZED, ReasonCode::PacketTooLarge);
                 self.refuse(id, p, v3, v5c, now);
                 return None;
@@ -243,7 +246,7 @@ impl Broker {
             let name = self.conns.get(id).and_then(|c| c.cert_username.clone());
             if name.is_none() {
                 // No usable client certificate: "bad username or password".
-                log::info!("Client <unknown> disconnected, no certificate name.");
+                (self.events)(&Event::RefusedNoCertificateName);
                 let (v3, v5c) = (
                     reason::CONNACK_BAD_USERNAME_PASSWORD,
                     ReasonCode::BadUsernameOrPassword,
@@ -361,10 +364,7 @@ impl Broker {
         let old = existing.and_then(|skey| Some((skey, self.sessions.get(skey)?.conn?)));
         if let Some((skey, old)) = old {
             if self.cfg.connection_messages {
-                log::info!(
-                    "Client {} already connected, closing old connection.",
-                    client_id
-                );
+                (self.events)(&Event::TakenOver { client_id });
             }
             let old_clean = self.conns.get(old).map(|oc| oc.clean_start).unwrap_or(true);
             let old_expiry = self.sessions.get(skey).map(|s| s.expiry_interval);
@@ -491,32 +491,21 @@ impl Broker {
         // MQTT 3.1 has no session-present flag: Mosquitto always sends 0 there.
         let session_present = resumed && p.version != ProtocolVersion::V31;
         if !self.send_connack_props(id, session_present, 0, v5, &props) {
-            log::info!(
-                "Client {} disconnected: CONNACK larger than its maximum packet size.",
-                who.client_id
-            );
+            (self.events)(&Event::ConnackTooLarge {
+                client_id: &who.client_id,
+            });
             self.close(id, CloseReason::Violation, now);
             return;
         }
         if self.cfg.connection_messages {
-            let user = match &who.username {
-                Some(u) => format!(", u'{}'", u),
-                None => String::new(),
-            };
-            let level = match p.version {
-                ProtocolVersion::V31 => 1,
-                ProtocolVersion::V311 => 2,
-                ProtocolVersion::V5 => 5,
-            };
-            log::info!(
-                "New client connected from {} as {} (p{}, c{}, k{}{}).",
-                peer,
-                who.client_id,
-                level,
-                u8::from(p.clean_start),
-                terms.keepalive,
-                user
-            );
+            (self.events)(&Event::Connected {
+                peer: &peer,
+                client_id: &who.client_id,
+                version: p.version,
+                clean_start: p.clean_start,
+                keepalive: terms.keepalive,
+                username: who.username.as_deref(),
+            });
         }
         if resumed {
             self.resend_inflight(skey, now);
@@ -595,11 +584,10 @@ impl Broker {
                     )
                 });
             if !allowed {
-                log::info!(
-                    "Denied will of client {} on topic '{}'.",
-                    src.client_id,
-                    w.msg.topic()
-                );
+                (self.events)(&Event::WillDenied {
+                    client_id: &src.client_id,
+                    topic: w.msg.topic(),
+                });
                 return;
             }
         }

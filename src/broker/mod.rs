@@ -12,6 +12,7 @@
 
 mod connect;
 mod connections;
+pub mod events;
 pub mod journal;
 mod message;
 mod publish;
@@ -40,6 +41,7 @@ use crate::protocol::{decode, DecodeError, Decoded, Packet, ProtocolVersion, QoS
 pub(crate) use router::Hit;
 use router::Router;
 
+pub use events::{Event, EventSink, Gone, PublishInfo};
 pub use message::{Message, Source, Stored};
 pub use session::{Session, Sessions, SubOptions};
 
@@ -268,6 +270,8 @@ pub struct Broker {
     shutting_down: bool,
     /// v5 wills waiting out their Will Delay Interval: (client id, due, will).
     delayed_wills: Vec<(Rc<str>, u64, WillMsg)>,
+    /// Where events go (`set_event_sink`); dropped by default.
+    events: EventSink,
 }
 
 impl Broker {
@@ -278,6 +282,7 @@ impl Broker {
             conns: Connections::default(),
             sessions: Sessions::default(),
             router: Router::new(now),
+            events: events::discard(),
             stats: Stats::default(),
             security: Vec::new(),
             dynsec_changed: Vec::new(),
@@ -296,6 +301,11 @@ impl Broker {
         };
         b.sys_startup(now);
         b
+    }
+
+    /// Hand every event to `sink` from now on (the caller logs them).
+    pub fn set_event_sink(&mut self, sink: EventSink) {
+        self.events = sink;
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -396,10 +406,9 @@ impl Broker {
             crate::auth::dynsec::CONTROL_TOPIC,
             crate::auth::acl::Access::Write,
         ) {
-            log::info!(
-                "Denied PUBLISH from {} to the dynamic security control topic.",
-                client_id
-            );
+            (self.events)(&Event::ControlDenied {
+                client_id: &client_id,
+            });
             return Some(ReasonCode::NotAuthorized);
         }
         let d = self.security.get_mut(idx)?.dynsec.as_mut()?;
@@ -472,10 +481,7 @@ impl Broker {
             }
             let rest = &buf[off..];
             if c.state == State::New && rest[0] >> 4 != crate::protocol::packet_type::CONNECT {
-                log::info!(
-                    "Client <unknown> from {} sent a packet other than CONNECT first, disconnecting.",
-                    c.peer
-                );
+                (self.events)(&Event::NotConnectFirst { peer: &c.peer });
                 self.close(id, CloseReason::Protocol(ReasonCode::ProtocolError), now);
                 return buf.len();
             }
@@ -544,12 +550,11 @@ impl Broker {
         };
         if c.state == State::New {
             if let DecodeError::UnsupportedProtocolVersion(level) = e {
-                log::info!(
-                    "Client {} using unsupported protocol version {} from {}.",
-                    name,
+                (self.events)(&Event::UnsupportedProtocol {
+                    client_id: name,
                     level,
-                    c.peer
-                );
+                    peer: &c.peer,
+                });
                 // Always in the 3.1.1 form: the client's version is unknown.
                 self.send_connack(id, false, reason::CONNACK_UNACCEPTABLE_PROTOCOL, false);
                 self.close(id, CloseReason::Refused, now);
@@ -565,11 +570,10 @@ impl Broker {
             // CONNACK, for v5 too (section 4.13.1 allows either; Mosquitto
             // answers none).
         }
-        log::info!(
-            "Client {} disconnected due to malformed packet: {}.",
-            name,
-            e
-        );
+        (self.events)(&Event::Malformed {
+            client_id: name,
+            error: e,
+        });
         // Which faults get a v5 DISCONNECT, and with which code, follows
         // Mosquitto 2.0.11: only PUBLISH, SUBSCRIBE and UNSUBSCRIBE faults and
         // an unknown packet type are answered; a repeated property, or a
@@ -710,10 +714,9 @@ impl Broker {
         for (id, connected) in timed_out {
             if connected {
                 if let Some(c) = self.conns.get(id) {
-                    log::info!(
-                        "Client {} has exceeded timeout, disconnecting.",
-                        c.client_id
-                    );
+                    (self.events)(&Event::KeepaliveTimeout {
+                        client_id: &c.client_id,
+                    });
                 }
                 self.close(id, CloseReason::KeepaliveTimeout, now);
             } else {
@@ -738,7 +741,9 @@ impl Broker {
         }
         for key in expired {
             if let Some(s) = self.sessions.get(key) {
-                log::info!("Expiring client {} due to timeout.", s.client_id);
+                (self.events)(&Event::SessionExpired {
+                    client_id: &s.client_id,
+                });
                 self.stats.clients_expired += 1;
                 // A will still waiting goes now that its session is over.
                 let cid = s.client_id.clone();
@@ -781,15 +786,17 @@ impl Broker {
         }
         self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
         if self.cfg.connection_messages {
-            match why {
-                CloseReason::ClientDisconnect { .. } => {
-                    log::info!("Client {} disconnected.", client_id)
-                }
-                CloseReason::Lost => log::info!("Client {} closed its connection.", client_id),
-                CloseReason::Protocol(_) | CloseReason::Violation => {
-                    log::info!("Client {} disconnected due to protocol error.", client_id)
-                }
-                _ => {}
+            let gone = match why {
+                CloseReason::ClientDisconnect { .. } => Some(Gone::Disconnected),
+                CloseReason::Lost => Some(Gone::ClosedConnection),
+                CloseReason::Protocol(_) | CloseReason::Violation => Some(Gone::ProtocolError),
+                _ => None,
+            };
+            if let Some(why) = gone {
+                (self.events)(&Event::Disconnected {
+                    client_id: &client_id,
+                    why,
+                });
             }
         }
         let expiry = session

@@ -20,6 +20,7 @@ use crate::protocol::packet_type;
 use crate::protocol::{Property, Publish, QoS};
 use crate::topic;
 
+use super::events::{Event, PublishInfo};
 use super::journal::JournalOp;
 use super::session::{
     filter_forwarded_props, too_large_for, Incoming, Inflight, Message, OutState, Outgoing,
@@ -288,11 +289,10 @@ impl Broker {
                 }
                 return false;
             }
-            log::warn!(
-                "Reused message ID {} from {} detected. Clearing from storage.",
-                p.packet_id,
-                s.client_id
-            );
+            (self.events)(&Event::ReusedPacketId {
+                client_id: &s.client_id,
+                packet_id: p.packet_id,
+            });
             s.incoming_qos2.remove(i);
             if s.persisted {
                 self.journal.push(|| JournalOp::In2Done {
@@ -325,7 +325,7 @@ impl Broker {
         if self.conns.get(id).is_some_and(|c| c.version.is_v5()) {
             self.ack_publish(id, p.qos, p.packet_id, ReasonCode::QuotaExceeded);
         } else if p.qos != QoS::AtMostOnce {
-            log::warn!("Out of memory (memory_limit): disconnecting a publisher.");
+            (self.events)(&Event::OutOfMemory);
             self.close(id, CloseReason::Protocol(ReasonCode::QuotaExceeded), now);
         }
         true
@@ -334,41 +334,36 @@ impl Broker {
     /// Why a PUBLISH that arrived cannot be taken (too large, not
     /// authorised), or None when it can.
     fn check_publish(
-        &self,
+        &mut self,
         id: ConnId,
         origin: usize,
         p: &Publish<'_>,
         topic: &str,
     ) -> Option<ReasonCode> {
-        let client_id = || self.conns.get(id).map(|c| &*c.client_id).unwrap_or("");
         let too_big = self.cfg.message_size_limit > 0
             && p.payload.len() > self.cfg.message_size_limit as usize;
+        let denied = !too_big
+            && (super::dollar_write_denied(topic)
+                || !self.acl_allows(origin, topic, Access::Write));
+        if !too_big && !denied {
+            return None;
+        }
+        let info = PublishInfo {
+            client_id: self.conns.get(id).map(|c| &*c.client_id).unwrap_or(""),
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            packet_id: p.packet_id,
+            topic,
+            payload_len: p.payload.len(),
+        };
         if too_big {
-            log::info!(
-                "Dropped too large PUBLISH from {} (q{}, r{}, m{}, '{}', ... ({} bytes)).",
-                client_id(),
-                p.qos as u8,
-                u8::from(p.retain),
-                p.packet_id,
-                topic,
-                p.payload.len()
-            );
-            return Some(ReasonCode::PacketTooLarge);
+            (self.events)(&Event::PublishTooLarge(info));
+            Some(ReasonCode::PacketTooLarge)
+        } else {
+            (self.events)(&Event::PublishDenied(info));
+            Some(ReasonCode::NotAuthorized)
         }
-        if super::dollar_write_denied(topic) || !self.acl_allows(origin, topic, Access::Write) {
-            log::debug!(
-                "Denied PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-                client_id(),
-                u8::from(p.dup),
-                p.qos as u8,
-                u8::from(p.retain),
-                p.packet_id,
-                topic,
-                p.payload.len()
-            );
-            return Some(ReasonCode::NotAuthorized);
-        }
-        None
     }
 
     /// Take an accepted PUBLISH: QoS 0 and 1 are routed now, QoS 2 waits
@@ -738,10 +733,9 @@ impl Broker {
         {
             if !s.dropping {
                 s.dropping = true;
-                log::info!(
-                    "Outgoing messages are being dropped for client {}.",
-                    s.client_id
-                );
+                (self.events)(&Event::DroppingOutgoing {
+                    client_id: &s.client_id,
+                });
             }
             self.stats.pub_msgs_dropped += 1;
             return;

@@ -14,6 +14,7 @@ use crate::protocol::{
 };
 use crate::topic;
 
+use super::events::Event;
 use super::journal::JournalOp;
 use super::session::SubOptions;
 use super::{Broker, CloseReason, ConnId};
@@ -46,10 +47,9 @@ impl Broker {
             .iter()
             .any(|(f, _)| !topic::valid_topic_filter(f) || topic::too_deep(f))
         {
-            log::info!(
-                "Invalid subscription string from {}, disconnecting.",
-                client_id
-            );
+            (self.events)(&Event::InvalidSubscription {
+                client_id: &client_id,
+            });
             self.close(id, CloseReason::Protocol(ReasonCode::MalformedPacket), now);
             return;
         }
@@ -70,12 +70,19 @@ impl Broker {
                 None => filter,
             };
             if !self.acl_allows(skey, checked, Access::Subscribe) {
-                log::debug!("Denied SUBSCRIBE from {} to '{}'", client_id, filter);
+                (self.events)(&Event::SubscribeDenied {
+                    client_id: &client_id,
+                    filter,
+                });
                 codes.push(denied_code(version, granted));
                 continue;
             }
             let existed = self.add_subscription(skey, filter, sub);
-            log::info!(target: "subscribe", "{} {} {}", client_id, granted as u8, filter);
+            (self.events)(&Event::Subscribed {
+                client_id: &client_id,
+                qos: granted,
+                filter,
+            });
             codes.push(granted as u8);
             // [MQTT-3.8.4-4]: no retained messages for shared subscriptions.
             if !shared && (sub.retain_handling == 0 || (sub.retain_handling == 1 && !existed)) {
@@ -156,10 +163,9 @@ impl Broker {
             .iter()
             .any(|f| !topic::valid_topic_filter(f) || topic::too_deep(f))
         {
-            log::info!(
-                "Invalid unsubscription string from {}, disconnecting.",
-                client_id
-            );
+            (self.events)(&Event::InvalidUnsubscription {
+                client_id: &client_id,
+            });
             self.close(id, CloseReason::Protocol(ReasonCode::MalformedPacket), now);
             return;
         }
@@ -175,8 +181,10 @@ impl Broker {
             // A denied unsubscribe removes nothing; v5 says so with 0x87,
             // 3.x has no code to say it with (Mosquitto's MOSQ_ACL_UNSUBSCRIBE).
             if !self.acl_allows(skey, checked, Access::Unsubscribe) {
-                log::debug!("Denied UNSUBSCRIBE from {} to '{}'", client_id, filter);
-                log::info!(target: "unsubscribe", "{} {}", client_id, filter);
+                (self.events)(&Event::UnsubscribeDenied {
+                    client_id: &client_id,
+                    filter,
+                });
                 codes.push(ReasonCode::NotAuthorized.code());
                 continue;
             }
@@ -192,7 +200,10 @@ impl Broker {
                     }
                 }
             }
-            log::info!(target: "unsubscribe", "{} {}", client_id, filter);
+            (self.events)(&Event::Unsubscribed {
+                client_id: &client_id,
+                filter,
+            });
             codes.push(if removed {
                 ReasonCode::Success.code()
             } else {

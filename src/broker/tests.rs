@@ -1050,3 +1050,39 @@ fn queued_message_rechecked_against_a_reloaded_acl() {
         .collect();
     assert_eq!(got, vec![("one".to_string(), 2)]);
 }
+
+/// The core reports what happened as events, in order and at the fake
+/// clock's pace: connect, subscribe, and a keep-alive timeout 1.5 × 10 s
+/// later (one line, as Mosquitto writes one). The core logs nothing itself.
+#[test]
+fn events_follow_the_fake_clock() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let seen: Rc<RefCell<Vec<String>>> = Rc::default();
+    let mut h = H::new();
+    let sink = seen.clone();
+    h.b.set_event_sink(Box::new(move |e| sink.borrow_mut().push(format!("{e:?}"))));
+    let (id, ack) = h.connect_full("sensor", true, 10, None, V3);
+    assert!(matches!(ack, Got::Connack { code: 0, .. }), "{ack:?}");
+    h.subscribe(id, "a/+", 1);
+    let before = seen.borrow().len();
+    h.advance(14_000);
+    assert_eq!(
+        seen.borrow().len(),
+        before,
+        "nothing before 1.5 × keep-alive"
+    );
+    h.advance(2_000);
+    let seen = seen.borrow();
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|s| s.split([' ', '(']).next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["Connected", "Subscribed", "KeepaliveTimeout"],
+        "{seen:#?}"
+    );
+    assert!(seen[0].contains("client_id: \"sensor\""), "{}", seen[0]);
+    assert!(seen[1].contains("filter: \"a/+\""), "{}", seen[1]);
+}

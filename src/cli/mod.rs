@@ -13,6 +13,7 @@
 //! - `os`: daemonising, systemd notification, privilege drop, writability;
 //! - `supervisor`: the runtime side: reload, autosave, dynamic-security saves.
 
+pub mod events;
 pub mod os;
 pub mod plan;
 pub mod policy;
@@ -211,6 +212,7 @@ pub fn main() -> i32 {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     let mut broker = Broker::new(broker_cfg, ev.now());
+    broker.set_event_sink(Box::new(events::log_event));
     for (i, sec) in security_blocks(&cfg).iter().enumerate() {
         match load_policy(sec) {
             Ok(p) => broker.set_security(i, p),
