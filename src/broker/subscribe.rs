@@ -30,29 +30,20 @@ impl Broker {
             return;
         };
         let client_id = c.client_id.clone();
+        let mount = c.mount.clone();
         let max_qos = self
             .cfg
             .listeners
             .get(c.listener)
             .map(|l| l.max_qos)
             .unwrap_or(QoS::ExactlyOnce);
-        let sub_id = p.properties.subscription_identifiers().next().unwrap_or(0);
-        let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
-        // (filter index in codes, granted qos, send retained)
-        let mut retained_for: SmallVec<[(String, QoS); 4]> = SmallVec::new();
-        let mount = self.conns.get(id).and_then(|c| c.mount.clone());
-        // An invalid filter anywhere in the packet closes the connection
-        // (v5: DISCONNECT 0x81), as in Mosquitto, before anything is granted.
-        if p.filters
-            .iter()
-            .any(|(f, _)| !topic::valid_topic_filter(f) || topic::too_deep(f))
-        {
-            (self.events)(&Event::InvalidSubscription {
-                client_id: &client_id,
-            });
-            self.close(id, CloseReason::Protocol(ReasonCode::MalformedPacket), now);
+        if self.refuse_invalid_filters(id, &client_id, p, now) {
             return;
         }
+        let sub_id = p.properties.subscription_identifiers().next().unwrap_or(0);
+        let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
+        // (filter, granted qos) whose retained messages follow the SUBACK.
+        let mut retained_for: SmallVec<[(String, QoS); 4]> = SmallVec::new();
         for (filter, opts) in p.filters.iter() {
             let granted = opts.qos.min(max_qos);
             let sub = SubOptions {
@@ -101,6 +92,26 @@ impl Broker {
         for (filter, granted) in retained_for {
             self.send_retained(skey, &filter, granted, sub_id, now);
         }
+    }
+
+    /// An invalid filter anywhere in the packet closes the connection (v5:
+    /// DISCONNECT 0x81), as in Mosquitto, before anything is granted.
+    fn refuse_invalid_filters(
+        &mut self,
+        id: ConnId,
+        client_id: &str,
+        p: &Subscribe<'_>,
+        now: u64,
+    ) -> bool {
+        let invalid = p
+            .filters
+            .iter()
+            .any(|(f, _)| !topic::valid_topic_filter(f) || topic::too_deep(f));
+        if invalid {
+            (self.events)(&Event::InvalidSubscription { client_id });
+            self.close(id, CloseReason::Protocol(ReasonCode::MalformedPacket), now);
+        }
+        invalid
     }
 
     /// Put a granted subscription in the tree (or its shared group) and the
