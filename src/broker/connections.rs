@@ -102,7 +102,10 @@ pub(crate) struct Aliases {
     pub outbound: std::collections::HashMap<Box<str>, u16>,
 }
 
-/// Drained outbox buffers kept for reuse: at most this many ...
+/// Drained outbox buffers kept for reuse: at least this many, and as many
+/// as connections written to in one recent pass (a fan-out to N
+/// subscribers needs N buffers every pass; a smaller pool would make the
+/// rest grow a fresh buffer by reallocation each time) ...
 const POOL_BUFFERS: usize = 64;
 /// ... and none larger than this (a burst's buffer is freed, not kept).
 const POOL_BUFFER_MAX: usize = 64 * 1024;
@@ -117,6 +120,9 @@ pub(crate) struct Connections {
     /// Drained outbox buffers (empty, with capacity), handed to the next
     /// connection that writes: delivery allocates nothing in steady state.
     pool: Vec<Vec<u8>>,
+    /// How many buffers the pool may hold: follows the number of
+    /// connections written to in a pass, decaying slowly once bursts stop.
+    pool_cap: usize,
 }
 
 impl Connections {
@@ -212,7 +218,9 @@ impl Connections {
         self.get_mut(id)
     }
     fn recycle(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() > 0 && buf.capacity() <= POOL_BUFFER_MAX && self.pool.len() < POOL_BUFFERS
+        if buf.capacity() > 0
+            && buf.capacity() <= POOL_BUFFER_MAX
+            && self.pool.len() < self.pool_cap.max(POOL_BUFFERS)
         {
             buf.clear();
             self.pool.push(buf);
@@ -222,6 +230,11 @@ impl Connections {
     pub fn take_dirty(&mut self, out: &mut Vec<ConnId>) {
         out.clear();
         std::mem::swap(out, &mut self.dirty);
+        self.pool_cap = out.len().max(self.pool_cap - self.pool_cap / 64);
+        let keep = self.pool_cap.max(POOL_BUFFERS);
+        if self.pool.len() > keep {
+            self.pool.truncate(keep);
+        }
         for id in out.iter() {
             if let Some(c) = self.get_mut(*id) {
                 c.dirty = false;

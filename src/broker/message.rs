@@ -14,7 +14,9 @@ use std::cell::Cell;
 use std::ops::Deref;
 use std::rc::Rc;
 
-use triomphe::{Arc, HeaderSlice};
+use std::mem::MaybeUninit;
+
+use triomphe::{Arc, HeaderSlice, UniqueArc};
 
 use crate::protocol::QoS;
 
@@ -67,34 +69,6 @@ pub struct Source {
     pub port: u16,
 }
 
-/// The bytes of topic, properties and payload one after the other, with an
-/// exact length, so the allocation is sized once and filled in place.
-struct Parts<'a> {
-    parts: [&'a [u8]; 3],
-    at: usize,
-    left: usize,
-}
-
-impl Iterator for Parts<'_> {
-    type Item = u8;
-    fn next(&mut self) -> Option<u8> {
-        while self.at < 3 {
-            if let Some((&b, rest)) = self.parts[self.at].split_first() {
-                self.parts[self.at] = rest;
-                self.left -= 1;
-                return Some(b);
-            }
-            self.at += 1;
-        }
-        None
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
-    }
-}
-
-impl ExactSizeIterator for Parts<'_> {}
-
 impl Message {
     /// Store a message. A topic is at most 65 535 bytes (the protocol's
     /// string limit) and properties at most 268 435 455: longer input,
@@ -107,12 +81,28 @@ impl Message {
             topic_len: topic.len() as u16,
             props_len: props.len() as u32,
         };
-        let parts = Parts {
-            parts: [topic.as_bytes(), props, payload],
-            at: 0,
-            left: topic.len() + props.len() + payload.len(),
-        };
-        Message(Arc::from_header_and_iter(header, parts))
+        let parts: [&[u8]; 3] = [topic.as_bytes(), props, payload];
+        let len = parts.iter().map(|p| p.len()).sum();
+        let mut unique = UniqueArc::from_header_and_uninit_slice(header, len);
+        let mut rest: &mut [MaybeUninit<u8>] = &mut unique.slice;
+        for part in parts {
+            let (dst, tail) = rest.split_at_mut(part.len());
+            // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, `dst` is
+            // exactly `part.len()` bytes of the fresh allocation, and a
+            // borrowed `part` cannot overlap it. (Copying byte by byte
+            // through an iterator cost ~1 700 instructions per message.)
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    dst.as_mut_ptr().cast::<u8>(),
+                    part.len(),
+                )
+            };
+            rest = tail;
+        }
+        // SAFETY: the three copies above wrote all `len` bytes.
+        let unique = unsafe { unique.assume_init_slice_with_header() };
+        Message(unique.shareable())
     }
 
     /// A copy with its own fixed fields (a will given its own expiry).

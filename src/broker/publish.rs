@@ -626,9 +626,6 @@ impl Broker {
         match s.conn.and_then(|id| self.conns.get(id).map(|c| (id, c))) {
             Some((id, c)) => {
                 let free = c.outbox.len() < OUTBOX_SOFT_LIMIT && s.queue.is_empty();
-                let window = inflight_window(self.cfg.max_inflight_messages, c.receive_max);
-                let room = s.inflight.len() < window
-                    && s.inflight_bytes_below(self.cfg.max_inflight_bytes);
                 if free && d.qos == QoS::AtMostOnce {
                     if let Some(c) = self.conns.writer(id) {
                         write_publish(
@@ -645,7 +642,11 @@ impl Broker {
                     }
                     return;
                 }
-                if free && room {
+                let window = inflight_window(self.cfg.max_inflight_messages, c.receive_max);
+                let room = || {
+                    s.inflight.len() < window && s.inflight_bytes_below(self.cfg.max_inflight_bytes)
+                };
+                if free && room() {
                     self.send_inflight(skey, id, view, published, stored, d, now);
                     return;
                 }
