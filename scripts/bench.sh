@@ -3,6 +3,11 @@
 #
 #   scripts/bench.sh              rounds of every scenario, both brokers
 #   scripts/bench.sh callgrind    instructions and syscalls per delivered message
+#   scripts/bench.sh slowcpu      fan-in flood on a starved CPU: each broker
+#                                 under callgrind (~50x slower, a Pi Zero's
+#                                 pace), 8 publishers x SLOW_COUNT/8 QoS 0
+#                                 messages with no send window; delivered
+#                                 count, time and longest delivery gap
 #
 # Environment:
 #   ROUNDS=3                 rounds; brokers alternate which goes first
@@ -46,9 +51,9 @@ fi
 FANOUT_SUBS=${FANOUT_SUBS:-100}
 
 case "$MODE" in
-run | callgrind) ;;
+run | callgrind | slowcpu) ;;
 *)
-    echo "usage: $0 [run|callgrind]" >&2
+    echo "usage: $0 [run|callgrind|slowcpu]" >&2
     exit 2
     ;;
 esac
@@ -324,6 +329,47 @@ if [ "$MODE" = run ]; then
     cat "$OUT/results.md"
     draw_chart "$TMP/ratios.tsv" "$OUT/ratios.png" "midge vs Mosquitto, median of $ROUNDS round(s)"
     echo "== wrote $OUT/results.md, $OUT/raw.jsonl$([ -f "$OUT/ratios.png" ] && echo ", $OUT/ratios.png")" >&2
+    exit 0
+fi
+
+# ---- slowcpu mode: can a starved broker keep delivering while flooded?
+if [ "$MODE" = slowcpu ]; then
+    SLOW_COUNT=${SLOW_COUNT:-300000}
+    command -v valgrind >/dev/null || { echo "slowcpu needs valgrind" >&2; exit 1; }
+    RAW=$OUT/raw-slowcpu.jsonl
+    : >"$RAW"
+    for name in $BROKERS; do
+        port=$("$BENCH" free-port)
+        conf=$TMP/$name.conf
+        write_conf "$conf" "$port" 0
+        echo "== slowcpu: $name under callgrind, $SLOW_COUNT messages" >&2
+        start_broker "$name" "$conf" "$TMP/slow-$name.log" valgrind --tool=callgrind --vgdb=no --callgrind-out-file=/dev/null
+        pid=$BROKER_PID
+        if ! "$BENCH" wait-port --port "$port" --timeout 60; then
+            echo "   $name under valgrind did not start" >&2
+            stop_broker "$pid" 5
+            continue
+        fi
+        line=$("$BENCH" fanin --port "$port" --label "$name" --count "$SLOW_COUNT" \
+            --window "$SLOW_COUNT" --duration 3600 --timeout 300 --drain 5) || true
+        stop_broker "$pid" 120
+        echo "$line" >>"$RAW"
+        printf '   %-9s delivered %s of %s in %s s, longest gap %s ms\n' "$name" \
+            "$(json_num "$line" msgs)" "$SLOW_COUNT" "$(json_num "$line" secs)" "$(json_num "$line" max_gap_ms)" >&2
+    done
+    {
+        echo "# Fan-in flood on a starved CPU (scripts/bench.sh slowcpu)"
+        echo
+        machine_header
+        echo "- each broker under valgrind --tool=callgrind; 8 publishers, $SLOW_COUNT QoS 0 messages of 64 B, no send window; max_queued_messages 1000"
+        echo
+        echo "| broker | delivered | of | seconds | longest delivery gap (ms) |"
+        echo "|---|---:|---:|---:|---:|"
+        while read -r l; do
+            echo "| $(sed -n 's/.*"broker":"\([^"]*\)".*/\1/p' <<<"$l") | $(json_num "$l" msgs) | $SLOW_COUNT | $(json_num "$l" secs) | $(json_num "$l" max_gap_ms) |"
+        done <"$RAW"
+    } >"$OUT/slowcpu.md"
+    cat "$OUT/slowcpu.md"
     exit 0
 fi
 

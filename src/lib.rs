@@ -26,6 +26,8 @@
 //!   - `net::ws`: one WebSocket server connection (request head, upgrade or
 //!     `http_dir`, then the codec in the server role).
 //!   - `net::http_dir`: static files for browsers on a websockets listener.
+//!   - `net::slow_loop_tests`: the real loop with every pass slowed: reading
+//!     must not outrun writing.
 //! - `persist`: snapshots and the journal on disk.
 //! - `broker`: the sans-IO MQTT core: bytes and `now` in, bytes in outboxes
 //!   and requests out.

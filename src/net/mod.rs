@@ -25,12 +25,18 @@ pub mod http_dir;
 pub mod tls;
 pub mod ws;
 
+#[cfg(test)]
+mod slow_loop_tests;
+
 const SIGNAL_TOKEN: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 const CONN_BASE: usize = 1 << 16;
 /// Bytes read from one connection per pass before others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
 const SCRATCH_SIZE: usize = 64 * 1024;
+/// Bytes put into outboxes by reading, after which they are flushed
+/// before reading goes on (see `EventLoop::read`).
+const FLUSH_AT: u64 = 64 * 1024;
 /// How long a closed connection waits for the peer's FIN.
 const LINGER_MS: u64 = 2000;
 
@@ -100,6 +106,11 @@ pub trait Control {
     /// When the loop must wake up for `after_pass` even if nothing happens.
     fn next_deadline(&self) -> Option<u64> {
         None
+    }
+    /// Checked after every pass: true makes the loop shut down as on
+    /// SIGTERM (an embedding without signals, e.g. a test).
+    fn stop_requested(&self) -> bool {
+        false
     }
 }
 
@@ -618,6 +629,8 @@ pub struct EventLoop {
     next_gen: u32,
     scratch: Vec<u8>,
     read_pending: Vec<usize>,
+    /// `Stats::bytes_sent` when outboxes were last flushed.
+    flushed_at: u64,
     ids: Vec<ConnId>,
     started: Instant,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -649,6 +662,7 @@ impl EventLoop {
             next_gen: 0,
             scratch: vec![0; SCRATCH_SIZE],
             read_pending: Vec::new(),
+            flushed_at: 0,
             ids: Vec::new(),
             started: Instant::now(),
             signals: None,
@@ -729,6 +743,10 @@ impl EventLoop {
                 self.sweep_lingering(now);
             }
             control.after_pass(broker, now);
+            if !shutting_down && control.stop_requested() {
+                shutting_down = true;
+                self.shutting_down = true;
+            }
             self.flush_dirty(broker, now);
             self.close_requested(broker, now);
             if shutting_down {
@@ -890,9 +908,24 @@ impl EventLoop {
         }
     }
 
+    /// Read what `key` has sent, up to `READ_BUDGET` this pass. Whenever
+    /// the messages read have put `FLUSH_AT` bytes into outboxes, those
+    /// are written out before reading on: reading must not outrun writing,
+    /// or on a slow CPU one pass reads megabytes of publishes, the
+    /// subscribers' outboxes overflow into their queues and messages are
+    /// dropped before a single byte went out (issue 16).
     fn read(&mut self, key: usize, broker: &mut Broker, now: u64) {
+        let mut budget = READ_BUDGET;
+        while self.read_some(key, broker, now, &mut budget) {
+            self.flush_dirty(broker, now);
+        }
+    }
+
+    /// One stretch of `read`; true when it stopped to let outboxes flush.
+    fn read_some(&mut self, key: usize, broker: &mut Broker, now: u64, budget: &mut usize) -> bool {
+        let flushed_at = self.flushed_at;
         let Some(conn) = self.conns.get_mut(key) else {
-            return;
+            return false;
         };
         if conn.linger_until.is_some() {
             // Discard whatever the peer still sends until it closes.
@@ -900,29 +933,28 @@ impl EventLoop {
                 match conn.stream.raw_read(&mut self.scratch) {
                     Ok(0) => break,
                     Ok(_) => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 }
             }
             self.forget(key);
-            return;
+            return false;
         }
         if conn.closed {
-            return;
+            return false;
         }
         let id = conn.id;
-        let mut budget = READ_BUDGET;
         loop {
             if !broker.wants_read(id) {
                 conn.paused = true;
-                return;
+                return false;
             }
             let n = match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     conn.closed = true;
                     broker.connection_lost(id, now);
-                    return;
+                    return false;
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -930,7 +962,7 @@ impl EventLoop {
                         // A TLS handshake answer is waiting.
                         self.flush(key, broker, now);
                     }
-                    return;
+                    return false;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -941,7 +973,7 @@ impl EventLoop {
                     }
                     conn.closed = true;
                     broker.connection_lost(id, now);
-                    return;
+                    return false;
                 }
             };
             if conn.identity != Identity::Connect {
@@ -966,11 +998,14 @@ impl EventLoop {
                     conn.rx = Vec::new();
                 }
             }
-            budget = budget.saturating_sub(n);
-            if budget == 0 {
+            *budget = budget.saturating_sub(n);
+            if *budget == 0 {
                 // Edge-triggered: come back next pass without waiting for an event.
                 self.read_pending.push(key);
-                return;
+                return false;
+            }
+            if broker.stats().bytes_sent.wrapping_sub(flushed_at) >= FLUSH_AT {
+                return true;
             }
         }
     }
@@ -1029,6 +1064,7 @@ impl EventLoop {
     }
 
     fn flush_dirty(&mut self, broker: &mut Broker, now: u64) {
+        self.flushed_at = broker.stats().bytes_sent;
         let mut ids = std::mem::take(&mut self.ids);
         broker.take_dirty(&mut ids);
         for id in ids.iter() {
