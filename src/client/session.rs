@@ -48,6 +48,9 @@ pub struct SessionConfig {
     pub max_inflight: u16,
     /// Produce `Event::Log` lines, worded like libmosquitto's debug log.
     pub debug: bool,
+    /// Announce a bridge: bit 7 of the CONNECT protocol level (3.1/3.1.1
+    /// only; Mosquitto's `try_private`).
+    pub bridge: bool,
 }
 
 impl SessionConfig {
@@ -64,6 +67,7 @@ impl SessionConfig {
             receive_maximum: DEFAULT_INFLIGHT,
             max_inflight: DEFAULT_INFLIGHT,
             debug: false,
+            bridge: false,
         }
     }
 }
@@ -409,6 +413,9 @@ impl Session {
         };
         let mut out = Vec::new();
         encode(&Packet::Connect(connect), self.config.version, &mut out);
+        if self.config.bridge && !self.config.version.is_v5() {
+            crate::protocol::encode::mark_connect_bridge(&mut out);
+        }
         self.out.extend_from_slice(&out);
         self.state = State::Connecting;
         self.last_in = Some(now);
