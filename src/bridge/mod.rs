@@ -266,10 +266,18 @@ impl Link {
         self.epoch + Duration::from_millis(now)
     }
 
-    /// At start-up: the notification state is `0` until the link is up.
+    /// At start-up: the notification state is `0` until the link is up,
+    /// and the local half subscribes once (then disconnects), so that with
+    /// a persistent local session the broker queues for the remote from
+    /// the start, even if the remote was never reached (as Mosquitto,
+    /// which subscribes locally before its first connection attempt).
     pub fn start(&mut self, broker: &mut Broker, now: u64) {
         if self.cfg.notifications {
             broker.publish_internal(&self.notification_topic, b"0", true, now);
+        }
+        if !self.cfg.effective_local_cleansession() {
+            self.local_connect(broker, now);
+            self.local_disconnect(broker, now);
         }
         self.publish_stats(broker, now, true);
     }

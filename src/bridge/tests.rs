@@ -398,3 +398,39 @@ fn v5_remote_subscriptions_use_no_local_and_retain_as_published() {
         assert_eq!(opts & 0x0C, 0x0C, "no local + retain as published");
     }
 }
+
+#[test]
+fn messages_are_queued_before_the_remote_was_ever_reached() {
+    let (mut l, mut b) = link(bridge());
+    l.start(&mut b, 0);
+    assert!(
+        !b.is_connected(l.local_id()),
+        "local half down until the remote is up"
+    );
+    local_publish(&mut b, "out/1", b"1", QoS::AtLeastOnce, 1, 1);
+    local_publish(&mut b, "out/2", b"0", QoS::AtMostOnce, 0, 1);
+    local_publish(&mut b, "elsewhere", b"x", QoS::AtLeastOnce, 2, 1);
+    assert_eq!(
+        b.queued_for("local.host.up"),
+        1,
+        "QoS 1 on an out topic only"
+    );
+    bring_up(&mut l, &mut b, 5);
+    let sent: Vec<_> = remote_packets(&mut l, ProtocolVersion::V311)
+        .iter()
+        .filter(|p| p[0] >> 4 == packet_type::PUBLISH)
+        .map(|p| publish_of(p))
+        .filter(|p| p.0 == "out/1")
+        .collect();
+    assert_eq!(sent.len(), 1);
+}
+
+#[test]
+fn local_cleansession_true_queues_nothing_while_down() {
+    let mut c = bridge();
+    c.local_cleansession = Some(true);
+    let (mut l, mut b) = link(c);
+    l.start(&mut b, 0);
+    local_publish(&mut b, "out/1", b"1", QoS::AtLeastOnce, 1, 1);
+    assert_eq!(b.queued_for("local.host.up"), 0);
+}

@@ -192,11 +192,21 @@ impl Bridges {
         if readable {
             read(s, registry, scratch, broker, now);
         }
-        flush(s, i + self.base, registry, broker, now);
+        if writable && s.remote.as_ref().is_some_and(|r| r.tls.is_some()) {
+            // TLS handshake records; MQTT bytes wait for `flush`.
+            if let Some(r) = s.remote.as_mut() {
+                if let Some(tls) = r.tls.as_mut() {
+                    if let Err(e) = push_tls(&mut r.sock, tls) {
+                        fail(s, registry, broker, &e.to_string(), now);
+                    }
+                }
+            }
+        }
     }
 
-    /// Every pass: timers, connection attempts, the local halves' output,
-    /// and writing what the links have for their remotes.
+    /// Every pass, before the persistence journal is synced: timers,
+    /// connection attempts, the local halves' output. Nothing is written to
+    /// the remotes here (see `flush`).
     pub fn drive(&mut self, registry: &Registry, broker: &mut Broker, now: u64) {
         for i in 0..self.slots.len() {
             let token = i + self.base;
@@ -246,9 +256,16 @@ impl Bridges {
                     close(s, registry);
                 }
                 s.spec.link.remote_closed(broker, now);
-                continue;
             }
-            flush(s, token, registry, broker, now);
+        }
+    }
+
+    /// Every pass, after the persistence journal is synced: write what the
+    /// links have for their remotes. An acknowledgement to the remote thus
+    /// leaves only once the message it acknowledges is durable.
+    pub fn flush(&mut self, registry: &Registry, broker: &mut Broker, now: u64) {
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            flush(s, i + self.base, registry, broker, now);
         }
     }
 

@@ -785,6 +785,9 @@ impl EventLoop {
                 self.bridges.drive(self.poll.registry(), broker, now);
             }
             control.after_pass(broker, now);
+            if !shutting_down {
+                self.bridges.flush(self.poll.registry(), broker, now);
+            }
             self.flush_dirty(broker, now);
             self.close_requested(broker, now);
             if shutting_down {
