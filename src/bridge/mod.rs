@@ -125,13 +125,12 @@ pub struct LinkStats {
     pub failures: u64,
 }
 
-/// An outgoing message in flight to the remote: the local broker's packet
-/// id, its QoS and when it was sent (ms).
+/// An outgoing message on its way to the remote: the local broker's
+/// packet id and its QoS.
 #[derive(Clone, Copy, Debug)]
 struct Forwarded {
     local_mid: u16,
     qos: QoS,
-    sent_at: u64,
 }
 
 /// One bridge. See the module doc.
@@ -165,6 +164,11 @@ pub struct Link {
     connected_before: bool,
     /// Last message in either direction (ms), for `idle_timeout`.
     last_activity: u64,
+    /// Last acknowledgement from the remote (or the connection), for
+    /// stuck-link detection (ms).
+    last_progress: u64,
+    /// When to try again to open the local half, if the broker closed it.
+    local_retry_at: Option<u64>,
     stats: LinkStats,
     stats_published: Option<(LinkStats, u64, bool)>,
 }
@@ -202,7 +206,7 @@ impl Link {
             BridgeStartType::Lazy => LinkState::Waiting(None),
             _ => LinkState::Waiting(Some(0)),
         };
-        Link {
+        let mut link = Link {
             cfg,
             maps,
             remote_clientid,
@@ -223,9 +227,13 @@ impl Link {
             attempted: false,
             connected_before: false,
             last_activity: 0,
+            last_progress: 0,
+            local_retry_at: None,
             stats: LinkStats::default(),
             stats_published: None,
-        }
+        };
+        link.session = Some(Session::new(link.session_config()));
+        link
     }
 
     pub fn name(&self) -> &str {
@@ -267,18 +275,17 @@ impl Link {
     }
 
     /// At start-up: the notification state is `0` until the link is up,
-    /// and the local half subscribes once (then disconnects), so that with
-    /// a persistent local session the broker queues for the remote from
-    /// the start, even if the remote was never reached (as Mosquitto,
-    /// which subscribes locally before its first connection attempt).
+    /// and the local half connects and subscribes, for good: from then on
+    /// the broker hands it the link's messages whether or not the remote
+    /// is reachable (as Mosquitto, which subscribes locally before its
+    /// first connection attempt). What the link has not yet delivered stays
+    /// unacknowledged on the broker (in flight to the local half, or queued
+    /// behind it), so it is in the broker's persistence.
     pub fn start(&mut self, broker: &mut Broker, now: u64) {
         if self.cfg.notifications {
             broker.publish_internal(&self.notification_topic, b"0", true, now);
         }
-        if !self.cfg.effective_local_cleansession() {
-            self.local_connect(broker, now);
-            self.local_disconnect(broker, now);
-        }
+        self.local_connect(broker, now);
         self.publish_stats(broker, now, true);
     }
 
@@ -318,6 +325,18 @@ impl Link {
     /// The stream to the remote is open (TCP connected; TLS may still be
     /// handshaking underneath): queue CONNECT.
     pub fn transport_up(&mut self, now: u64) {
+        let at = self.instant(now);
+        if self.session.is_none() {
+            self.session = Some(Session::new(self.session_config()));
+        }
+        if let Some(s) = self.session.as_mut() {
+            s.connect(at);
+        }
+    }
+
+    /// The remote session's settings; one `Session` lives as long as the
+    /// link, so packet ids and unfinished handshakes carry over reconnects.
+    fn session_config(&self) -> SessionConfig {
         let version = match self.cfg.protocol_version {
             BridgeProtocol::Mqtt31 => ProtocolVersion::V31,
             BridgeProtocol::Mqtt311 => ProtocolVersion::V311,
@@ -330,6 +349,7 @@ impl Link {
         sc.username = self.cfg.remote_username.clone();
         sc.password = self.cfg.remote_password.clone().map(String::into_bytes);
         sc.bridge = self.cfg.try_private;
+        sc.resume_by_caller = true;
         if self.cfg.notifications && !self.cfg.notifications_local_only {
             sc.will = Some(WillConfig {
                 topic: self.notification_topic.clone(),
@@ -339,24 +359,16 @@ impl Link {
                 properties: Vec::new(),
             });
         }
-        if version.is_v5() {
+        if version.is_v5() && self.cfg.max_packet_size > 0 {
+            // As Mosquitto 2.0: no Session Expiry Interval (the remote
+            // session ends with the connection), Receive Maximum 20.
             let mut props = PropertyWriter::new();
-            if !self.cfg.cleansession {
-                // Keep the remote session as long as possible, as a 3.1.1
-                // non-clean session would be kept.
-                props.push(crate::protocol::Property::SessionExpiryInterval(u32::MAX));
-            }
-            if self.cfg.max_packet_size > 0 {
-                props.push(crate::protocol::Property::MaximumPacketSize(
-                    self.cfg.max_packet_size,
-                ));
-            }
+            props.push(crate::protocol::Property::MaximumPacketSize(
+                self.cfg.max_packet_size,
+            ));
             sc.connect_properties = props.as_bytes().to_vec();
         }
-        let mut session = Session::new(sc);
-        session.connect(self.instant(now));
-        self.session = Some(session);
-        self.forwarded.clear();
+        sc
     }
 
     /// The connection attempt failed before CONNACK (name resolution, TCP,
@@ -427,6 +439,7 @@ impl Link {
                 }
                 SessionEvent::Message(m) => self.incoming(broker, m, now),
                 SessionEvent::Published { mid, reason, .. } => {
+                    self.last_progress = now;
                     if let Some(f) = self.forwarded.remove(&mid) {
                         if crate::protocol::reason::is_error(reason) {
                             self.stats.dropped += 1;
@@ -480,6 +493,8 @@ impl Link {
                     let _ = s.unsubscribe(&[m.remote_topic.as_str()], &[], at);
                 }
             }
+            // What was in flight or queued while the link was down.
+            s.resume(at);
             if self.cfg.notifications && !self.cfg.notifications_local_only {
                 let _ = s.publish(
                     &self.notification_topic,
@@ -491,6 +506,7 @@ impl Link {
                 );
             }
         }
+        self.last_progress = now;
         if self.cfg.notifications {
             broker.publish_internal(&self.notification_topic, b"1", true, now);
         }
@@ -562,17 +578,6 @@ impl Link {
         self.local_ready(broker, now);
     }
 
-    /// Close the local half: the broker keeps its session (and queues for
-    /// it) unless `local_cleansession` is true.
-    fn local_disconnect(&mut self, broker: &mut Broker, now: u64) {
-        if !self.local_up {
-            return;
-        }
-        self.local_up = false;
-        broker.connection_lost(self.local, now);
-        broker.release(self.local, now);
-    }
-
     /// The local broker closed the local half (taken over, or refused).
     pub fn local_closed(&mut self, broker: &mut Broker, now: u64) {
         if !self.local_up {
@@ -580,13 +585,15 @@ impl Link {
         }
         self.local_up = false;
         broker.release(self.local, now);
-        if self.session.is_some() {
-            log::info!(
-                "Bridge {}: local connection closed; restarting the link.",
-                self.cfg.name
-            );
-            self.drop_requested = true;
-        }
+        // Acknowledgements for the old local connection's packet ids would
+        // hit the wrong messages on a new one: the broker sends them again.
+        self.forwarded.clear();
+        log::info!(
+            "Bridge {}: the local broker closed {}; reconnecting it.",
+            self.cfg.name,
+            self.local_clientid
+        );
+        self.local_retry_at = Some(now + 5000);
     }
 
     /// The local broker has written to the local half: handle its packets.
@@ -661,7 +668,6 @@ impl Link {
         let local = Forwarded {
             local_mid: p.packet_id,
             qos: p.qos,
-            sent_at: now,
         };
         let Some(topic) = remap_out(&self.maps, p.topic) else {
             // Not ours (cannot happen: we only subscribe to our topics).
@@ -689,8 +695,9 @@ impl Link {
                 }
             }
             Err(crate::client::session::SessionError::NotConnected) => {
-                // Left unacknowledged: the broker sends it again when the
-                // local half reconnects.
+                // QoS 0 while the remote is unreachable: gone, as in
+                // Mosquitto, but counted.
+                self.stats.dropped += 1;
             }
             Err(e) => {
                 log::warn!(
@@ -761,7 +768,7 @@ impl Link {
 
     /// The remote connection is closed (by either side).
     pub fn remote_closed(&mut self, broker: &mut Broker, now: u64) {
-        if self.session.is_none() && !matches!(self.state, LinkState::Connecting(_)) {
+        if matches!(self.state, LinkState::Waiting(_)) {
             return;
         }
         if self.state == LinkState::Up {
@@ -776,11 +783,11 @@ impl Link {
 
     fn went_down(&mut self, broker: &mut Broker, now: u64, failed_attempt: bool) {
         let was_up = self.state == LinkState::Up;
-        self.session = None;
-        self.forwarded.clear();
+        if let Some(s) = self.session.as_mut() {
+            s.connection_lost();
+        }
         self.drop_requested = false;
         self.stats.failures += 1;
-        self.local_disconnect(broker, now);
         if was_up && self.cfg.notifications {
             broker.publish_internal(&self.notification_topic, b"0", true, now);
         }
@@ -845,13 +852,23 @@ impl Link {
                 add(d.saturating_duration_since(self.epoch).as_millis() as u64);
             }
         }
-        if let Some(f) = self.forwarded.values().map(|f| f.sent_at).min() {
-            add(f + self.stuck_after());
+        if self.state == LinkState::Up && self.awaiting_acks() {
+            add(self.last_progress + self.stuck_after());
+        }
+        if let Some(r) = self.local_retry_at {
+            add(r);
         }
         if let Some((_, at, _)) = self.stats_published {
             add(at + 10_000);
         }
         t
+    }
+
+    /// Messages sent to the remote and not yet acknowledged.
+    fn awaiting_acks(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.pending_publishes() > 0)
     }
 
     /// A message not acknowledged for this long means the remote is stuck.
@@ -863,6 +880,10 @@ impl Link {
     /// idle timeout, `$SYS` counters.
     pub fn tick(&mut self, broker: &mut Broker, now: u64) {
         self.publish_stats(broker, now, false);
+        if self.local_retry_at.is_some_and(|t| now >= t) {
+            self.local_retry_at = None;
+            self.local_connect(broker, now);
+        }
         match self.state {
             LinkState::Connecting(t) if now >= t => {
                 log::info!(
@@ -888,11 +909,7 @@ impl Link {
                 return;
             }
         }
-        if self
-            .forwarded
-            .values()
-            .any(|f| now >= f.sent_at + self.stuck_after())
-        {
+        if self.awaiting_acks() && now >= self.last_progress + self.stuck_after() {
             log::info!(
                 target: "notice",
                 "Bridge {}: the remote has not acknowledged a message in time; reconnecting.",

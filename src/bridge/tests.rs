@@ -51,6 +51,10 @@ fn remote_packets(l: &mut Link, v: ProtocolVersion) -> Vec<Vec<u8>> {
     packets
 }
 
+fn dup_of(raw: &[u8]) -> bool {
+    raw[0] & 0x08 != 0
+}
+
 fn publish_of(raw: &[u8]) -> (String, Vec<u8>, u8, bool, u16) {
     match decode(raw, ProtocolVersion::V311, 0) {
         Ok(Decoded::Packet(Packet::Publish(p), _)) => (
@@ -183,12 +187,12 @@ fn connect_carries_the_bridge_bit_will_and_client_id() {
     l.remote_written(out.len());
     l.remote_input(&[0x20, 2, 0, 0], &mut b, 0);
     assert_eq!(l.state(), LinkState::Up);
-    assert!(b.is_connected(l.local_id()), "local half connected");
 }
 
 #[test]
 fn a_local_message_is_released_only_when_the_remote_acknowledges_it() {
     let (mut l, mut b) = link(bridge());
+    l.start(&mut b, 0);
     bring_up(&mut l, &mut b, 0);
     let setup = remote_packets(&mut l, ProtocolVersion::V311);
     // UNSUBSCRIBE out/#, SUBSCRIBE in/#, SUBSCRIBE rem/x/#, PUBLISH state 1.
@@ -204,11 +208,11 @@ fn a_local_message_is_released_only_when_the_remote_acknowledges_it() {
         1,
         "held until the remote acks"
     );
-    // The remote goes away without acknowledging: the broker keeps it.
+    // The remote goes away without acknowledging: the broker still holds it.
     l.remote_closed(&mut b, 20);
-    assert!(!b.is_connected(l.local_id()));
     assert_eq!(b.queued_for("local.host.up"), 1);
-    // Back: the message is sent again, and released by the PUBACK.
+    // Back: the message is sent again, with DUP and its packet id, and
+    // released by the PUBACK.
     let now = match l.state() {
         LinkState::Waiting(Some(t)) => t,
         s => panic!("{s:?}"),
@@ -217,21 +221,13 @@ fn a_local_message_is_released_only_when_the_remote_acknowledges_it() {
     let again = remote_packets(&mut l, ProtocolVersion::V311);
     let resent: Vec<_> = again
         .iter()
-        .filter(|p| p[0] >> 4 == packet_type::PUBLISH)
-        .map(|p| publish_of(p))
-        .filter(|p| p.0 == "rem/x/1")
+        .filter(|p| p[0] >> 4 == packet_type::PUBLISH && publish_of(p).0 == "rem/x/1")
         .collect();
     assert_eq!(resent.len(), 1);
-    let mid2 = resent[0].4;
-    let _ = mid;
+    assert!(dup_of(resent[0]));
+    assert_eq!(publish_of(resent[0]).4, mid);
     let mut ack = Vec::new();
-    encode_ack(
-        &mut ack,
-        packet_type::PUBACK,
-        ProtocolVersion::V311,
-        mid2,
-        0,
-    );
+    encode_ack(&mut ack, packet_type::PUBACK, ProtocolVersion::V311, mid, 0);
     l.remote_input(&ack, &mut b, now + 1);
     assert_eq!(b.queued_for("local.host.up"), 0);
     assert_eq!(l.stats().sent, 1);
@@ -241,6 +237,7 @@ fn a_local_message_is_released_only_when_the_remote_acknowledges_it() {
 #[test]
 fn remote_messages_reach_local_subscribers_remapped() {
     let (mut l, mut b) = link(bridge());
+    l.start(&mut b, 0);
     bring_up(&mut l, &mut b, 0);
     remote_packets(&mut l, ProtocolVersion::V311);
     let mut buf = Vec::new();
@@ -304,6 +301,7 @@ fn no_connack_in_time_drops_and_fails_over_to_the_next_address() {
 #[test]
 fn a_silent_remote_is_detected_by_keepalive() {
     let (mut l, mut b) = link(bridge());
+    l.start(&mut b, 0);
     bring_up(&mut l, &mut b, 0);
     remote_packets(&mut l, ProtocolVersion::V311);
     l.tick(&mut b, 10_000);
@@ -317,6 +315,7 @@ fn a_silent_remote_is_detected_by_keepalive() {
 #[test]
 fn a_remote_that_never_acknowledges_is_dropped_even_if_it_answers_pings() {
     let (mut l, mut b) = link(bridge());
+    l.start(&mut b, 0);
     bring_up(&mut l, &mut b, 0);
     remote_packets(&mut l, ProtocolVersion::V311);
     local_publish(&mut b, "out/1", b"x", QoS::AtLeastOnce, 1, 0);
@@ -349,6 +348,7 @@ fn once_does_not_restart_and_lazy_waits_for_the_threshold() {
     assert!(l.poll_connect(&b, 0).is_none(), "lazy: nothing queued");
     // The local half's session exists (it was up once) and collects.
     l.state = LinkState::Waiting(Some(0));
+    l.start(&mut b, 0);
     bring_up(&mut l, &mut b, 0);
     l.remote_closed(&mut b, 1);
     assert_eq!(l.state(), LinkState::Waiting(None));
@@ -363,8 +363,10 @@ fn lazy_link_disconnects_when_idle() {
     let mut c = bridge();
     c.start_type = BridgeStartType::Lazy;
     c.idle_timeout = 30;
+    c.notifications = false;
     let (mut l, mut b) = link(c);
     l.state = LinkState::Waiting(Some(0));
+    l.start(&mut b, 0);
     bring_up(&mut l, &mut b, 0);
     remote_packets(&mut l, ProtocolVersion::V311);
     l.tick(&mut b, 29_000);
@@ -403,13 +405,10 @@ fn v5_remote_subscriptions_use_no_local_and_retain_as_published() {
 fn messages_are_queued_before_the_remote_was_ever_reached() {
     let (mut l, mut b) = link(bridge());
     l.start(&mut b, 0);
-    assert!(
-        !b.is_connected(l.local_id()),
-        "local half down until the remote is up"
-    );
     local_publish(&mut b, "out/1", b"1", QoS::AtLeastOnce, 1, 1);
     local_publish(&mut b, "out/2", b"0", QoS::AtMostOnce, 0, 1);
     local_publish(&mut b, "elsewhere", b"x", QoS::AtLeastOnce, 2, 1);
+    l.local_ready(&mut b, 1);
     assert_eq!(
         b.queued_for("local.host.up"),
         1,
@@ -423,14 +422,4 @@ fn messages_are_queued_before_the_remote_was_ever_reached() {
         .filter(|p| p.0 == "out/1")
         .collect();
     assert_eq!(sent.len(), 1);
-}
-
-#[test]
-fn local_cleansession_true_queues_nothing_while_down() {
-    let mut c = bridge();
-    c.local_cleansession = Some(true);
-    let (mut l, mut b) = link(c);
-    l.start(&mut b, 0);
-    local_publish(&mut b, "out/1", b"1", QoS::AtLeastOnce, 1, 1);
-    assert_eq!(b.queued_for("local.host.up"), 0);
 }

@@ -51,6 +51,12 @@ pub struct SessionConfig {
     /// Announce a bridge: bit 7 of the CONNECT protocol level (3.1/3.1.1
     /// only; Mosquitto's `try_private`).
     pub bridge: bool,
+    /// Behave like a Mosquitto bridge across reconnects: QoS 1/2 publishes
+    /// made while disconnected are queued, and after CONNACK nothing is
+    /// resent until the caller (having made its subscriptions) calls
+    /// `resume`, which resends unfinished handshakes with DUP whether or not
+    /// the server kept the session.
+    pub resume_by_caller: bool,
 }
 
 impl SessionConfig {
@@ -68,6 +74,7 @@ impl SessionConfig {
             max_inflight: DEFAULT_INFLIGHT,
             debug: false,
             bridge: false,
+            resume_by_caller: false,
         }
     }
 }
@@ -447,7 +454,8 @@ impl Session {
         properties: &[u8],
         now: Instant,
     ) -> Result<u16, SessionError> {
-        if self.state != State::Connected {
+        let offline_ok = self.config.resume_by_caller && qos != QoS::AtMostOnce;
+        if self.state != State::Connected && !offline_ok {
             return Err(SessionError::NotConnected);
         }
         if topic.len() > usize::from(u16::MAX) {
@@ -478,7 +486,7 @@ impl Session {
                 Awaiting::Pubrec
             },
         };
-        if self.window_open() {
+        if self.state == State::Connected && self.window_open() {
             self.send_outgoing(&o, false, now);
             self.inflight.push(o);
         } else {
@@ -566,6 +574,21 @@ impl Session {
             self.send_outgoing(&o, false, now);
             self.inflight.push(o);
         }
+    }
+
+    /// With `resume_by_caller`: resend every unfinished handshake with DUP
+    /// (PUBREL where PUBREC was already received), oldest first, then send
+    /// what was queued while the window was full or the link was down.
+    pub fn resume(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        let inflight = std::mem::take(&mut self.inflight);
+        for o in &inflight {
+            self.send_outgoing(o, true, now);
+        }
+        self.inflight = inflight;
+        self.fill_window(now);
     }
 
     /// Subscribe to `filters` (filter, options byte: QoS in bits 0-1, v5
@@ -842,6 +865,13 @@ impl Session {
                     return Ok(());
                 }
                 self.state = State::Connected;
+                if self.config.resume_by_caller {
+                    // `resume` does it, after the caller's subscriptions.
+                    if !c.session_present {
+                        self.incoming_qos2.clear();
+                    }
+                    return Ok(());
+                }
                 if c.session_present {
                     // Resume unfinished handshakes, oldest first.
                     let inflight = std::mem::take(&mut self.inflight);
