@@ -674,6 +674,13 @@ impl Link {
             self.ack_local(broker, local, now);
             return;
         };
+        if self.state != LinkState::Up && self.cfg.effective_local_cleansession() {
+            // A clean local session keeps nothing for a link that is down
+            // (Mosquitto's local_cleansession true): released, counted.
+            self.stats.dropped += 1;
+            self.ack_local(broker, local, now);
+            return;
+        }
         let retain = p.retain && self.cfg.outgoing_retain;
         let props = if self.local_version.is_v5() {
             strip_local_only(p.properties.raw())

@@ -423,3 +423,29 @@ fn messages_are_queued_before_the_remote_was_ever_reached() {
         .collect();
     assert_eq!(sent.len(), 1);
 }
+
+#[test]
+fn local_cleansession_true_keeps_nothing_while_the_link_is_down() {
+    let mut c = bridge();
+    c.cleansession = true;
+    let (mut l, mut b) = link(c);
+    l.start(&mut b, 0);
+    local_publish(&mut b, "out/1", b"1", QoS::AtLeastOnce, 1, 1);
+    l.local_ready(&mut b, 1);
+    assert_eq!(b.queued_for("local.host.up"), 0, "released, not queued");
+    assert_eq!(l.stats().dropped, 1);
+}
+
+#[test]
+fn a_ping_from_the_remote_is_answered() {
+    let (mut l, mut b) = link(bridge());
+    l.start(&mut b, 0);
+    bring_up(&mut l, &mut b, 0);
+    remote_packets(&mut l, ProtocolVersion::V311);
+    l.remote_input(&[0xC0, 0], &mut b, 1);
+    assert!(!l.wants_drop());
+    assert_eq!(
+        remote_packets(&mut l, ProtocolVersion::V311),
+        vec![vec![0xD0, 0]]
+    );
+}

@@ -51,11 +51,12 @@ pub struct SessionConfig {
     /// Announce a bridge: bit 7 of the CONNECT protocol level (3.1/3.1.1
     /// only; Mosquitto's `try_private`).
     pub bridge: bool,
-    /// Behave like a Mosquitto bridge across reconnects: QoS 1/2 publishes
-    /// made while disconnected are queued, and after CONNACK nothing is
-    /// resent until the caller (having made its subscriptions) calls
-    /// `resume`, which resends unfinished handshakes with DUP whether or not
-    /// the server kept the session.
+    /// Behave like a Mosquitto bridge: QoS 1/2 publishes made while
+    /// disconnected are queued; after CONNACK nothing is resent until the
+    /// caller (having made its subscriptions) calls `resume`, which resends
+    /// unfinished handshakes with DUP whether or not the server kept the
+    /// session; a PINGREQ from the server is answered; a PUBREC for an
+    /// unknown id gets a plain PUBREL.
     pub resume_by_caller: bool,
 }
 
@@ -916,7 +917,7 @@ impl Session {
                         // Unknown id: v5 says PUBREL "Packet Identifier not
                         // found"; 3.1.x has no way to say so, answer anyway.
                         self.log(|id| format!("Client {id} sending PUBREL (m{mid})"));
-                        let rc = if self.config.version.is_v5() {
+                        let rc = if self.config.version.is_v5() && !self.config.resume_by_caller {
                             reason::PACKET_IDENTIFIER_NOT_FOUND
                         } else {
                             0
@@ -995,6 +996,14 @@ impl Session {
             Packet::Auth(_) => Err(SessionError::Protocol(
                 "AUTH received, but no authentication method was requested".into(),
             )),
+            // A broker may ping its bridges (Mosquitto answers): in bridge
+            // mode, so do we.
+            Packet::Pingreq if self.config.resume_by_caller => {
+                self.log(|id| format!("Client {id} sending PINGRESP"));
+                encode(&Packet::Pingresp, self.config.version, &mut self.out);
+                self.sent(now);
+                Ok(())
+            }
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
