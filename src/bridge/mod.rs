@@ -510,7 +510,11 @@ impl Link {
         if self.cfg.notifications {
             broker.publish_internal(&self.notification_topic, b"1", true, now);
         }
-        self.local_connect(broker, now);
+        if self.local_up {
+            self.local_subscribe(broker, now);
+        } else {
+            self.local_connect(broker, now);
+        }
         self.publish_stats(broker, now, true);
     }
 
@@ -550,8 +554,17 @@ impl Link {
             crate::protocol::encode::mark_connect_bridge(&mut buf);
         }
         broker.receive(id, &buf, now);
-        // What the local broker may send for the link, at most the QoS of
-        // the topic line.
+        self.local_subscribe(broker, now);
+    }
+
+    /// Subscribe the local half to the `out`/`both` topics, at most at the
+    /// QoS of the topic line. Done again on every connection to the remote
+    /// (as Mosquitto), so the retained messages of those topics, including
+    /// ones set while the link was down, go out with the retain flag.
+    fn local_subscribe(&mut self, broker: &mut Broker, now: u64) {
+        let id = self.local;
+        let v5 = self.local_version.is_v5();
+        let mut buf = Vec::new();
         let mut raw = Vec::new();
         let outs: Vec<Mapping> = self.maps.iter().filter(|m| m.goes_out()).cloned().collect();
         for m in &outs {
