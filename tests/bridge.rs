@@ -771,3 +771,75 @@ fn retained_changes_made_during_an_outage_reach_the_remote() {
         );
     }
 }
+
+/// `start_type lazy`: no connection until `threshold` messages wait; then
+/// they all cross, and the link is dropped after `idle_timeout`.
+#[test]
+fn lazy_link_starts_at_the_threshold_and_stops_when_idle() {
+    let Some(mosq) = mosquitto() else { return };
+    let dir = temp_dir("bridge-lazy");
+    let (rp, lp) = (free_port(), free_port());
+    let _remote = Proc::start(&mosq, &dir, "remote", rp, &remote_conf(rp, ""));
+    let local = Proc::start(
+        &broker_binary(),
+        &dir,
+        "local",
+        lp,
+        &bridge_conf(
+            lp,
+            rp,
+            "lz",
+            "topic l/# out 1\nstart_type lazy\nthreshold 3\nidle_timeout 2\n",
+        ),
+    );
+    let mut rs = sub(rp, "r", &[("l/#", 1)]);
+    publish_once(lp, "l/1", b"1", 1, false);
+    publish_once(lp, "l/2", b"2", 1, false);
+    assert!(
+        recv(&mut rs, Duration::from_millis(1500)).is_none(),
+        "2 < threshold"
+    );
+    assert!(
+        !local.log().contains("Connecting bridge lz"),
+        "{}",
+        local.log()
+    );
+    publish_once(lp, "l/3", b"3", 1, false);
+    let mut got: Vec<Vec<u8>> = (0..3).map(|_| expect(&mut rs, "lazy").payload).collect();
+    got.sort();
+    assert_eq!(got, [b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+    let deadline = Instant::now() + LINK_WAIT;
+    while !local.log().contains("Bridge lz idle") {
+        assert!(
+            Instant::now() < deadline,
+            "not dropped when idle:\n{}",
+            local.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--test-config` checks a bridge's TLS files like start-up does.
+#[test]
+fn test_config_refuses_a_missing_bridge_certificate() {
+    let dir = temp_dir("bridge-testconfig");
+    let conf = dir.join("m.conf");
+    fs::write(
+        &conf,
+        "listener 1883 127.0.0.1\nconnection c\naddress 127.0.0.1:1\ntopic # out\n\
+         bridge_cafile /nonexistent/ca.crt\n",
+    )
+    .unwrap();
+    let out = run(
+        &broker_binary(),
+        &["-c", conf.to_str().unwrap(), "--test-config"],
+        WAIT,
+    );
+    assert_ne!(
+        out.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        out.output()
+    );
+    assert!(out.output().contains("bridge c"), "{}", out.output());
+}

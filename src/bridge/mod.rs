@@ -863,9 +863,10 @@ impl Link {
             LinkState::Up => None,
         };
         let mut add = |x: u64| t = Some(t.map_or(x, |y| y.min(x)));
-        if self.cfg.start_type == BridgeStartType::Lazy {
-            // Lazy links look at the queue and the idle time now and then.
-            add(self.last_activity + 1000);
+        if self.cfg.start_type == BridgeStartType::Lazy && self.state == LinkState::Up {
+            // The threshold needs no timer: `poll_connect` runs on every
+            // loop pass, and messages arriving make passes.
+            add(self.last_activity + u64::from(self.cfg.idle_timeout) * 1000);
         }
         if let Some(s) = &self.session {
             if let Some(d) = s.next_deadline() {
