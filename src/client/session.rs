@@ -55,8 +55,8 @@ pub struct SessionConfig {
     /// disconnected are queued; after CONNACK nothing is resent until the
     /// caller (having made its subscriptions) calls `resume`, which resends
     /// unfinished handshakes with DUP whether or not the server kept the
-    /// session; a PINGREQ from the server is answered; a PUBREC for an
-    /// unknown id gets a plain PUBREL.
+    /// session; a PINGREQ from the server is answered; a PUBREC or PUBREL
+    /// for an unknown id gets a plain PUBREL or PUBCOMP (as Mosquitto).
     pub resume_by_caller: bool,
 }
 
@@ -939,7 +939,10 @@ impl Session {
                 self.log(|id| format!("Client {id} received PUBREL (Mid: {mid})"));
                 let stored = self.incoming_qos2.remove(&mid);
                 self.log(|id| format!("Client {id} sending PUBCOMP (m{mid})"));
-                let rc = if stored.is_none() && self.config.version.is_v5() {
+                let rc = if stored.is_none()
+                    && self.config.version.is_v5()
+                    && !self.config.resume_by_caller
+                {
                     reason::PACKET_IDENTIFIER_NOT_FOUND
                 } else {
                     0
