@@ -23,11 +23,16 @@
 //! - `net`: the mio event loop, listeners, the connection slab, timers; the
 //!   only room with sockets, TLS and signals.
 //!   - `net::tls`: rustls `ServerConfig` from Mosquitto's TLS options.
+//!   - `net::bridges`: the bridge links' sockets: nonblocking connect,
+//!     name resolution off the loop (woken by a `mio::Waker`), TLS client.
 //!   - `net::ws`: one WebSocket server connection (request head, upgrade or
 //!     `http_dir`, then the codec in the server role).
 //!   - `net::http_dir`: static files for browsers on a websockets listener.
 //!   - `net::slow_loop_tests`: the real loop with every pass slowed: reading
 //!     must not outrun writing.
+//! - `bridge`: outgoing links to other brokers (`connection` sections),
+//!   sans IO: a `client::Session` towards the remote, an ordinary broker
+//!   connection towards the local broker; `net` owns the sockets.
 //! - `persist`: snapshots and the journal on disk.
 //! - `broker`: the sans-IO MQTT core: bytes and `now` in, bytes in outboxes
 //!   and requests out.
@@ -78,6 +83,7 @@
 //!   `config::directives` is the table of every directive).
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -91,6 +91,9 @@ pub(crate) struct Client {
     pub cert_username: Option<Box<str>>,
     /// The listener's `mount_point`.
     pub mount: Option<Rc<str>>,
+    /// A 3.1.x bridge (bridge bit in its CONNECT): its subscriptions are
+    /// no-local and retain-as-published, as in Mosquitto.
+    pub bridge: bool,
 }
 
 /// A connection's topic aliases.

@@ -346,6 +346,7 @@ impl Broker {
             request_problem_info: true,
             cert_username: None,
             mount,
+            bridge: false,
         });
         self.stats.connections_total += 1;
         self.next_check = self.next_check.min(now + self.cfg.connect_timeout_ms);
@@ -484,6 +485,9 @@ impl Broker {
                 (self.events)(&Event::NotConnectFirst { peer: &c.peer });
                 self.close(id, CloseReason::Protocol(ReasonCode::ProtocolError), now);
                 return buf.len();
+            }
+            if c.state == State::New {
+                c.bridge = crate::protocol::peek_connect_bridge(rest);
             }
             let version = c.version;
             match decode(rest, version, self.cfg.max_packet_size) {
@@ -953,6 +957,16 @@ impl Broker {
             None,
             now,
         );
+    }
+
+    /// Messages held for the session of `client_id` (in flight plus
+    /// queued); 0 if there is no such session. A bridge's `threshold` and
+    /// `$SYS` queue count read it.
+    pub fn queued_for(&self, client_id: &str) -> usize {
+        self.sessions
+            .find(client_id)
+            .and_then(|k| self.sessions.get(k))
+            .map_or(0, |s| s.stored_len())
     }
 
     /// Uptime in seconds.

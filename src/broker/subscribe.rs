@@ -26,6 +26,7 @@ impl Broker {
         };
         let version = c.version;
         let v5 = version.is_v5();
+        let bridge = c.bridge && !v5;
         let Some(skey) = c.session else {
             return;
         };
@@ -48,8 +49,8 @@ impl Broker {
             let granted = opts.qos.min(max_qos);
             let sub = SubOptions {
                 qos: granted,
-                no_local: v5 && opts.no_local,
-                retain_as_published: v5 && opts.retain_as_published,
+                no_local: (v5 && opts.no_local) || bridge,
+                retain_as_published: (v5 && opts.retain_as_published) || bridge,
                 retain_handling: if v5 { opts.retain_handling } else { 0 },
                 sub_id,
             };

@@ -121,6 +121,7 @@ pub fn main() -> i32 {
     if args.test_config {
         // Everything start-up would check, short of binding the ports.
         let checked = plan_here(&cfg, &args.ports).and_then(|_| {
+            bridge_specs(&cfg, std::time::Instant::now())?;
             security_blocks(&cfg)
                 .iter()
                 .try_for_each(|s| load_policy(s).map(|_| ()))
@@ -202,6 +203,17 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    let links = match bridge_specs(&cfg, ev.epoch()) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{}", e);
+            return 1;
+        }
+    };
+    if let Err(e) = ev.set_bridges(links) {
+        log::error!("Error: {}.", e);
+        return 1;
+    }
     if let Err(e) = ev.install_signals() {
         log::error!("Error: unable to install signal handlers: {}.", e);
         return 1;
@@ -277,6 +289,58 @@ pub fn main() -> i32 {
 
 /// The plan with the real outside world: a seed from the kernel, the system
 /// resolver, and certificates read from their files.
+/// The bridge links of `cfg`, with their TLS configurations built (an
+/// unreadable certificate is an error naming the `connection` section).
+pub fn bridge_specs(
+    cfg: &Config,
+    epoch: std::time::Instant,
+) -> Result<Vec<net::bridges::BridgeSpec>, String> {
+    let host = os::hostname();
+    let mut out = Vec::new();
+    for (i, b) in cfg.bridges.iter().enumerate() {
+        let at = format!("{}:{}", b.file, b.line);
+        let tls = if b.tls.cafile.is_some() || b.tls.capath.is_some() {
+            let version = match b.tls.tls_version.as_deref() {
+                // Mosquitto's tlsv1.2 is a minimum: 1.3 is allowed too.
+                None | Some("tlsv1.2") => None,
+                Some(v) => Some(v.to_string()),
+            };
+            let opts = crate::client::tls::TlsOptions {
+                cafile: b.tls.cafile.clone(),
+                capath: b.tls.capath.clone(),
+                certfile: b.tls.certfile.clone(),
+                keyfile: b.tls.keyfile.clone(),
+                insecure: b.tls.insecure,
+                version,
+                alpn: b.tls.alpn.clone(),
+                use_os_certs: false,
+            };
+            match crate::client::tls::client_config(&opts) {
+                Ok(c) => Some(c),
+                Err(e) => return Err(format!("Error: bridge {} ({at}): {e}", b.name)),
+            }
+        } else {
+            None
+        };
+        let bind = match &b.bind_address {
+            None => None,
+            Some(a) => match a.parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    return Err(format!(
+                        "Error: bridge {} ({at}): bridge_bind_address {a} is not an IP address.",
+                        b.name
+                    ))
+                }
+            },
+        };
+        let link =
+            crate::bridge::Link::new(b.clone(), i as u32, &host, epoch, os::seed() ^ i as u64);
+        out.push(net::bridges::BridgeSpec { link, tls, bind });
+    }
+    Ok(out)
+}
+
 pub fn plan_here(cfg: &Config, ports: &[u16]) -> Result<Plan, String> {
     let resolve = |host: &str, port: u16| -> std::io::Result<Vec<std::net::SocketAddr>> {
         Ok((host, port).to_socket_addrs()?.collect())

@@ -31,6 +31,22 @@ pub fn seed() -> u64 {
     t ^ u64::from(std::process::id())
 }
 
+/// The host name (for a bridge's default client id, `hostname.name`, as
+/// Mosquitto makes it); "localhost" if the system has none.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(s) if !s.is_empty() => s.to_string(),
+        _ => "localhost".into(),
+    }
+}
+
 /// `-d`: fork, let the parent exit, start a new session, and point the
 /// standard descriptors at /dev/null.
 pub fn daemonise() -> std::io::Result<()> {

@@ -48,6 +48,16 @@ pub struct SessionConfig {
     pub max_inflight: u16,
     /// Produce `Event::Log` lines, worded like libmosquitto's debug log.
     pub debug: bool,
+    /// Announce a bridge: bit 7 of the CONNECT protocol level (3.1/3.1.1
+    /// only; Mosquitto's `try_private`).
+    pub bridge: bool,
+    /// Behave like a Mosquitto bridge: QoS 1/2 publishes made while
+    /// disconnected are queued; after CONNACK nothing is resent until the
+    /// caller (having made its subscriptions) calls `resume`, which resends
+    /// unfinished handshakes with DUP whether or not the server kept the
+    /// session; a PINGREQ from the server is answered; a PUBREC or PUBREL
+    /// for an unknown id gets a plain PUBREL or PUBCOMP (as Mosquitto).
+    pub resume_by_caller: bool,
 }
 
 impl SessionConfig {
@@ -64,6 +74,8 @@ impl SessionConfig {
             receive_maximum: DEFAULT_INFLIGHT,
             max_inflight: DEFAULT_INFLIGHT,
             debug: false,
+            bridge: false,
+            resume_by_caller: false,
         }
     }
 }
@@ -409,6 +421,9 @@ impl Session {
         };
         let mut out = Vec::new();
         encode(&Packet::Connect(connect), self.config.version, &mut out);
+        if self.config.bridge && !self.config.version.is_v5() {
+            crate::protocol::encode::mark_connect_bridge(&mut out);
+        }
         self.out.extend_from_slice(&out);
         self.state = State::Connecting;
         self.last_in = Some(now);
@@ -440,7 +455,8 @@ impl Session {
         properties: &[u8],
         now: Instant,
     ) -> Result<u16, SessionError> {
-        if self.state != State::Connected {
+        let offline_ok = self.config.resume_by_caller && qos != QoS::AtMostOnce;
+        if self.state != State::Connected && !offline_ok {
             return Err(SessionError::NotConnected);
         }
         if topic.len() > usize::from(u16::MAX) {
@@ -471,7 +487,7 @@ impl Session {
                 Awaiting::Pubrec
             },
         };
-        if self.window_open() {
+        if self.state == State::Connected && self.window_open() {
             self.send_outgoing(&o, false, now);
             self.inflight.push(o);
         } else {
@@ -559,6 +575,21 @@ impl Session {
             self.send_outgoing(&o, false, now);
             self.inflight.push(o);
         }
+    }
+
+    /// With `resume_by_caller`: resend every unfinished handshake with DUP
+    /// (PUBREL where PUBREC was already received), oldest first, then send
+    /// what was queued while the window was full or the link was down.
+    pub fn resume(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        let inflight = std::mem::take(&mut self.inflight);
+        for o in &inflight {
+            self.send_outgoing(o, true, now);
+        }
+        self.inflight = inflight;
+        self.fill_window(now);
     }
 
     /// Subscribe to `filters` (filter, options byte: QoS in bits 0-1, v5
@@ -835,6 +866,13 @@ impl Session {
                     return Ok(());
                 }
                 self.state = State::Connected;
+                if self.config.resume_by_caller {
+                    // `resume` does it, after the caller's subscriptions.
+                    if !c.session_present {
+                        self.incoming_qos2.clear();
+                    }
+                    return Ok(());
+                }
                 if c.session_present {
                     // Resume unfinished handshakes, oldest first.
                     let inflight = std::mem::take(&mut self.inflight);
@@ -879,7 +917,7 @@ impl Session {
                         // Unknown id: v5 says PUBREL "Packet Identifier not
                         // found"; 3.1.x has no way to say so, answer anyway.
                         self.log(|id| format!("Client {id} sending PUBREL (m{mid})"));
-                        let rc = if self.config.version.is_v5() {
+                        let rc = if self.config.version.is_v5() && !self.config.resume_by_caller {
                             reason::PACKET_IDENTIFIER_NOT_FOUND
                         } else {
                             0
@@ -901,7 +939,10 @@ impl Session {
                 self.log(|id| format!("Client {id} received PUBREL (Mid: {mid})"));
                 let stored = self.incoming_qos2.remove(&mid);
                 self.log(|id| format!("Client {id} sending PUBCOMP (m{mid})"));
-                let rc = if stored.is_none() && self.config.version.is_v5() {
+                let rc = if stored.is_none()
+                    && self.config.version.is_v5()
+                    && !self.config.resume_by_caller
+                {
                     reason::PACKET_IDENTIFIER_NOT_FOUND
                 } else {
                     0
@@ -958,6 +999,14 @@ impl Session {
             Packet::Auth(_) => Err(SessionError::Protocol(
                 "AUTH received, but no authentication method was requested".into(),
             )),
+            // A broker may ping its bridges (Mosquitto answers): in bridge
+            // mode, so do we.
+            Packet::Pingreq if self.config.resume_by_caller => {
+                self.log(|id| format!("Client {id} sending PINGRESP"));
+                encode(&Packet::Pingresp, self.config.version, &mut self.out);
+                self.sent(now);
+                Ok(())
+            }
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)

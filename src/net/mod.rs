@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::broker::{Broker, ConnId};
 
+pub mod bridges;
 pub mod http_dir;
 pub mod tls;
 pub mod ws;
@@ -30,6 +31,10 @@ mod slow_loop_tests;
 
 const SIGNAL_TOKEN: Token = Token(0);
 const LISTENER_BASE: usize = 1;
+/// Wakes the loop when a bridge's host name is resolved.
+const WAKER_TOKEN: Token = Token(BRIDGE_BASE - 1);
+/// Bridge links' remote sockets.
+const BRIDGE_BASE: usize = 1 << 15;
 const CONN_BASE: usize = 1 << 16;
 /// Bytes read from one connection per pass before others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
@@ -637,6 +642,10 @@ pub struct EventLoop {
     /// Connections closed by us, waiting for the peer (see `drop_conn`).
     lingering: Vec<usize>,
     shutting_down: bool,
+    /// Bridge links; their local halves use broker slots `0..key_base`.
+    bridges: bridges::Bridges,
+    /// Connection `ConnId`s are the slab key plus this.
+    key_base: usize,
 }
 
 impl EventLoop {
@@ -668,7 +677,32 @@ impl EventLoop {
             signals: None,
             lingering: Vec::new(),
             shutting_down: false,
+            bridges: bridges::Bridges::new(Vec::new(), BRIDGE_BASE),
+            key_base: 0,
         })
+    }
+
+    /// Drive these bridge links (before `run`, before any connection is
+    /// accepted: their local halves take the first broker slots).
+    pub fn set_bridges(&mut self, specs: Vec<bridges::BridgeSpec>) -> io::Result<()> {
+        if specs.len() >= BRIDGE_BASE - 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many bridges",
+            ));
+        }
+        self.key_base = specs.len();
+        self.bridges = bridges::Bridges::new(specs, BRIDGE_BASE);
+        if !self.bridges.is_empty() {
+            let waker = Waker::new(self.poll.registry(), WAKER_TOKEN)?;
+            self.bridges.set_waker(Arc::new(waker));
+        }
+        Ok(())
+    }
+
+    /// The instant the loop clock counts from.
+    pub fn epoch(&self) -> Instant {
+        self.started
     }
 
     /// Milliseconds on the loop's monotonic clock (what the broker sees as `now`).
@@ -692,6 +726,8 @@ impl EventLoop {
     pub fn run(&mut self, broker: &mut Broker, control: &mut dyn Control) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut shutting_down = false;
+        let started = self.now();
+        self.bridges.start(broker, started);
         loop {
             let now = self.now();
             let timeout = if !self.read_pending.is_empty() || shutting_down {
@@ -703,6 +739,9 @@ impl EventLoop {
                 }
                 if !self.lingering.is_empty() {
                     deadline = Some(deadline.map_or(now + 500, |d| d.min(now + 500)));
+                }
+                if let Some(b) = self.bridges.next_deadline() {
+                    deadline = Some(deadline.map_or(b, |d| d.min(b)));
                 }
                 deadline.map(|d| Duration::from_millis(d.saturating_sub(now)))
             };
@@ -719,6 +758,20 @@ impl EventLoop {
                             shutting_down = true;
                             self.shutting_down = true;
                         }
+                    }
+                    WAKER_TOKEN => {
+                        self.bridges.resolved(self.poll.registry(), broker, now);
+                    }
+                    Token(t) if self.bridges.owns_token(t) => {
+                        self.bridges.event(
+                            t,
+                            event.is_readable() || event.is_read_closed() || event.is_error(),
+                            event.is_writable(),
+                            self.poll.registry(),
+                            &mut self.scratch,
+                            broker,
+                            now,
+                        );
                     }
                     Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
                         self.accept(t - LISTENER_BASE, broker, now);
@@ -742,14 +795,21 @@ impl EventLoop {
             if !self.lingering.is_empty() {
                 self.sweep_lingering(now);
             }
+            if !shutting_down {
+                self.bridges.drive(self.poll.registry(), broker, now);
+            }
             control.after_pass(broker, now);
             if !shutting_down && control.stop_requested() {
                 shutting_down = true;
                 self.shutting_down = true;
             }
+            if !shutting_down {
+                self.bridges.flush(self.poll.registry(), broker, now);
+            }
             self.flush_dirty(broker, now);
             self.close_requested(broker, now);
             if shutting_down {
+                self.bridges.shutdown(self.poll.registry());
                 if self.conns.is_empty() {
                     return Ok(());
                 }
@@ -851,7 +911,7 @@ impl EventLoop {
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             let id = ConnId {
-                key: key as u32,
+                key: (key + self.key_base) as u32,
                 gen: self.next_gen,
             };
             let stream = match (&l.spec.tls, stream) {
@@ -1068,7 +1128,10 @@ impl EventLoop {
         let mut ids = std::mem::take(&mut self.ids);
         broker.take_dirty(&mut ids);
         for id in ids.iter() {
-            let key = id.key as usize;
+            let Some(key) = (id.key as usize).checked_sub(self.key_base) else {
+                // A bridge's local half: `bridges.drive` reads its outbox.
+                continue;
+            };
             if self.conns.get(key).is_some_and(|c| c.id == *id) {
                 self.flush(key, broker, now);
             }
@@ -1080,7 +1143,10 @@ impl EventLoop {
         let mut ids = std::mem::take(&mut self.ids);
         broker.take_closing(&mut ids);
         for id in ids.iter() {
-            let key = id.key as usize;
+            let Some(key) = (id.key as usize).checked_sub(self.key_base) else {
+                self.bridges.local_closed(*id, broker, now);
+                continue;
+            };
             if self.conns.get(key).is_some_and(|c| c.id == *id) {
                 // Best effort: a refusal CONNACK or DISCONNECT goes out first.
                 self.flush(key, broker, now);

@@ -183,6 +183,24 @@ pub fn peek_connect_version(buf: &[u8]) -> Option<ProtocolVersion> {
     protocol_version(name, level).ok()
 }
 
+/// Whether a CONNECT (fixed header included) carries the bridge bit (bit 7
+/// of the protocol level, Mosquitto's `try_private`) on MQTT 3.1 or 3.1.1.
+/// Bridges get no-local, retain-as-published subscriptions, so a message is
+/// never echoed back over the link it came from.
+pub fn peek_connect_bridge(buf: &[u8]) -> bool {
+    fn level(buf: &[u8]) -> Option<(bool, u8)> {
+        if buf.first()? >> 4 != pt::CONNECT {
+            return None;
+        }
+        let (header_len, _) = fixed_header(buf).ok()??;
+        let mut b = buf.get(header_len..)?;
+        let name = read_binary(&mut b).ok()?;
+        let level = read_u8(&mut b).ok()?;
+        Some((name == b"MQTT" || name == b"MQIsdp", level))
+    }
+    matches!(level(buf), Some((true, l)) if l & 0x80 != 0 && (l & 0x7F) < 5)
+}
+
 fn protocol_version(name: &[u8], level: u8) -> Result<ProtocolVersion, DecodeError> {
     // Bit 7 of the level marks a Mosquitto bridge ("try_private"); the
     // version itself is in the low bits.

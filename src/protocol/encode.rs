@@ -107,6 +107,29 @@ pub fn encode_pingresp(out: &mut Vec<u8>) {
     out.extend_from_slice(&[pt::PINGRESP << 4, 0]);
 }
 
+/// Set the bridge bit (bit 7 of the protocol level) of the 3.1/3.1.1
+/// CONNECT that starts `buf`, as a Mosquitto bridge with `try_private` does.
+/// False (nothing changed) if `buf` does not start with such a CONNECT.
+pub fn mark_connect_bridge(buf: &mut [u8]) -> bool {
+    let Ok(Some((header_len, _))) = super::decode::fixed_header(buf) else {
+        return false;
+    };
+    if buf.first().map(|b| b >> 4) != Some(pt::CONNECT) {
+        return false;
+    }
+    let name_len = match (buf.get(header_len), buf.get(header_len + 1)) {
+        (Some(&a), Some(&b)) => usize::from(u16::from_be_bytes([a, b])),
+        _ => return false,
+    };
+    match buf.get_mut(header_len + 2 + name_len) {
+        Some(level) if (3..=4).contains(level) => {
+            *level |= 0x80;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Encode any packet for a connection speaking `version`. In 3.1/3.1.1,
 /// properties and v5-only fields are omitted (an Ack's reason, UNSUBACK
 /// codes, DISCONNECT reason); AUTH does not exist there and writes nothing.

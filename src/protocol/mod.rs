@@ -21,7 +21,9 @@ pub mod reason;
 mod tests;
 pub mod websocket;
 
-pub use decode::{decode, fixed_header, peek_connect_version, DecodeError, Decoded};
+pub use decode::{
+    decode, fixed_header, peek_connect_bridge, peek_connect_version, DecodeError, Decoded,
+};
 pub use properties::{Properties, Property, PropertyContext, PropertyWriter};
 pub use reason::ReasonCode;
 

@@ -1,0 +1,553 @@
+//! net/bridges: the sockets of the bridge links.
+//!
+//! Owns: for each `bridge::Link`, the outgoing TCP (or rustls client)
+//! stream to the remote broker, its nonblocking connect, name resolution
+//! on a short-lived thread that wakes the loop through a `mio::Waker`, and
+//! moving bytes between the stream and the link. Also calls the link's
+//! timers and hands it the local broker's output for its local half.
+//!
+//! Must not: interpret MQTT (the link does) or block the loop: connect is
+//! nonblocking, names are resolved off the loop, TLS runs inside rustls'
+//! buffers.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token, Waker};
+
+use crate::bridge::{Link, Target};
+use crate::broker::{Broker, ConnId};
+
+/// Bytes read from one remote per pass before others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+
+/// One link and its connection.
+pub struct BridgeSpec {
+    pub link: Link,
+    /// Set when the link speaks TLS (`bridge_cafile`/`bridge_capath`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `bridge_bind_address`.
+    pub bind: Option<IpAddr>,
+}
+
+struct Remote {
+    sock: TcpStream,
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// TCP connect finished.
+    connected: bool,
+    writable: bool,
+}
+
+struct Slot {
+    spec: BridgeSpec,
+    remote: Option<Remote>,
+    /// A name being resolved for this attempt (generation).
+    resolving: Option<u64>,
+    target: Option<Target>,
+}
+
+type Resolved = (usize, u64, io::Result<Vec<SocketAddr>>);
+
+/// Every bridge link of the process.
+pub struct Bridges {
+    slots: Vec<Slot>,
+    base: usize,
+    waker: Option<Arc<Waker>>,
+    tx: Sender<Resolved>,
+    rx: Receiver<Resolved>,
+    generation: u64,
+}
+
+impl Bridges {
+    /// Links use tokens `base..base + n`.
+    pub fn new(specs: Vec<BridgeSpec>, base: usize) -> Bridges {
+        let (tx, rx) = channel();
+        Bridges {
+            slots: specs
+                .into_iter()
+                .map(|spec| Slot {
+                    spec,
+                    remote: None,
+                    resolving: None,
+                    target: None,
+                })
+                .collect(),
+            base,
+            waker: None,
+            tx,
+            rx,
+            generation: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn set_waker(&mut self, waker: Arc<Waker>) {
+        self.waker = Some(waker);
+    }
+
+    /// Whether `t` is one of ours.
+    pub fn owns_token(&self, t: usize) -> bool {
+        t >= self.base && t < self.base + self.slots.len()
+    }
+
+    pub fn start(&mut self, broker: &mut Broker, now: u64) {
+        for s in &mut self.slots {
+            s.spec.link.start(broker, now);
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.spec.link.next_deadline())
+            .min()
+    }
+
+    /// The local broker closed a link's local half.
+    pub fn local_closed(&mut self, id: ConnId, broker: &mut Broker, now: u64) {
+        if let Some(s) = self.slots.get_mut(id.key as usize) {
+            if s.spec.link.local_id() == id {
+                s.spec.link.local_closed(broker, now);
+            }
+        }
+    }
+
+    /// Names resolved off the loop.
+    pub fn resolved(&mut self, registry: &Registry, broker: &mut Broker, now: u64) {
+        while let Ok((i, gen, result)) = self.rx.try_recv() {
+            let base = self.base;
+            let Some(s) = self.slots.get_mut(i) else {
+                continue;
+            };
+            if s.resolving != Some(gen) {
+                continue;
+            }
+            s.resolving = None;
+            match result {
+                Ok(addrs) => match addrs.first() {
+                    Some(a) => open(s, i + base, *a, registry, broker, now),
+                    None => s
+                        .spec
+                        .link
+                        .connect_failed(broker, "no address for the host", now),
+                },
+                Err(e) => s.spec.link.connect_failed(broker, &e.to_string(), now),
+            }
+        }
+    }
+
+    /// A readiness event on a link's socket.
+    #[allow(clippy::too_many_arguments)]
+    pub fn event(
+        &mut self,
+        token: usize,
+        readable: bool,
+        writable: bool,
+        registry: &Registry,
+        scratch: &mut [u8],
+        broker: &mut Broker,
+        now: u64,
+    ) {
+        let i = token - self.base;
+        let Some(s) = self.slots.get_mut(i) else {
+            return;
+        };
+        let Some(r) = s.remote.as_mut() else {
+            return;
+        };
+        if !r.connected {
+            if !writable && !readable {
+                return;
+            }
+            match r.sock.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    fail(s, registry, broker, &e.to_string(), now);
+                    return;
+                }
+                Ok(None) => {}
+            }
+            match r.sock.peer_addr() {
+                Ok(_) => {
+                    r.connected = true;
+                    let _ = r.sock.set_nodelay(true);
+                    s.spec.link.transport_up(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => {
+                    fail(s, registry, broker, &e.to_string(), now);
+                    return;
+                }
+            }
+        }
+        if readable {
+            read(s, registry, scratch, broker, now);
+        }
+        if writable && s.remote.as_ref().is_some_and(|r| r.tls.is_some()) {
+            // TLS handshake records; MQTT bytes wait for `flush`.
+            if let Some(r) = s.remote.as_mut() {
+                if let Some(tls) = r.tls.as_mut() {
+                    if let Err(e) = push_tls(&mut r.sock, tls) {
+                        fail(s, registry, broker, &e.to_string(), now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every pass, before the persistence journal is synced: timers,
+    /// connection attempts, the local halves' output. Nothing is written to
+    /// the remotes here (see `flush`).
+    pub fn drive(&mut self, registry: &Registry, broker: &mut Broker, now: u64) {
+        for i in 0..self.slots.len() {
+            let token = i + self.base;
+            let gen = self.generation + 1;
+            let Some(s) = self.slots.get_mut(i) else {
+                continue;
+            };
+            s.spec.link.local_ready(broker, now);
+            if s.spec.link.next_deadline().is_some_and(|d| now >= d) {
+                s.spec.link.tick(broker, now);
+            }
+            if s.remote.is_none() && s.resolving.is_none() {
+                if let Some(t) = s.spec.link.poll_connect(broker, now) {
+                    s.target = Some(t.clone());
+                    let host = t.host.trim_start_matches('[').trim_end_matches(']');
+                    match host.parse::<IpAddr>() {
+                        Ok(ip) => {
+                            open(s, token, SocketAddr::new(ip, t.port), registry, broker, now)
+                        }
+                        Err(_) => {
+                            self.generation = gen;
+                            s.resolving = Some(gen);
+                            let tx = self.tx.clone();
+                            let waker = self.waker.clone();
+                            let (h, port) = (host.to_string(), t.port);
+                            let spawned = std::thread::Builder::new()
+                                .name("midge-resolve".into())
+                                .spawn(move || {
+                                    let r = (h.as_str(), port)
+                                        .to_socket_addrs()
+                                        .map(|a| a.collect::<Vec<_>>());
+                                    let _ = tx.send((i, gen, r));
+                                    if let Some(w) = waker {
+                                        let _ = w.wake();
+                                    }
+                                });
+                            if let Err(e) = spawned {
+                                s.resolving = None;
+                                s.spec.link.connect_failed(broker, &e.to_string(), now);
+                            }
+                        }
+                    }
+                }
+            }
+            if s.spec.link.wants_drop() {
+                if s.resolving.take().is_some() || s.remote.is_some() {
+                    close(s, registry);
+                }
+                s.spec.link.remote_closed(broker, now);
+            }
+        }
+    }
+
+    /// Every pass, after the persistence journal is synced: write what the
+    /// links have for their remotes. An acknowledgement to the remote thus
+    /// leaves only once the message it acknowledges is durable.
+    pub fn flush(&mut self, registry: &Registry, broker: &mut Broker, now: u64) {
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            flush(s, i + self.base, registry, broker, now);
+        }
+    }
+
+    /// On shutdown: close every remote connection.
+    pub fn shutdown(&mut self, registry: &Registry) {
+        for s in &mut self.slots {
+            close(s, registry);
+        }
+    }
+}
+
+/// Start a nonblocking connect to `addr`.
+fn open(
+    s: &mut Slot,
+    token: usize,
+    addr: SocketAddr,
+    registry: &Registry,
+    broker: &mut Broker,
+    now: u64,
+) {
+    let sock = match connect(addr, s.spec.bind) {
+        Ok(sock) => sock,
+        Err(e) => {
+            s.spec.link.connect_failed(broker, &e.to_string(), now);
+            return;
+        }
+    };
+    let tls = match &s.spec.tls {
+        None => None,
+        Some(cfg) => {
+            let host = s
+                .target
+                .as_ref()
+                .map(|t| t.host.clone())
+                .unwrap_or_else(|| addr.ip().to_string());
+            let made = crate::client::tls::server_name(&host)
+                .map_err(|e| e.0)
+                .and_then(|name| {
+                    rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())
+                });
+            match made {
+                Ok(c) => Some(Box::new(c)),
+                Err(e) => {
+                    s.spec.link.connect_failed(broker, &e, now);
+                    return;
+                }
+            }
+        }
+    };
+    let mut r = Remote {
+        sock,
+        tls,
+        connected: false,
+        writable: true,
+    };
+    if let Err(e) = registry.register(
+        &mut r.sock,
+        Token(token),
+        Interest::READABLE | Interest::WRITABLE,
+    ) {
+        s.spec.link.connect_failed(broker, &e.to_string(), now);
+        return;
+    }
+    s.remote = Some(r);
+}
+
+/// A nonblocking TCP connect, from `bind` if given.
+fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(local) = bind else {
+        return TcpStream::connect(addr);
+    };
+    use std::os::unix::io::FromRawFd;
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the descriptor is owned by `stream` below,
+    // which closes it on every path.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let (sa, len) = super::sockaddr(SocketAddr::new(local, 0));
+    let (da, dlen) = super::sockaddr(addr);
+    // SAFETY: bind/connect read only the sockaddr buffers given, with
+    // their sizes; fd stays valid while `stream` lives.
+    unsafe {
+        if libc::bind(
+            fd,
+            &sa as *const libc::sockaddr_storage as *const libc::sockaddr,
+            len,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::connect(
+            fd,
+            &da as *const libc::sockaddr_storage as *const libc::sockaddr,
+            dlen,
+        ) < 0
+        {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(TcpStream::from_std(stream))
+}
+
+fn close(s: &mut Slot, registry: &Registry) {
+    s.resolving = None;
+    if let Some(mut r) = s.remote.take() {
+        if let Some(tls) = r.tls.as_mut() {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut r.sock);
+        }
+        let _ = registry.deregister(&mut r.sock);
+        let _ = r.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn fail(s: &mut Slot, registry: &Registry, broker: &mut Broker, why: &str, now: u64) {
+    let connecting = s.remote.as_ref().is_some_and(|r| !r.connected);
+    close(s, registry);
+    if connecting {
+        s.spec.link.connect_failed(broker, why, now);
+    } else {
+        s.spec.link.remote_closed(broker, now);
+    }
+}
+
+fn read(s: &mut Slot, registry: &Registry, scratch: &mut [u8], broker: &mut Broker, now: u64) {
+    let mut budget = READ_BUDGET;
+    loop {
+        let Some(r) = s.remote.as_mut() else {
+            return;
+        };
+        let got = match r.tls.as_mut() {
+            None => r.sock.read(scratch),
+            Some(tls) => read_tls(&mut r.sock, tls, scratch),
+        };
+        match got {
+            Ok(0) => {
+                fail(s, registry, broker, "connection closed by the remote", now);
+                return;
+            }
+            Ok(n) => {
+                s.spec.link.remote_input(&scratch[..n], broker, now);
+                if s.spec.link.wants_drop() {
+                    return;
+                }
+                budget = budget.saturating_sub(n);
+                if budget == 0 {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                fail(s, registry, broker, &e.to_string(), now);
+                return;
+            }
+        }
+    }
+}
+
+/// Plaintext from a TLS stream: what rustls has, else more records.
+fn read_tls(
+    sock: &mut TcpStream,
+    tls: &mut rustls::ClientConnection,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    loop {
+        match tls.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        match tls.read_tls(sock) {
+            Ok(0) => return Ok(0),
+            Ok(_) => {
+                if let Err(e) = tls.process_new_packets() {
+                    let _ = tls.write_tls(sock);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+                // Handshake answers go out at once.
+                while tls.wants_write() {
+                    match tls.write_tls(sock) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Write the link's output; WRITABLE interest only while some is left.
+fn flush(s: &mut Slot, token: usize, registry: &Registry, broker: &mut Broker, now: u64) {
+    let Some(r) = s.remote.as_mut() else {
+        return;
+    };
+    if !r.connected {
+        return;
+    }
+    let mut failed: Option<io::Error> = None;
+    loop {
+        let data = s.spec.link.remote_output();
+        if data.is_empty() {
+            break;
+        }
+        let res = match r.tls.as_mut() {
+            None => r.sock.write(data),
+            Some(tls) => tls.writer().write(data),
+        };
+        match res {
+            Ok(0) => break,
+            Ok(n) => s.spec.link.remote_written(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(tls) = r.tls.as_mut() {
+            if let Err(e) = push_tls(&mut r.sock, tls) {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if failed.is_none() {
+        if let Some(tls) = r.tls.as_mut() {
+            if let Err(e) = push_tls(&mut r.sock, tls) {
+                failed = Some(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        fail(s, registry, broker, &e.to_string(), now);
+        return;
+    }
+    let want =
+        !s.spec.link.remote_output().is_empty() || r.tls.as_ref().is_some_and(|t| t.wants_write());
+    if want != r.writable {
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if registry
+            .reregister(&mut r.sock, Token(token), interest)
+            .is_ok()
+        {
+            r.writable = want;
+        }
+    }
+}
+
+/// TLS records to the socket until it would block.
+fn push_tls(sock: &mut TcpStream, tls: &mut rustls::ClientConnection) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
