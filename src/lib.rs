@@ -17,6 +17,10 @@
 //!     writability checks, the random seed.
 //!   - `cli::supervisor`: the running process's duties: SIGHUP reload,
 //!     autosave and the persistence journal, dynamic-security saves.
+//! - `fuzzing`: entry points for the fuzz targets in `fuzz/` and the
+//!   corpus replay (`tests/fuzz_corpus.rs`): arbitrary bytes into every
+//!   parser of untrusted input, invariants checked after each call. Sits on
+//!   top like `cli`; nothing at run time uses it.
 //! - `logging`: Mosquitto-shaped log lines to every `log_dest` (used by
 //!   `cli`).
 //! - `memory`: heap accounting for `memory_limit` (the counting allocator).
@@ -48,6 +52,7 @@
 //!   - `broker::events`: what happened (connected, refused, dropped ...),
 //!     handed to a sink; the core never logs.
 //!   - `broker::journal`: the durable-state change feed for `persist`.
+//!   - `broker::invariants`: what must hold between calls (for fuzzing).
 //!   - `broker::sys`: the `$SYS/broker/...` counters.
 //! - `auth`: who may connect and what they may do.
 //!   - `auth::password`: Mosquitto password files (`$6$`, `$7$`).
@@ -88,6 +93,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod fuzzing;
 pub mod logging;
 pub mod memory;
 pub mod net;

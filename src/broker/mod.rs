@@ -13,6 +13,7 @@
 mod connect;
 mod connections;
 pub mod events;
+mod invariants;
 pub mod journal;
 mod message;
 mod publish;

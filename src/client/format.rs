@@ -141,6 +141,13 @@ pub fn render(opts: &OutputOptions, m: &Message, now: &mut dyn FnMut() -> Tm) ->
     r
 }
 
+/// The largest field width or precision honoured; larger ones are taken as
+/// this. mosquitto_sub hands the number to printf, so `%99999999999p`
+/// would pad with gigabytes of spaces (or overflow its `int`); one line of
+/// a terminal never needs more than this, and a bad `-F` must not exhaust
+/// memory.
+pub const MAX_FIELD_WIDTH: usize = 65_536;
+
 #[derive(Clone, Copy)]
 struct Spec {
     left: bool,
@@ -189,7 +196,8 @@ fn formatted(
                         spec.width = spec
                             .width
                             .saturating_mul(10)
-                            .saturating_add(usize::from(at(i) - b'0'));
+                            .saturating_add(usize::from(at(i) - b'0'))
+                            .min(MAX_FIELD_WIDTH);
                         i += 1;
                     }
                     if at(i) == b'.' && i < len - 1 {
@@ -198,7 +206,8 @@ fn formatted(
                         while i < len - 1 && at(i).is_ascii_digit() {
                             p = p
                                 .saturating_mul(10)
-                                .saturating_add(usize::from(at(i) - b'0'));
+                                .saturating_add(usize::from(at(i) - b'0'))
+                                .min(MAX_FIELD_WIDTH);
                             i += 1;
                         }
                         spec.precision = Some(p);
@@ -255,19 +264,27 @@ fn formatted(
     }
 }
 
-/// C's `%d` with `-`, `0` and a width.
+/// C's `%d` with `-`, `0` and a width. Padded by hand: `format!`'s own
+/// width stops at 65 535 and panics above it.
 fn int(out: &mut Vec<u8>, value: i64, spec: Spec) {
-    let w = spec.width;
-    let s = if w == 0 {
-        value.to_string()
-    } else if spec.left {
-        format!("{value:<w$}")
+    let digits = value.to_string();
+    let padlen = spec.width.saturating_sub(digits.len());
+    if spec.left {
+        out.extend_from_slice(digits.as_bytes());
+        out.extend(std::iter::repeat_n(b' ', padlen));
     } else if spec.pad == b'0' {
-        format!("{value:0w$}")
+        // The sign goes before the zeros: -0005.
+        let (sign, abs) = match digits.strip_prefix('-') {
+            Some(abs) => ("-", abs),
+            None => ("", digits.as_str()),
+        };
+        out.extend_from_slice(sign.as_bytes());
+        out.extend(std::iter::repeat_n(b'0', padlen));
+        out.extend_from_slice(abs.as_bytes());
     } else {
-        format!("{value:>w$}")
-    };
-    out.extend_from_slice(s.as_bytes());
+        out.extend(std::iter::repeat_n(b' ', padlen));
+        out.extend_from_slice(digits.as_bytes());
+    }
 }
 
 /// C's `%s` with `-`, a width and a precision (all in bytes).
@@ -639,6 +656,32 @@ mod tests {
         assert_eq!(fmt("[%-4E|%04S|%3C]", &m).stdout, b"[    |0000|   ]\n");
         // An unknown specifier (refused by check_format) prints nothing.
         assert_eq!(fmt("[%\\0]", &m).stdout, b"[0]\n");
+    }
+
+    /// Regression (fuzzing, issue 16): `%99999999999p` asked for ~100 GB of
+    /// padding and aborted the tool; widths are capped at MAX_FIELD_WIDTH.
+    #[test]
+    fn huge_field_width_is_capped() {
+        let m = msg("t", b"abc", &[]);
+        for f in [
+            "%99999999999p",
+            "%-99999999999999999999999x",
+            "%099999999999l",
+            "%99999999999.99999999999t",
+            "%99999999999E",
+            "%99999999999C",
+        ] {
+            let out = fmt(f, &m).stdout;
+            assert_eq!(out.len(), MAX_FIELD_WIDTH + 1, "{f}");
+        }
+        // Widths below the cap are unchanged; above format!'s own limit
+        // (65 535) an integer is padded without a panic.
+        assert_eq!(fmt("%5l|%-3l|%03l", &m).stdout, b"    3|3  |003\n");
+        assert_eq!(fmt("%70000l", &m).stdout.len(), MAX_FIELD_WIDTH + 1);
+        // mosquitto_sub casts the expiry to int: C puts the sign before the zeros.
+        let neg = msg("t", b"", &[Property::MessageExpiryInterval(u32::MAX - 4)]);
+        assert_eq!(fmt("%05E|%-5E|%5E", &neg).stdout, b"-0005|-5   |   -5\n");
+        assert_eq!(fmt("%65536t", &m).stdout.len(), MAX_FIELD_WIDTH + 1);
     }
 
     #[test]

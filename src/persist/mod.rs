@@ -493,6 +493,151 @@ impl Model {
     }
 }
 
+/// What the snapshot and journal bytes hold, before anything is moved on
+/// disk.
+struct DecodedFiles {
+    state: State,
+    report: LoadReport,
+    generation: u64,
+    next_id: u64,
+    /// Some when the file's tail is damaged: the index of the problem that
+    /// says so (None when no problem was recorded).
+    snapshot_cut: Option<Option<usize>>,
+    journal_cut: Option<Option<usize>>,
+}
+
+/// One file for [`decode_files`]: its bytes (None: no such file; Err: the
+/// message saying it cannot be read) and its name for messages.
+type FileBytes<'a> = (Result<Option<&'a [u8]>, String>, &'a str);
+
+/// The loader without the disk: snapshot and journal bytes in, the state
+/// and a report of every damage out.
+fn decode_files(
+    snapshot: FileBytes<'_>,
+    journal: FileBytes<'_>,
+    now: u64,
+) -> Result<DecodedFiles, LoadError> {
+    let wall_now = wall_ms();
+    let mut report = LoadReport::default();
+    let mut model = Model::default();
+    let mut generation = 0u64;
+    let mut snapshot_cut = None;
+    let mut journal_cut = None;
+    match snapshot.0 {
+        Ok(Some(data)) => {
+            let before = report.problems.len();
+            let (_, g, complete) = read_records(
+                data,
+                KIND_SNAPSHOT,
+                &mut model,
+                wall_now,
+                now,
+                &mut report.problems,
+                snapshot.1,
+            )?;
+            generation = g;
+            if !complete {
+                snapshot_cut = Some(last_new(&report.problems, before));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => report.problems.push(e),
+    }
+    match journal.0 {
+        Ok(Some(data)) => {
+            let name = journal.1;
+            // Peek the generation first: a journal of another generation is
+            // already part of the snapshot.
+            let jgen = data
+                .get(13..21)
+                .map(|g| {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(g);
+                    u64::from_be_bytes(a)
+                })
+                .unwrap_or(u64::MAX);
+            if jgen == generation && data.len() >= HEADER_LEN {
+                let before = report.problems.len();
+                let (n, _, complete) = read_records(
+                    data,
+                    KIND_JOURNAL,
+                    &mut model,
+                    wall_now,
+                    now,
+                    &mut report.problems,
+                    name,
+                )?;
+                report.journal_records = n;
+                if !complete {
+                    journal_cut = Some(last_new(&report.problems, before));
+                }
+            } else if data.len() >= 12 {
+                let version = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+                if version > FORMAT_VERSION {
+                    return Err(LoadError(format!(
+                        "Error: {} was written by a newer midge (format version {}). Refusing to start rather than overwrite it.",
+                        name, version
+                    )));
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => report.problems.push(e),
+    }
+    let next_id = model.max_id + 1;
+    let state = model.into_state(wall_now);
+    report.retained = state.retained.len();
+    report.sessions = state.sessions.len();
+    report.messages = state.sessions.iter().map(|s| s.messages.len()).sum();
+    Ok(DecodedFiles {
+        state,
+        report,
+        generation,
+        next_id,
+        snapshot_cut,
+        journal_cut,
+    })
+}
+
+/// A snapshot (`journal` false, ended with the end marker) or a journal
+/// holding `records` (each a record type byte and its body), framed with
+/// lengths and checksums as midge writes them. Lets the fuzz targets reach
+/// past the checksums into the record decoder; nothing else needs it.
+pub fn file_bytes(journal: bool, generation: u64, records: &[&[u8]]) -> Vec<u8> {
+    let kind = if journal { KIND_JOURNAL } else { KIND_SNAPSHOT };
+    let mut out = header(kind, generation);
+    let end = [rec::END];
+    let tail: &[&[u8]] = if journal { &[] } else { &[&end] };
+    for body in records.iter().chain(tail) {
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&crc32(body).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// The index of the last problem added since there were `before`.
+fn last_new(problems: &[String], before: usize) -> Option<usize> {
+    (problems.len() > before).then(|| problems.len() - 1)
+}
+
+/// Loads a snapshot and a journal from bytes, as [`Store::open`] loads
+/// them from files but touching nothing on disk (the fuzz targets and the
+/// corpus replay use it). A damaged file is reported, never fatal; a newer
+/// format is the error.
+pub fn load_bytes(
+    snapshot: Option<&[u8]>,
+    journal: Option<&[u8]>,
+    now: u64,
+) -> Result<(State, LoadReport), LoadError> {
+    let f = decode_files(
+        (Ok(snapshot), "snapshot"),
+        (Ok(journal), "snapshot.journal"),
+        now,
+    )?;
+    Ok((f.state, f.report))
+}
+
 /// Read records from a file's bytes into the model. Returns (records
 /// applied, generation, complete) or the reason the file cannot be used at
 /// all. `complete` is false when the tail is damaged.
@@ -638,92 +783,47 @@ impl Store {
     /// Load what is on disk. Damage is reported, never fatal; a newer
     /// format is fatal.
     pub fn open(opts: Options, now: u64) -> Result<(Store, State, LoadReport), LoadError> {
-        let wall_now = wall_ms();
-        let mut report = LoadReport::default();
-        let mut model = Model::default();
-        let mut generation = 0u64;
-        match fs::read(&opts.path) {
-            Ok(data) => {
-                let name = opts.path.display().to_string();
-                let (_, g, complete) = read_records(
-                    &data,
-                    KIND_SNAPSHOT,
-                    &mut model,
-                    wall_now,
-                    now,
-                    &mut report.problems,
-                    &name,
-                )?;
-                generation = g;
-                if !complete {
-                    let note = keep_aside(&opts.path);
-                    if let Some(last) = report.problems.last_mut() {
-                        last.push_str("; ");
-                        last.push_str(&note);
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                report
-                    .problems
-                    .push(format!("{}: cannot be read: {}", opts.path.display(), e))
-            }
-        }
+        let read = |path: &Path| match fs::read(path) {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: cannot be read: {}", path.display(), e)),
+        };
         let jpath = opts.journal_path();
-        match fs::read(&jpath) {
-            Ok(data) => {
-                let name = jpath.display().to_string();
-                let mut jmodel_problems = Vec::new();
-                // Peek the generation first: a journal of another
-                // generation is already part of the snapshot.
-                let jgen = data
-                    .get(13..21)
-                    .map(|g| {
-                        let mut a = [0u8; 8];
-                        a.copy_from_slice(g);
-                        u64::from_be_bytes(a)
-                    })
-                    .unwrap_or(u64::MAX);
-                if jgen == generation && data.len() >= HEADER_LEN {
-                    let (n, _, complete) = read_records(
-                        &data,
-                        KIND_JOURNAL,
-                        &mut model,
-                        wall_now,
-                        now,
-                        &mut jmodel_problems,
-                        &name,
-                    )?;
-                    report.journal_records = n;
-                    if !complete {
-                        let note = keep_aside(&jpath);
-                        if let Some(last) = jmodel_problems.last_mut() {
-                            last.push_str("; ");
-                            last.push_str(&note);
-                        }
-                    }
-                } else if data.len() >= 12 {
-                    let version = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-                    if version > FORMAT_VERSION {
-                        return Err(LoadError(format!(
-                            "Error: {} was written by a newer midge (format version {}). Refusing to start rather than overwrite it.",
-                            name, version
-                        )));
-                    }
+        let snapshot = read(&opts.path);
+        let journal = read(&jpath);
+        let mut files = decode_files(
+            (
+                snapshot
+                    .as_ref()
+                    .map(|d| d.as_deref())
+                    .map_err(String::clone),
+                &opts.path.display().to_string(),
+            ),
+            (
+                journal
+                    .as_ref()
+                    .map(|d| d.as_deref())
+                    .map_err(String::clone),
+                &jpath.display().to_string(),
+            ),
+            now,
+        )?;
+        // A file with a damaged tail is moved aside, and the problem that
+        // found the damage says where it went.
+        for (cut, path) in [
+            (files.snapshot_cut, &opts.path),
+            (files.journal_cut, &jpath),
+        ] {
+            if let Some(at) = cut {
+                let note = keep_aside(path);
+                if let Some(problem) = at.and_then(|i| files.report.problems.get_mut(i)) {
+                    problem.push_str("; ");
+                    problem.push_str(&note);
                 }
-                report.problems.extend(jmodel_problems);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => report
-                .problems
-                .push(format!("{}: cannot be read: {}", jpath.display(), e)),
         }
-        let next_id = model.max_id + 1;
-        let state = model.into_state(wall_now);
-        report.retained = state.retained.len();
-        report.sessions = state.sessions.len();
-        report.messages = state.sessions.iter().map(|s| s.messages.len()).sum();
+        let (generation, next_id, state, report) =
+            (files.generation, files.next_id, files.state, files.report);
         let store = Store {
             opts,
             generation,

@@ -1,0 +1,5 @@
+//! Fuzz target `broker`: a thin wrapper over `midge::fuzzing::broker`, which says
+//! what the input means and which invariants are checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| midge::fuzzing::broker(data));
