@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::{bind, Control, EventLoop, Identity, ListenerSpec, Listening};
 use crate::broker::{Broker, BrokerConfig};
+use crate::protocol::field::write_remaining_length;
 
 /// Sleeps at the end of every pass, so each pass finds a backlog.
 struct SlowPasses {
@@ -44,18 +45,7 @@ fn connect_packet(client_id: &str) -> Vec<u8> {
 
 fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
+    write_remaining_length(&mut out, body.len());
     out.extend_from_slice(body);
     out
 }

@@ -14,7 +14,7 @@ pub mod base64;
 pub mod decode;
 pub mod encode;
 pub mod error;
-mod field;
+pub(crate) mod field;
 pub mod properties;
 pub mod reason;
 #[cfg(test)]
