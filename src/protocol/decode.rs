@@ -167,12 +167,9 @@ pub fn decode<'a>(
     Ok(Decoded::Packet(packet, total))
 }
 
-/// The protocol version a (possibly incomplete or invalid) CONNECT asks
-/// for, read from the start of the packet (fixed header included). Lets the
-/// broker answer a CONNECT that failed to decode with a CONNACK in the
-/// client's own version. None if this is not a CONNECT or the name/level is
-/// not one of the three supported pairs.
-pub fn peek_connect_version(buf: &[u8]) -> Option<ProtocolVersion> {
+/// Protocol name and level of a (possibly incomplete or invalid) CONNECT,
+/// read from the start of the packet (fixed header included).
+fn peek_connect_name_level(buf: &[u8]) -> Option<(&[u8], u8)> {
     if buf.first()? >> 4 != pt::CONNECT {
         return None;
     }
@@ -180,6 +177,15 @@ pub fn peek_connect_version(buf: &[u8]) -> Option<ProtocolVersion> {
     let mut b = buf.get(header_len..)?;
     let name = read_binary(&mut b).ok()?;
     let level = read_u8(&mut b).ok()?;
+    Some((name, level))
+}
+
+/// The protocol version a (possibly incomplete or invalid) CONNECT asks
+/// for. Lets the broker answer a CONNECT that failed to decode with a
+/// CONNACK in the client's own version. None if this is not a CONNECT or
+/// the name/level is not one of the three supported pairs.
+pub fn peek_connect_version(buf: &[u8]) -> Option<ProtocolVersion> {
+    let (name, level) = peek_connect_name_level(buf)?;
     protocol_version(name, level).ok()
 }
 
@@ -188,17 +194,8 @@ pub fn peek_connect_version(buf: &[u8]) -> Option<ProtocolVersion> {
 /// Bridges get no-local, retain-as-published subscriptions, so a message is
 /// never echoed back over the link it came from.
 pub fn peek_connect_bridge(buf: &[u8]) -> bool {
-    fn level(buf: &[u8]) -> Option<(bool, u8)> {
-        if buf.first()? >> 4 != pt::CONNECT {
-            return None;
-        }
-        let (header_len, _) = fixed_header(buf).ok()??;
-        let mut b = buf.get(header_len..)?;
-        let name = read_binary(&mut b).ok()?;
-        let level = read_u8(&mut b).ok()?;
-        Some((name == b"MQTT" || name == b"MQIsdp", level))
-    }
-    matches!(level(buf), Some((true, l)) if l & 0x80 != 0 && (l & 0x7F) < 5)
+    matches!(peek_connect_name_level(buf),
+        Some((name, l)) if (name == b"MQTT" || name == b"MQIsdp") && l & 0x80 != 0 && (l & 0x7F) < 5)
 }
 
 fn protocol_version(name: &[u8], level: u8) -> Result<ProtocolVersion, DecodeError> {
