@@ -337,26 +337,10 @@ fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> io::Result<TcpStream> {
     let Some(local) = bind else {
         return TcpStream::connect(addr);
     };
-    use std::os::unix::io::FromRawFd;
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket(2); the descriptor is owned by `stream` below,
-    // which closes it on every path.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh socket we own.
-    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    use std::os::fd::AsRawFd;
+    let sock = super::tcp_socket(&addr)?;
+    let fd = sock.as_raw_fd();
+    let stream = std::net::TcpStream::from(sock);
     let (sa, len) = super::sockaddr(SocketAddr::new(local, 0));
     let (da, dlen) = super::sockaddr(addr);
     // SAFETY: bind/connect read only the sockaddr buffers given, with

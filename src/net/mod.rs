@@ -495,26 +495,16 @@ fn no_ipv6(e: &io::Error) -> bool {
     )
 }
 
-/// A TCP listener as Mosquitto opens one: SO_REUSEADDR, IPV6_V6ONLY on IPv6
-/// sockets (so `0.0.0.0` and `::` on one port coexist), and SO_BINDTODEVICE
-/// for `bind_interface` (Linux). std and mio cannot set the last two before
-/// bind, hence the raw socket.
-fn bind_tcp(addr: SocketAddr, dev: Option<&str>) -> io::Result<TcpListener> {
-    use std::os::unix::io::FromRawFd;
+/// A nonblocking, close-on-exec TCP socket of `addr`'s family (for a
+/// listener or a bridge's outgoing connection, set up before bind).
+fn tcp_socket(addr: &SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     };
-    let cdev = match dev {
-        Some(d) => Some(
-            std::ffi::CString::new(d)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?,
-        ),
-        None => None,
-    };
-    // SAFETY: plain socket(2); the descriptor is owned below by a
-    // std::net::TcpListener (closed on drop) or closed on every error path.
+    // SAFETY: plain socket(2) with constant arguments.
     let fd = unsafe {
         libc::socket(
             domain,
@@ -525,8 +515,26 @@ fn bind_tcp(addr: SocketAddr, dev: Option<&str>) -> io::Result<TcpListener> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: fd is a fresh socket we own; from here the listener closes it.
-    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    // SAFETY: fd is a fresh descriptor nobody else owns; OwnedFd closes it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// A TCP listener as Mosquitto opens one: SO_REUSEADDR, IPV6_V6ONLY on IPv6
+/// sockets (so `0.0.0.0` and `::` on one port coexist), and SO_BINDTODEVICE
+/// for `bind_interface` (Linux). std and mio cannot set the last two before
+/// bind, hence the raw socket.
+fn bind_tcp(addr: SocketAddr, dev: Option<&str>) -> io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    let cdev = match dev {
+        Some(d) => Some(
+            std::ffi::CString::new(d)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?,
+        ),
+        None => None,
+    };
+    let sock = tcp_socket(&addr)?;
+    let fd = sock.as_raw_fd();
+    let listener = std::net::TcpListener::from(sock);
     let one: libc::c_int = 1;
     let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     let (sa, len) = sockaddr(addr);
