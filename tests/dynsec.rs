@@ -24,16 +24,7 @@ fn tools() -> bool {
 /// `mosquitto_ctrl dynsec init` file.
 fn start(dir: &Path) -> (TestBroker, String) {
     let file = dir.join("dynsec.json");
-    let ok = Command::new("mosquitto_ctrl")
-        .args(["dynsec", "init"])
-        .arg(&file)
-        .args(["admin", "adminpw"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "mosquitto_ctrl dynsec init failed");
+    common::dynsec_init_admin(&file);
     let conf = format!(
         "plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n\
          plugin_opt_config_file {}\nuser root\n",

@@ -24,8 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    broker_binary, free_port, have, loopback, run, temp_dir, testing_mosquitto, Connect, Finished,
-    Protocol, RawClient, TestBroker, CONNACK, START_TIMEOUT, WAIT,
+    broker_binary, free_port, have, loopback, pair, pairs, run, temp_dir, testing_mosquitto,
+    Connect, Finished, Protocol, RawClient, TestBroker, CONNACK, START_TIMEOUT, WAIT,
 };
 
 const PASSWD_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/passwd.example");
@@ -319,22 +319,6 @@ fn reply_until_closed(port: u16, packet: &[u8]) -> Vec<u8> {
             Err(_) => return out,
         }
     }
-}
-
-/// (topic, payload) pairs, for compact assertions.
-fn pairs(pubs: &[common::Pub]) -> Vec<(String, String)> {
-    pubs.iter()
-        .map(|p| {
-            (
-                p.topic.clone(),
-                String::from_utf8_lossy(&p.payload).into_owned(),
-            )
-        })
-        .collect()
-}
-
-fn pair(topic: &str, payload: &str) -> (String, String) {
-    (topic.to_string(), payload.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------

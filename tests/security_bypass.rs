@@ -17,13 +17,13 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    free_port, have, loopback, temp_dir, testing_mosquitto, Connect, Pub, RawClient, TestBroker,
-    PUBACK, WAIT,
+    free_port, have, loopback, pair, pairs, temp_dir, testing_mosquitto, Connect, Pub, RawClient,
+    TestBroker, PUBACK, WAIT,
 };
 
 const PASSWD_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/passwd.example");
@@ -33,22 +33,6 @@ const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_securit
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// (topic, payload) pairs, for compact assertions.
-fn pairs(pubs: &[Pub]) -> Vec<(String, String)> {
-    pubs.iter()
-        .map(|p| {
-            (
-                p.topic.clone(),
-                String::from_utf8_lossy(&p.payload).into_owned(),
-            )
-        })
-        .collect()
-}
-
-fn pair(topic: &str, payload: &str) -> (String, String) {
-    (topic.to_string(), payload.to_string())
-}
 
 /// An MQTT 3.1.1 CONNECT with a username and (optionally) a password.
 fn with_user(client_id: &str, user: &str, pass: Option<&str>) -> Connect {
@@ -474,16 +458,7 @@ fn ctrl(port: u16, args: &[&str]) -> String {
 fn dynsec_broker(dir: &Path) -> (TestBroker, PathBuf) {
     assert!(have("mosquitto_ctrl"), "mosquitto_ctrl is not installed");
     let file = dir.join("dynsec.json");
-    let ok = Command::new("mosquitto_ctrl")
-        .args(["dynsec", "init"])
-        .arg(&file)
-        .args(["admin", "adminpw"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "mosquitto_ctrl dynsec init failed");
+    common::dynsec_init_admin(&file);
     let conf = format!(
         "plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {}\nuser root\n",
         file.display()

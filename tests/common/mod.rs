@@ -1290,3 +1290,34 @@ impl TestBroker {
         Self::start_program(bin, &[], extra_config)
     }
 }
+
+/// (topic, payload) pairs, for compact assertions.
+pub fn pairs(pubs: &[Pub]) -> Vec<(String, String)> {
+    pubs.iter()
+        .map(|p| {
+            (
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            )
+        })
+        .collect()
+}
+
+pub fn pair(topic: &str, payload: &str) -> (String, String) {
+    (topic.to_string(), payload.to_string())
+}
+
+/// `mosquitto_ctrl dynsec init FILE admin adminpw`: a fresh dynamic-security
+/// file with Mosquitto's own tool.
+pub fn dynsec_init_admin(file: &Path) {
+    let ok = Command::new("mosquitto_ctrl")
+        .args(["dynsec", "init"])
+        .arg(file)
+        .args(["admin", "adminpw"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "mosquitto_ctrl dynsec init failed");
+}
