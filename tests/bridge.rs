@@ -20,13 +20,23 @@ const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// Link set-up includes a reconnect delay; allow for a loaded machine.
 const LINK_WAIT: Duration = Duration::from_secs(20);
 
-fn mosquitto() -> Option<PathBuf> {
+fn mosquitto() -> PathBuf {
     let p = PathBuf::from(MOSQUITTO);
     assert!(
         p.exists(),
         "{MOSQUITTO} is not installed (.ci/run installs it)"
     );
-    Some(p)
+    p
+}
+
+/// A database directory for a Mosquitto remote: Mosquitto started as root
+/// runs as user `mosquitto`, so it must be writable by anyone.
+fn remote_db_dir(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let rdir = dir.join("remote-db");
+    fs::create_dir_all(&rdir).unwrap();
+    let _ = fs::set_permissions(&rdir, fs::Permissions::from_mode(0o777));
+    rdir
 }
 
 /// A broker process on a port we chose, with a config and a directory we
@@ -214,7 +224,7 @@ fn sub(port: u16, id: &str, filters: &[(&str, u8)]) -> RawClient {
 
 /// out / in / both with prefixes, at QoS 0, 1 and 2, on `protocol`.
 fn directions_and_qos(protocol: &str) {
-    let Some(mosq) = mosquitto() else { return };
+    let mosq = mosquitto();
     let dir = temp_dir("bridge-dirs");
     let (rp, lp) = (free_port(), free_port());
     let _remote = Proc::start(&mosq, &dir, "remote", rp, &remote_conf(rp, ""));
@@ -304,7 +314,7 @@ fn out_in_both_with_prefixes_at_every_qos_mqtt5() {
 
 #[test]
 fn retained_messages_and_their_deletion_cross_the_link() {
-    let Some(mosq) = mosquitto() else { return };
+    let mosq = mosquitto();
     let dir = temp_dir("bridge-retain");
     let (rp, lp) = (free_port(), free_port());
     let _remote = Proc::start(&mosq, &dir, "remote", rp, &remote_conf(rp, ""));
@@ -351,7 +361,7 @@ fn retained_messages_and_their_deletion_cross_the_link() {
 
 #[test]
 fn the_link_comes_back_after_the_remote_restarts_and_notifies_its_state() {
-    let Some(mosq) = mosquitto() else { return };
+    let mosq = mosquitto();
     let dir = temp_dir("bridge-restart");
     let (rp, lp) = (free_port(), free_port());
     let mut remote = Proc::start(&mosq, &dir, "remote", rp, &remote_conf(rp, ""));
@@ -386,7 +396,7 @@ fn the_link_comes_back_after_the_remote_restarts_and_notifies_its_state() {
 /// subscriber there gets every message, in order.
 #[test]
 fn outage_with_kill_9_loses_no_acknowledged_message() {
-    let Some(mosq) = mosquitto() else { return };
+    let mosq = mosquitto();
     if testing_mosquitto() {
         eprintln!("skipped: persistence_mode journal is midge's");
         return;
@@ -394,13 +404,7 @@ fn outage_with_kill_9_loses_no_acknowledged_message() {
     const N: usize = 10_000;
     let dir = temp_dir("bridge-outage");
     let (rp, lp) = (free_port(), free_port());
-    let rdir = dir.join("remote-db");
-    fs::create_dir_all(&rdir).unwrap();
-    // Mosquitto started as root runs as user `mosquitto`: let it write.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(&rdir, fs::Permissions::from_mode(0o777));
-    }
+    let rdir = remote_db_dir(&dir);
     // The remote keeps the subscriber's session (and its queue) itself.
     let mut remote = Proc::start(
         &mosq,
@@ -494,7 +498,7 @@ fn outage_with_kill_9_loses_no_acknowledged_message() {
 
 #[test]
 fn failover_to_the_second_address() {
-    let Some(mosq) = mosquitto() else { return };
+    let mosq = mosquitto();
     let dir = temp_dir("bridge-failover");
     let (rp, lp, dead) = (free_port(), free_port(), free_port());
     let _remote = Proc::start(&mosq, &dir, "remote", rp, &remote_conf(rp, ""));
@@ -576,7 +580,7 @@ fn fake_remote(reply: &'static [u8]) -> (u16, std::sync::Arc<std::sync::atomic::
 /// Bad remotes are logged and retried; the broker keeps serving.
 #[test]
 fn bad_remotes_are_retried_and_local_clients_are_unaffected() {
-    let Some(mosq) = mosquitto() else { return };
+    let mosq = mosquitto();
     let dir = temp_dir("bridge-bad");
     let (garbage, garbage_n) = fake_remote(b"\xff\xff\xff\xff\xffnot mqtt at all");
     let (silent, silent_n) = fake_remote(b"");
@@ -631,7 +635,7 @@ fn bad_remotes_are_retried_and_local_clients_are_unaffected() {
 
 #[test]
 fn tls_to_mosquitto_with_a_ca_and_a_client_certificate() {
-    let Some(mosq) = mosquitto() else { return };
+    let mosq = mosquitto();
     assert!(
         have("openssl"),
         "openssl is needed to make the certificates"
@@ -699,15 +703,10 @@ fn tls_to_mosquitto_with_a_ca_and_a_client_certificate() {
 /// deletions published at QoS 1, reach the remote when it is back.
 #[test]
 fn retained_changes_made_during_an_outage_reach_the_remote() {
-    let Some(mosq) = mosquitto() else { return };
+    let mosq = mosquitto();
     let dir = temp_dir("bridge-retain-outage");
     let (rp, lp) = (free_port(), free_port());
-    let rdir = dir.join("remote-db");
-    fs::create_dir_all(&rdir).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(&rdir, fs::Permissions::from_mode(0o777));
-    }
+    let rdir = remote_db_dir(&dir);
     let mut remote = Proc::start(
         &mosq,
         &dir,
@@ -776,7 +775,7 @@ fn retained_changes_made_during_an_outage_reach_the_remote() {
 /// they all cross, and the link is dropped after `idle_timeout`.
 #[test]
 fn lazy_link_starts_at_the_threshold_and_stops_when_idle() {
-    let Some(mosq) = mosquitto() else { return };
+    let mosq = mosquitto();
     let dir = temp_dir("bridge-lazy");
     let (rp, lp) = (free_port(), free_port());
     let _remote = Proc::start(&mosq, &dir, "remote", rp, &remote_conf(rp, ""));
