@@ -237,7 +237,7 @@ fn include_dir_files(dir: &str) -> Result<Vec<String>, String> {
             names.push(name);
         }
     }
-    names.sort_by(|a, b| include_order(a, b));
+    names.sort_unstable_by(|a, b| include_order(a, b));
     let sep = if dir.ends_with('/') { "" } else { "/" };
     Ok(names
         .into_iter()

@@ -169,7 +169,7 @@ fn load_roots(tls: &config::Tls) -> Result<(RootCertStore, Vec<CertificateDer<'s
         // Sorted, so that which of two same-named CAs completes the chain
         // does not depend on the order of the directory.
         let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-        paths.sort();
+        paths.sort_unstable();
         let mut found = 0usize;
         for p in paths {
             if p.is_file() {
