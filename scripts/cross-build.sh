@@ -192,10 +192,19 @@ build_target() {
   else
     for name in "${BINS[@]}"; do sel+=(--bin "$name"); done
   fi
-  echo "== $t: cargo ${tc[*]} build --profile $PROFILE --target $t ${sel[*]}"
+  # The release profile aborts on panic, so no Rust frame is ever unwound:
+  # its unwind tables (~45 KB of .eh_frame on aarch64) are dead weight in
+  # the Pi budget. Only for the release profile: a test build unwinds, and
+  # rustc refuses panic=unwind without them. The variable names the target,
+  # so build scripts and proc macros built for the host keep theirs.
+  local flags_var="CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS" flags=()
+  if [ "$PROFILE" = release ] && [ "$t" != x86_64-unknown-linux-gnu ]; then
+    flags=("$flags_var=${!flags_var:+${!flags_var} }-C force-unwind-tables=no")
+  fi
+  echo "== $t: ${flags[*]:+${flags[*]} }cargo ${tc[*]} build --profile $PROFILE --target $t ${sel[*]}"
   json=$(mktemp)
   local start=$SECONDS
-  cargo "${tc[@]}" build --profile "$PROFILE" --target "$t" "${sel[@]}" \
+  env "${flags[@]}" cargo "${tc[@]}" build --profile "$PROFILE" --target "$t" "${sel[@]}" \
     --message-format=json-render-diagnostics >"$json"
   status=$?
   if [ $status -ne 0 ]; then
