@@ -3,6 +3,10 @@
 #
 #   scripts/bench.sh              rounds of every scenario, both brokers
 #   scripts/bench.sh callgrind    instructions and syscalls per delivered message
+#   scripts/bench.sh sweep        how cost grows: idle connections, distinct
+#                                 subscriptions, retained messages and fan-out
+#                                 subscribers at growing sizes, both brokers;
+#                                 bench-results/sweep.md and sweep-*.png
 #   scripts/bench.sh slowcpu      fan-in flood on a starved CPU: each broker
 #                                 under callgrind (~50x slower, a Pi Zero's
 #                                 pace), 8 publishers x SLOW_COUNT/8 QoS 0
@@ -18,6 +22,8 @@
 #   NODELAY=1                set_tcp_nodelay in every scenario, not only latency
 #   MOSQUITTO=/path          Mosquitto binary (default: found on PATH or /usr/sbin)
 #   CG_COUNT=200000          callgrind/strace mode: fan-in messages
+#   SWEEP_CONNS, SWEEP_SUBS, SWEEP_RETAINED, SWEEP_FANOUT   sweep sizes
+#   SWEEP_DURATION=5         sweep: seconds of traffic per point
 #
 # Each broker is started fresh for every (round, scenario) on a free loopback
 # port with the same mosquitto.conf, and stopped by the PID this script got
@@ -51,9 +57,9 @@ fi
 FANOUT_SUBS=${FANOUT_SUBS:-100}
 
 case "$MODE" in
-run | callgrind | slowcpu) ;;
+run | callgrind | slowcpu | sweep) ;;
 *)
-    echo "usage: $0 [run|callgrind|slowcpu]" >&2
+    echo "usage: $0 [run|callgrind|slowcpu|sweep]" >&2
     exit 2
     ;;
 esac
@@ -329,6 +335,78 @@ if [ "$MODE" = run ]; then
     cat "$OUT/results.md"
     draw_chart "$TMP/ratios.tsv" "$OUT/ratios.png" "midge vs Mosquitto, median of $ROUNDS round(s)"
     echo "== wrote $OUT/results.md, $OUT/raw.jsonl$([ -f "$OUT/ratios.png" ] && echo ", $OUT/ratios.png")" >&2
+    exit 0
+fi
+
+# ---- sweep mode: how cost grows with connections, subscriptions, retained
+# messages and subscribers. One broker start per (sweep, size, broker), the
+# brokers alternating which goes first; every point is one JSON line in
+# raw-sweep.jsonl tagged with "sweep" and "size".
+if [ "$MODE" = sweep ]; then
+    if [ "$QUICK" = 1 ]; then
+        SWEEP_CONNS=${SWEEP_CONNS:-"1000 5000"}
+        SWEEP_SUBS=${SWEEP_SUBS:-"1000 10000 100000"}
+        SWEEP_RETAINED=${SWEEP_RETAINED:-"10000 100000"}
+        SWEEP_FANOUT=${SWEEP_FANOUT:-"1 10 100 1000"}
+        SWEEP_DURATION=${SWEEP_DURATION:-2}
+    else
+        # 19 000: this machine's hard limit is 20 000 descriptors a process.
+        SWEEP_CONNS=${SWEEP_CONNS:-"1000 2000 5000 10000 19000"}
+        SWEEP_SUBS=${SWEEP_SUBS:-"1000 10000 100000 1000000"}
+        SWEEP_RETAINED=${SWEEP_RETAINED:-"10000 100000 1000000"}
+        SWEEP_FANOUT=${SWEEP_FANOUT:-"1 10 100 1000 10000"}
+        SWEEP_DURATION=${SWEEP_DURATION:-5}
+    fi
+    RAW=$OUT/raw-sweep.jsonl
+    : >"$RAW"
+    sweep_args() { # sweep_args KIND SIZE
+        case "$1" in
+        conns) echo "conns --conns $2" ;;
+        subs) echo "subs --subs $2 --conns $(($2 < 100 ? $2 : 100)) --duration $SWEEP_DURATION" ;;
+        retained) echo "retained --count $2 --timeout 300" ;;
+        fanout) echo "fanout --subs $2 --duration $SWEEP_DURATION" ;;
+        esac
+    }
+    n=0
+    for kind in conns subs retained fanout; do
+        case $kind in
+        conns) sizes=$SWEEP_CONNS ;;
+        subs) sizes=$SWEEP_SUBS ;;
+        retained) sizes=$SWEEP_RETAINED ;;
+        fanout) sizes=$SWEEP_FANOUT ;;
+        esac
+        for size in $sizes; do
+            n=$((n + 1))
+            if [ $((n % 2)) = 1 ]; then order=$BROKERS; else order=$(echo "$BROKERS" | awk '{for(i=NF;i>0;i--) printf "%s ", $i}'); fi
+            for name in $order; do
+                port=$("$BENCH" free-port)
+                conf=$TMP/$name.conf
+                write_conf "$conf" "$port" 0
+                start_broker "$name" "$conf" "$TMP/sweep-$name.log"
+                pid=$BROKER_PID
+                line=
+                if "$BENCH" wait-port --port "$port" --timeout 10; then
+                    # shellcheck disable=SC2046
+                    line=$(timeout 900 "$BENCH" $(sweep_args "$kind" "$size") --port "$port" \
+                        --broker-pid "$pid" --label "$name" $BENCH_ARGS) || true
+                fi
+                [ -n "$line" ] || line="{\"scenario\":\"$kind\",\"broker\":\"$name\",\"error\":\"no result\"}"
+                stop_broker "$pid"
+                echo "{\"sweep\":\"$kind\",\"size\":$size,${line#\{}" >>"$RAW"
+                printf '   %-8s %8s %-9s %s\n' "$kind" "$size" "$name" "$(summary "$line")" >&2
+            done
+        done
+    done
+    {
+        echo "# How cost grows (scripts/bench.sh sweep)"
+        echo
+        machine_header
+        echo "- same mosquitto.conf for both (persistence off, max_queued_messages 1000); one run per point"
+        echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo
+        python3 scripts/sweep-report.py "$RAW" "$OUT" || echo "(sweep-report.py failed)"
+    } >"$OUT/sweep.md"
+    cat "$OUT/sweep.md"
     exit 0
 fi
 

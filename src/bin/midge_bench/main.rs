@@ -13,6 +13,7 @@ mod net;
 mod procfs;
 mod report;
 mod scenarios;
+mod sweep;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ scenarios:
   conns     N idle subscribed connections, broker RSS per connection
   retained  store N retained messages, time a # subscriber receiving them
   wildcard  N subscribers with distinct +/# filters, routed publishes/s
+  subs      --subs N distinct filters on --conns C connections: subscribe
+            time, RSS per subscription, publishes routed to one filter each/s
 
 options:
   --host ADDR        loopback address of the broker (default 127.0.0.1)
@@ -45,8 +48,10 @@ options:
   --window N         max messages sent but not yet delivered (fanin 1000, fanout 500, qos1 1000, wildcard 500)
   --payload N        payload bytes (default 64)
   --pubs N           fanin publishers (default 8)
-  --subs N           fanout subscribers (default 100), wildcard subscribers (default 10000)
-  --conns N          conns: idle connections (default 10000)
+  --subs N           fanout subscribers (default 100), wildcard subscribers (default 10000),
+                     subs filters (default 100000)
+  --conns N          conns: idle connections (default 10000); subs: connections
+                     holding the filters
   --rate N           latency: publishes per second (default 1000)
   --inflight N       qos1: unacknowledged publishes (default 64)
   --qos N            latency: QoS 0 or 1 (default 0)
@@ -222,6 +227,7 @@ fn run() -> Result<(), (String, Option<String>)> {
         "conns" => scenarios::conns,
         "retained" => scenarios::retained,
         "wildcard" => scenarios::wildcard,
+        "subs" => sweep::subs,
         other => return Err((format!("unknown scenario '{other}'\n\n{USAGE}"), None)),
     };
     let o = parse_opts(rest).map_err(|e| (format!("{e}\n\n{USAGE}"), None))?;

@@ -42,9 +42,9 @@ pub struct Opts {
 }
 
 /// How often the loop wakes up to check deadlines when nothing happens.
-const POLL_TICK: Duration = Duration::from_millis(5);
+pub(crate) const POLL_TICK: Duration = Duration::from_millis(5);
 /// Publishers stop queueing while this much is still unwritten.
-const MAX_PENDING: usize = 256 * 1024;
+pub(crate) const MAX_PENDING: usize = 256 * 1024;
 /// Publishes queued on one publisher per turn.
 const BATCH: u64 = 32;
 /// No delivery for this long with a full window: the rest is lost.
@@ -61,18 +61,18 @@ fn drain_max(o: &Opts) -> Duration {
 /// Payload bytes used for bookkeeping: sequence, source, timestamp.
 const STAMP_LEN: usize = 20;
 
-type Spec = (String, Option<(String, u8)>);
+pub(crate) type Spec = (String, Option<(String, u8)>);
 
-fn client_id(role: &str, i: usize) -> String {
+pub(crate) fn client_id(role: &str, i: usize) -> String {
     format!("mb{}-{role}-{i}", std::process::id())
 }
 
-fn io_err(e: std::io::Error) -> String {
+pub(crate) fn io_err(e: std::io::Error) -> String {
     format!("I/O error: {e}")
 }
 
 /// Connects everything in `specs` or fails with a reason.
-fn establish_all(net: &mut Net, specs: &[Spec], o: &Opts) -> Result<Vec<usize>, String> {
+pub(crate) fn establish_all(net: &mut Net, specs: &[Spec], o: &Opts) -> Result<Vec<usize>, String> {
     let deadline = Instant::now() + o.timeout;
     let setup = net
         .establish(specs, o.concurrency, deadline, &mut |_, _| {})
@@ -97,13 +97,13 @@ struct Template {
     payload_at: usize,
 }
 
-fn patch(buf: &mut [u8], at: usize, bytes: &[u8]) {
+pub(crate) fn patch(buf: &mut [u8], at: usize, bytes: &[u8]) {
     if let Some(dst) = buf.get_mut(at..at + bytes.len()) {
         dst.copy_from_slice(bytes);
     }
 }
 
-fn fill_payload(payload: &mut Vec<u8>, len: usize, src: u32) {
+pub(crate) fn fill_payload(payload: &mut Vec<u8>, len: usize, src: u32) {
     payload.clear();
     payload.resize(len, b'x');
     patch(payload, 8, &src.to_be_bytes());
@@ -136,7 +136,7 @@ impl Template {
     }
 }
 
-fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn read_u64(b: &[u8], at: usize) -> Option<u64> {
     let s = b.get(at..at + 8)?;
     let mut a = [0u8; 8];
     a.copy_from_slice(s);
@@ -176,7 +176,7 @@ impl SeqTracker {
     }
 }
 
-enum Step {
+pub(crate) enum Step {
     Send,
     Drain,
     Done,
@@ -186,7 +186,7 @@ enum Step {
 
 /// Timing of a windowed flow: send phase bounded by `duration` (and count),
 /// drain phase bounded by `Opts::drain` idle and `drain_max` in total.
-struct Flow {
+pub(crate) struct Flow {
     meter: Meter,
     send_until: Instant,
     drain_until: Option<Instant>,
@@ -201,7 +201,7 @@ struct Flow {
 }
 
 impl Flow {
-    fn start(o: &Opts) -> Flow {
+    pub(crate) fn start(o: &Opts) -> Flow {
         let meter = Meter::start(o.broker_pid);
         let t0 = meter.t0;
         Flow {
@@ -218,7 +218,13 @@ impl Flow {
     }
 
     /// `full`: no more may be sent until something arrives.
-    fn step(&mut self, now: Instant, count_reached: bool, outstanding: u64, full: bool) -> Step {
+    pub(crate) fn step(
+        &mut self,
+        now: Instant,
+        count_reached: bool,
+        outstanding: u64,
+        full: bool,
+    ) -> Step {
         if self.drain_until.is_none() && (count_reached || now >= self.send_until) {
             self.drain_until = Some(now + self.drain_max);
             self.last_progress = self.last_progress.max(now);
@@ -240,7 +246,7 @@ impl Flow {
         Step::Send
     }
 
-    fn progressed(&mut self, now: Instant) {
+    pub(crate) fn progressed(&mut self, now: Instant) {
         if self.drain_until.is_none() {
             self.max_gap = self.max_gap.max(now.duration_since(self.last_delivery));
         }
@@ -248,12 +254,12 @@ impl Flow {
         self.last_delivery = now;
     }
 
-    fn cost(&self) -> Cost {
+    pub(crate) fn cost(&self) -> Cost {
         self.meter.stop(self.last_delivery)
     }
 }
 
-fn header(o: &Opts, scenario: &str) -> JsonLine {
+pub(crate) fn header(o: &Opts, scenario: &str) -> JsonLine {
     let mut j = JsonLine::new();
     j.str("scenario", scenario)
         .str("broker", &o.label)
@@ -261,7 +267,7 @@ fn header(o: &Opts, scenario: &str) -> JsonLine {
     j
 }
 
-fn cost_fields(j: &mut JsonLine, c: &Cost, msgs: u64) {
+pub(crate) fn cost_fields(j: &mut JsonLine, c: &Cost, msgs: u64) {
     let per_sec = if c.secs > 0.0 {
         msgs as f64 / c.secs
     } else {
@@ -288,7 +294,7 @@ fn cost_fields(j: &mut JsonLine, c: &Cost, msgs: u64) {
         );
 }
 
-fn loss_fields(j: &mut JsonLine, expected: u64, got: u64) {
+pub(crate) fn loss_fields(j: &mut JsonLine, expected: u64, got: u64) {
     let loss = expected.saturating_sub(got);
     j.int("loss", loss).num(
         "loss_pct",
@@ -300,7 +306,7 @@ fn loss_fields(j: &mut JsonLine, expected: u64, got: u64) {
     );
 }
 
-fn footer(j: &mut JsonLine, o: &Opts, stats: &NetStats) -> String {
+pub(crate) fn footer(j: &mut JsonLine, o: &Opts, stats: &NetStats) -> String {
     if let Some(pid) = o.broker_pid {
         j.bool("broker_alive", procfs::alive(pid));
     }
@@ -316,11 +322,11 @@ fn footer(j: &mut JsonLine, o: &Opts, stats: &NetStats) -> String {
 
 /// A retained message left by an earlier run on the same broker (the
 /// scenarios never publish with RETAIN, except `retained`).
-fn is_stale(p: &Packet<'_>) -> bool {
+pub(crate) fn is_stale(p: &Packet<'_>) -> bool {
     matches!(p, Packet::Publish { retain: true, .. })
 }
 
-fn poll(
+pub(crate) fn poll(
     net: &mut Net,
     timeout: Duration,
     f: &mut impl FnMut(usize, &Packet<'_>),
@@ -329,7 +335,7 @@ fn poll(
 }
 
 /// Maps a client index to its role index (`u32::MAX`: none).
-fn role_map(net: &Net, ids: &[usize]) -> Vec<u32> {
+pub(crate) fn role_map(net: &Net, ids: &[usize]) -> Vec<u32> {
     let mut map = vec![u32::MAX; net.len()];
     for (role, &id) in ids.iter().enumerate() {
         if let Some(slot) = map.get_mut(id) {
