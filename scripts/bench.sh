@@ -7,6 +7,9 @@
 #                                 subscriptions, retained messages and fan-out
 #                                 subscribers at growing sizes, both brokers;
 #                                 bench-results/sweep.md and sweep-*.png
+#   scripts/bench.sh transports   fan-in and fan-out over TLS, WebSockets and
+#                                 WebSockets over TLS, both brokers, ROUNDS
+#                                 rounds; bench-results/transports.md
 #   scripts/bench.sh slowcpu      fan-in flood on a starved CPU: each broker
 #                                 under callgrind (~50x slower, a Pi Zero's
 #                                 pace), 8 publishers x SLOW_COUNT/8 QoS 0
@@ -22,7 +25,7 @@
 #   NODELAY=1                set_tcp_nodelay in every scenario, not only latency
 #   MOSQUITTO=/path          Mosquitto binary (default: found on PATH or /usr/sbin)
 #   CG_COUNT=200000          callgrind/strace mode: fan-in messages
-#   SWEEP_CONNS, SWEEP_SUBS, SWEEP_RETAINED, SWEEP_FANOUT   sweep sizes
+#   SWEEP_CONNS, SWEEP_SUBS, SWEEP_RETAINED, SWEEP_FANOUT   sweep sizes (empty: skip)
 #   SWEEP_DURATION=5         sweep: seconds of traffic per point
 #
 # Each broker is started fresh for every (round, scenario) on a free loopback
@@ -57,9 +60,9 @@ fi
 FANOUT_SUBS=${FANOUT_SUBS:-100}
 
 case "$MODE" in
-run | callgrind | slowcpu | sweep) ;;
+run | callgrind | slowcpu | sweep | transports) ;;
 *)
-    echo "usage: $0 [run|callgrind|slowcpu|sweep]" >&2
+    echo "usage: $0 [run|callgrind|slowcpu|sweep|transports]" >&2
     exit 2
     ;;
 esac
@@ -344,17 +347,17 @@ fi
 # raw-sweep.jsonl tagged with "sweep" and "size".
 if [ "$MODE" = sweep ]; then
     if [ "$QUICK" = 1 ]; then
-        SWEEP_CONNS=${SWEEP_CONNS:-"1000 5000"}
-        SWEEP_SUBS=${SWEEP_SUBS:-"1000 10000 100000"}
-        SWEEP_RETAINED=${SWEEP_RETAINED:-"10000 100000"}
-        SWEEP_FANOUT=${SWEEP_FANOUT:-"1 10 100 1000"}
+        SWEEP_CONNS=${SWEEP_CONNS-"1000 5000"}
+        SWEEP_SUBS=${SWEEP_SUBS-"1000 10000 100000"}
+        SWEEP_RETAINED=${SWEEP_RETAINED-"10000 100000"}
+        SWEEP_FANOUT=${SWEEP_FANOUT-"1 10 100 1000"}
         SWEEP_DURATION=${SWEEP_DURATION:-2}
     else
         # 19 000: this machine's hard limit is 20 000 descriptors a process.
-        SWEEP_CONNS=${SWEEP_CONNS:-"1000 2000 5000 10000 19000"}
-        SWEEP_SUBS=${SWEEP_SUBS:-"1000 10000 100000 1000000"}
-        SWEEP_RETAINED=${SWEEP_RETAINED:-"10000 100000 1000000"}
-        SWEEP_FANOUT=${SWEEP_FANOUT:-"1 10 100 1000 10000"}
+        SWEEP_CONNS=${SWEEP_CONNS-"1000 2000 5000 10000 19000"}
+        SWEEP_SUBS=${SWEEP_SUBS-"1000 10000 100000 1000000"}
+        SWEEP_RETAINED=${SWEEP_RETAINED-"10000 100000 1000000"}
+        SWEEP_FANOUT=${SWEEP_FANOUT-"1 10 100 1000 10000"}
         SWEEP_DURATION=${SWEEP_DURATION:-5}
     fi
     RAW=$OUT/raw-sweep.jsonl
@@ -407,6 +410,99 @@ if [ "$MODE" = sweep ]; then
         python3 scripts/sweep-report.py "$RAW" "$OUT" || echo "(sweep-report.py failed)"
     } >"$OUT/sweep.md"
     cat "$OUT/sweep.md"
+    exit 0
+fi
+
+# ---- transports mode: fan-in and fan-out over TLS and WebSockets. Both
+# brokers get the same configuration: a throwaway CA and an ECDSA P-256
+# server certificate made here with openssl, and for WebSockets a listener
+# without an address (Mosquitto 2.0.11 cannot bind a WebSockets listener to
+# 127.0.0.1, and exits when it has no plain MQTT listener, hence the extra
+# one); midge_bench connects to 127.0.0.1 only.
+if [ "$MODE" = transports ]; then
+    command -v openssl >/dev/null || { echo "transports needs openssl" >&2; exit 1; }
+    TRANSPORTS=${TRANSPORTS:-"tls ws wss"}
+    CERTS=$TMP/certs
+    mkdir -p "$CERTS"
+    (
+        cd "$CERTS"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+            -out ca.crt -days 2 -subj /CN=midge-bench-ca
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+            -out server.csr -subj /CN=localhost
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+            -out server.crt -days 2 -extfile ext
+    ) >/dev/null 2>&1 || { echo "openssl could not make the certificates" >&2; exit 1; }
+    # Both brokers drop root for their own user and read the key as root
+    # first, but keep the files readable for either order.
+    chmod 755 "$TMP" "$CERTS"
+    chmod 644 "$CERTS"/*
+    RAW=$OUT/raw-transports.jsonl
+    : >"$RAW"
+    for round in $(seq 1 "$ROUNDS"); do
+        if [ $((round % 2)) = 1 ]; then order=$BROKERS; else order=$(echo "$BROKERS" | awk '{for(i=NF;i>0;i--) printf "%s ", $i}'); fi
+        for t in $TRANSPORTS; do
+            case $t in
+            tls) targs="--tls-cafile $CERTS/ca.crt" ;;
+            ws) targs="--ws" ;;
+            wss) targs="--ws --tls-cafile $CERTS/ca.crt" ;;
+            *) echo "unknown transport $t" >&2; exit 2 ;;
+            esac
+            for scenario in fanin fanout; do
+                for name in $order; do
+                    port=$("$BENCH" free-port)
+                    plain=$("$BENCH" free-port)
+                    conf=$TMP/$name.conf
+                    {
+                        echo "listener $plain 127.0.0.1"
+                        case $t in
+                        tls) echo "listener $port 127.0.0.1" ;;
+                        *) echo "listener $port"; echo "protocol websockets" ;;
+                        esac
+                        if [ "$t" != ws ]; then
+                            echo "certfile $CERTS/server.crt"
+                            echo "keyfile $CERTS/server.key"
+                        fi
+                        echo "allow_anonymous true"
+                        echo "persistence false"
+                        echo "max_queued_messages 1000"
+                        echo "max_inflight_messages 20"
+                        echo "log_dest stderr"
+                        echo "log_type error"
+                        echo "log_type warning"
+                    } >"$conf"
+                    start_broker "$name" "$conf" "$TMP/$t-$name.log"
+                    pid=$BROKER_PID
+                    line=
+                    if "$BENCH" wait-port --port "$port" --timeout 10; then
+                        # shellcheck disable=SC2046,SC2086
+                        line=$(timeout 900 "$BENCH" "$scenario" --port "$port" --broker-pid "$pid" \
+                            --label "$name" $(scenario_args "$scenario") $targs $BENCH_ARGS) || true
+                    else
+                        cat "$TMP/$t-$name.log" >&2
+                    fi
+                    [ -n "$line" ] || line="{\"scenario\":\"$scenario\",\"broker\":\"$name\",\"error\":\"no result\"}"
+                    stop_broker "$pid"
+                    # One report row per transport: the scenario is renamed.
+                    line=${line/\"scenario\":\"$scenario\"/\"scenario\":\"$scenario-$t\"}
+                    echo "$line" >>"$RAW"
+                    printf '   %-12s %-9s %s\n' "$scenario-$t" "$name" "$(summary "$line")" >&2
+                done
+            done
+        done
+    done
+    {
+        echo "# Fan-in and fan-out over TLS and WebSockets (scripts/bench.sh transports)"
+        echo
+        machine_header
+        echo "- rounds: $ROUNDS, duration ${DURATION}s, fan-out subscribers $FANOUT_SUBS; TLS 1.3 (both brokers' default), ECDSA P-256 server certificate; ws = MQTT over WebSockets, wss = over WebSockets over TLS"
+        echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo
+        "$BENCH" report "$RAW" --tsv "$TMP/transports.tsv"
+    } >"$OUT/transports.md"
+    cat "$OUT/transports.md"
+    draw_chart "$TMP/transports.tsv" "$OUT/transports.png" "midge vs Mosquitto over TLS and WebSockets, median of $ROUNDS round(s)"
     exit 0
 fi
 

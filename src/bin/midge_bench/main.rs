@@ -14,6 +14,7 @@ mod procfs;
 mod report;
 mod scenarios;
 mod sweep;
+mod transport;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
@@ -61,6 +62,8 @@ options:
   --hold S           conns: wait before reading RSS (default 1)
   --drain S          after sending stops, give up on the rest after S
                      seconds without a delivery (default 1; retained: 2*S)
+  --tls-cafile FILE  connect over TLS, trusting the CA in FILE (name not checked)
+  --ws               MQTT over WebSockets (GET /mqtt); with --tls-cafile, wss
   --v5               speak MQTT 5 instead of 3.1.1
   --persistent       qos1: clients use persistent sessions (measures the
                      persistence journal's cost)
@@ -104,9 +107,15 @@ fn parse_opts(args: Vec<String>) -> Result<Opts, String> {
         hold: Duration::from_secs(1),
         drain: Duration::from_secs(1),
     };
+    let mut t = transport::Transport::default();
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
+            "--tls-cafile" => {
+                let ca = it.next().ok_or("--tls-cafile needs a file")?;
+                t.tls = Some(transport::tls_config(&ca).map_err(|e| format!("--tls-cafile: {e}"))?);
+            }
+            "--ws" => t.ws = true,
             "--host" => {
                 let v = it.next().ok_or("--host needs a value")?;
                 host = v
@@ -145,6 +154,8 @@ fn parse_opts(args: Vec<String>) -> Result<Opts, String> {
     }
     let port = port.ok_or("--port is required")?;
     o.addr = SocketAddr::new(host, port);
+    // Every connection of the run uses it; set once, here.
+    transport::set(t);
     Ok(o)
 }
 

@@ -9,7 +9,7 @@
 //! allocate per message: buffers are reused, leftovers of partial packets are
 //! kept in a per-client `Vec` whose capacity survives.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::mqtt::{self, Packet, Parsed};
+use crate::transport::{self, Io, Transport};
 
 /// Initial size of the shared read buffer; it grows only for packets bigger
 /// than this.
@@ -39,7 +40,7 @@ pub enum State {
 }
 
 struct Client {
-    stream: TcpStream,
+    io: Io,
     tx: Vec<u8>,
     tx_pos: usize,
     leftover: Vec<u8>,
@@ -77,6 +78,8 @@ pub struct Net {
     pub stats: NetStats,
     /// Connect with persistent sessions (qos1 --persistent: journal cost).
     pub persistent: bool,
+    /// TCP, TLS, WebSockets: the run's (`transport::set`).
+    transport: Transport,
 }
 
 /// What `establish` managed to set up.
@@ -96,6 +99,7 @@ impl Net {
             rbuf: vec![0; READ_BUF],
             v5,
             persistent: false,
+            transport: transport::current(),
             addr,
             ready: 0,
             closed: 0,
@@ -119,7 +123,7 @@ impl Net {
         // Keep-alive 0: idle benchmark connections must not be timed out.
         mqtt::connect(&mut tx, client_id, 0, self.v5, self.persistent);
         self.clients.push(Client {
-            stream,
+            io: Io::new(stream, &self.transport, idx as u32 + 1)?,
             tx,
             tx_pos: 0,
             leftover: Vec::new(),
@@ -237,14 +241,14 @@ impl Net {
                 if !(ev.is_writable() || ev.is_error() || ev.is_write_closed()) {
                     continue;
                 }
-                match c.stream.take_error() {
+                match c.io.tcp.take_error() {
                     Ok(None) => {}
                     Ok(Some(e)) | Err(e) => {
                         close(c, poll, ready, closed, stats, format!("connect: {e}"));
                         continue;
                     }
                 }
-                match c.stream.peer_addr() {
+                match c.io.tcp.peer_addr() {
                     Ok(_) => c.state = State::WaitConnack,
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => continue,
                     Err(e) => {
@@ -349,8 +353,8 @@ fn close(
         stats.first_error = Some(why);
     }
     // Deregistering can only fail if it was never registered; nothing to do.
-    let _ = poll.registry().deregister(&mut c.stream);
-    let _ = c.stream.shutdown(std::net::Shutdown::Both);
+    let _ = poll.registry().deregister(&mut c.io.tcp);
+    let _ = c.io.tcp.shutdown(std::net::Shutdown::Both);
     c.tx = Vec::new();
     c.tx_pos = 0;
     c.leftover = Vec::new();
@@ -366,9 +370,18 @@ fn write_client(
     if matches!(c.state, State::Connecting | State::Closed) {
         return;
     }
+    // Bytes a TLS or WebSocket layer still holds go first.
+    match c.io.flush_pending() {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            close(c, poll, ready, closed, stats, format!("write: {e}"));
+            return;
+        }
+    }
     while c.tx_pos < c.tx.len() {
         let chunk = c.tx.get(c.tx_pos..).unwrap_or_default();
-        match c.stream.write(chunk) {
+        match c.io.write(chunk) {
             Ok(0) => {
                 close(c, poll, ready, closed, stats, "write returned 0".into());
                 return;
@@ -420,7 +433,7 @@ fn read_client<F>(
             rbuf.resize(grown, 0);
         }
         let space = rbuf.len() - have;
-        let n = match c.stream.read(rbuf.get_mut(have..).unwrap_or_default()) {
+        let n = match c.io.read(rbuf.get_mut(have..).unwrap_or_default()) {
             Ok(0) => {
                 failure = Some("connection closed by broker".into());
                 break;
@@ -469,7 +482,7 @@ fn read_client<F>(
         }
         rbuf.copy_within(off..have, 0);
         have -= off;
-        if n < space {
+        if n < space && c.io.short_read_drains() {
             // A short read drained the socket; with edge-triggered epoll the
             // next arrival raises a new event, so skip the WouldBlock read.
             break;

@@ -78,7 +78,9 @@ fn metrics_for(scenario: &str) -> &'static [Metric] {
     const CALLGRIND: &[Metric] = &[m("ir_per_msg", "instructions/msg", false, true)];
     const STRACE: &[Metric] = &[m("syscalls_per_msg", "syscalls/msg", false, true)];
     const OTHER: &[Metric] = &[m("msgs_per_sec", "msgs/s", true, true)];
-    match scenario {
+    // `fanin-tls`, `fanout-wss`...: the scenario run over another transport.
+    let base = scenario.split_once('-').map_or(scenario, |(s, _)| s);
+    match base {
         "fanin" => FANIN,
         "fanout" => FANOUT,
         "qos1" => QOS1,

@@ -263,7 +263,8 @@ pub(crate) fn header(o: &Opts, scenario: &str) -> JsonLine {
     let mut j = JsonLine::new();
     j.str("scenario", scenario)
         .str("broker", &o.label)
-        .str("protocol", if o.v5 { "mqtt5" } else { "mqtt311" });
+        .str("protocol", if o.v5 { "mqtt5" } else { "mqtt311" })
+        .str("transport", crate::transport::current().name());
     j
 }
 
