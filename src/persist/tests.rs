@@ -338,3 +338,40 @@ fn session_packet_id_round_trips() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(loaded.sessions[0].next_packet_id, 77);
 }
+
+/// Loading applies SUB and UNSUB records through an index: a SUB on a
+/// filter already there replaces its options, an UNSUB removes exactly
+/// that filter, and the index follows the entry `swap_remove` moves.
+#[test]
+fn loaded_subscriptions_replace_and_remove_by_filter() {
+    let opts = |qos| SubOptions {
+        qos,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        sub_id: 0,
+    };
+    let mut subs = ModelSubs::default();
+    for (i, f) in ["a", "b", "c", "d"].iter().enumerate() {
+        subs.set(
+            f,
+            opts(if i % 2 == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            }),
+        );
+    }
+    subs.set("a", opts(QoS::ExactlyOnce));
+    subs.remove("b"); // "d" moves into its place
+    subs.remove("not there");
+    subs.set("d", opts(QoS::AtMostOnce));
+    subs.remove("c");
+    let mut got: Vec<(&str, QoS)> = subs.list.iter().map(|(f, o)| (&**f, o.qos)).collect();
+    got.sort_by_key(|&(f, _)| f);
+    assert_eq!(got, [("a", QoS::ExactlyOnce), ("d", QoS::AtMostOnce)]);
+    for (i, (f, _)) in subs.list.iter().enumerate() {
+        assert_eq!(subs.index.get(f), Some(&i), "index of {f}");
+    }
+    assert_eq!(subs.index.len(), subs.list.len());
+}

@@ -71,6 +71,9 @@ pub fn subs(o: &Opts) -> Result<String, String> {
     let window = o.window.unwrap_or(500).max(1);
     procfs::raise_nofile(c as u64 + 64);
     let mut net = Net::new(o.addr, o.v5).map_err(io_err)?;
+    // --persistent: the filters live in persistent sessions (start-up time
+    // of a broker loading them).
+    net.persistent = o.persistent;
     let mut specs: Vec<Spec> = (0..c).map(|i| (client_id("ssub", i), None)).collect();
     specs.push((client_id("pub", 0), None));
     let ids = establish_all(&mut net, &specs, o)?;
