@@ -842,3 +842,65 @@ fn test_config_refuses_a_missing_bridge_certificate() {
     );
     assert!(out.output().contains("bridge c"), "{}", out.output());
 }
+
+/// The annotated example `conf/bridge.conf` is valid as shipped, and works:
+/// with only its listener port, remote address and persistence directory
+/// rewritten, a reading crosses out and a command crosses in, with the
+/// file's prefixes.
+#[test]
+fn the_example_bridge_conf_works() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/bridge.conf");
+    let out = run(
+        &broker_binary(),
+        &["-c", example.to_str().unwrap(), "--test-config"],
+        WAIT,
+    );
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        out.output()
+    );
+
+    let mosq = mosquitto();
+    let dir = temp_dir("bridge-example");
+    let (rp, lp) = (free_port(), free_port());
+    let db = remote_db_dir(&dir);
+    let text = fs::read_to_string(&example).unwrap();
+    let mut rewritten = 0;
+    let conf: String = text
+        .lines()
+        .map(|l| {
+            let new = if l.starts_with("listener ") {
+                format!("listener {lp} 127.0.0.1")
+            } else if l.starts_with("address ") {
+                format!("address 127.0.0.1:{rp}")
+            } else if l.starts_with("persistence_location ") {
+                format!("persistence_location {}/", db.display())
+            } else {
+                return format!("{l}\n");
+            };
+            rewritten += 1;
+            format!("{new}\n")
+        })
+        .collect();
+    assert_eq!(rewritten, 3, "conf/bridge.conf changed shape:\n{text}");
+
+    let _remote = Proc::start(&mosq, &dir, "remote", rp, &remote_conf(rp, ""));
+    let _local = Proc::start(&broker_binary(), &dir, "local", lp, &conf);
+    wait_up(rp, "pi-kitchen");
+    let mut rs = sub(rp, "centre", &[("site/kitchen/sensors/#", 1)]);
+    let mut ls = sub(lp, "actuator", &[("commands/#", 1)]);
+    publish_once(lp, "sensors/temp", b"21.5", 1, false);
+    let m = expect(&mut rs, "a reading at the centre");
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        ("site/kitchen/sensors/temp", &b"21.5"[..])
+    );
+    publish_once(rp, "site/kitchen/commands/led", b"on", 1, false);
+    let m = expect(&mut ls, "a command on the Pi");
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        ("commands/led", &b"on"[..])
+    );
+}
