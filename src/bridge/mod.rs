@@ -37,8 +37,11 @@ use crate::protocol::{
     QoS, SubscribeFilters,
 };
 
+mod events;
 #[cfg(test)]
 mod tests;
+
+pub use events::LinkEvent;
 
 /// One `topic` line, with its local and remote filters worked out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +174,8 @@ pub struct Link {
     local_retry_at: Option<u64>,
     stats: LinkStats,
     stats_published: Option<(LinkStats, u64, bool)>,
+    /// What happened since `net` last took them (`take_events`).
+    events: Vec<LinkEvent>,
 }
 
 /// What `net` needs to open the remote connection.
@@ -231,6 +236,7 @@ impl Link {
             local_retry_at: None,
             stats: LinkStats::default(),
             stats_published: None,
+            events: Vec::new(),
         };
         link.session = Some(Session::new(link.session_config()));
         link
@@ -268,6 +274,11 @@ impl Link {
     /// Whether `id` is (any generation of) this link's local half.
     pub fn owns(&self, id: ConnId) -> bool {
         id.key == self.local.key
+    }
+
+    /// The events since the last call, oldest first; `net` words them.
+    pub fn take_events(&mut self) -> Vec<LinkEvent> {
+        std::mem::take(&mut self.events)
     }
 
     fn instant(&self, now: u64) -> Instant {
@@ -308,13 +319,11 @@ impl Link {
         }
         self.cur_address %= self.cfg.addresses.len();
         let (host, port) = self.cfg.addresses.get(self.cur_address)?.clone();
-        log::info!(
-            target: "notice",
-            "Connecting bridge {} ({}:{})",
-            self.cfg.name,
-            host,
-            port
-        );
+        self.events.push(LinkEvent::Connecting {
+            name: self.cfg.name.clone(),
+            host: host.clone(),
+            port,
+        });
         self.attempted = true;
         self.drop_requested = false;
         let limit = u64::from(self.cfg.keepalive_interval.max(5)) * 1000;
@@ -375,11 +384,10 @@ impl Link {
     /// TLS, refused, timed out): try the next address after the restart
     /// delay.
     pub fn connect_failed(&mut self, broker: &mut Broker, why: &str, now: u64) {
-        log::warn!(
-            "Warning: Unable to connect to bridge {}: {}.",
-            self.cfg.name,
-            why
-        );
+        self.events.push(LinkEvent::ConnectFailed {
+            name: self.cfg.name.clone(),
+            why: why.to_string(),
+        });
         self.went_down(broker, now, true);
     }
 
@@ -420,7 +428,10 @@ impl Link {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return,
                 Err(e) => {
-                    log::info!("Bridge {} disconnected from remote: {}.", self.cfg.name, e);
+                    self.events.push(LinkEvent::RemoteError {
+                        name: self.cfg.name.clone(),
+                        error: e.to_string(),
+                    });
                     self.drop_requested = true;
                     return;
                 }
@@ -428,10 +439,10 @@ impl Link {
             match ev {
                 SessionEvent::Connack { code, .. } => {
                     if code != 0 {
-                        log::info!(
-                            "Connection Refused: {}",
-                            connack_text(code, self.local_version.is_v5())
-                        );
+                        self.events.push(LinkEvent::Refused {
+                            name: self.cfg.name.clone(),
+                            reason: connack_text(code, self.local_version.is_v5()),
+                        });
                         self.drop_requested = true;
                         return;
                     }
@@ -450,11 +461,10 @@ impl Link {
                     }
                 }
                 SessionEvent::Disconnected { reason, .. } => {
-                    log::info!(
-                        "Bridge {} received DISCONNECT ({}) from remote.",
-                        self.cfg.name,
-                        reason
-                    );
+                    self.events.push(LinkEvent::RemoteDisconnect {
+                        name: self.cfg.name.clone(),
+                        reason,
+                    });
                     self.drop_requested = true;
                     return;
                 }
@@ -479,12 +489,10 @@ impl Link {
         if let Some(s) = self.session.as_mut() {
             for m in &self.maps {
                 if m.comes_in() {
-                    log::debug!(
-                        target: "debug",
-                        "Bridge {} doing remote SUBSCRIBE on topic {}",
-                        self.local_clientid,
-                        m.remote_topic
-                    );
+                    self.events.push(LinkEvent::RemoteSubscribe {
+                        client_id: self.local_clientid.clone(),
+                        topic: m.remote_topic.clone(),
+                    });
                     // v5: No Local (no echo of what we publish there) and
                     // Retain As Published, what the bridge bit gives 3.1.x.
                     let opts = m.qos as u8 | if v5 { 0x0C } else { 0 };
@@ -568,12 +576,10 @@ impl Link {
         let mut raw = Vec::new();
         let outs: Vec<Mapping> = self.maps.iter().filter(|m| m.goes_out()).cloned().collect();
         for m in &outs {
-            log::debug!(
-                target: "debug",
-                "Bridge {} doing local SUBSCRIBE on topic {}",
-                self.local_clientid,
-                m.local_topic
-            );
+            self.events.push(LinkEvent::LocalSubscribe {
+                client_id: self.local_clientid.clone(),
+                topic: m.local_topic.clone(),
+            });
             raw.clear();
             raw.extend_from_slice(&(m.local_topic.len() as u16).to_be_bytes());
             raw.extend_from_slice(m.local_topic.as_bytes());
@@ -601,11 +607,10 @@ impl Link {
         // Acknowledgements for the old local connection's packet ids would
         // hit the wrong messages on a new one: the broker sends them again.
         self.forwarded.clear();
-        log::info!(
-            "Bridge {}: the local broker closed {}; reconnecting it.",
-            self.cfg.name,
-            self.local_clientid
-        );
+        self.events.push(LinkEvent::LocalClosed {
+            name: self.cfg.name.clone(),
+            client_id: self.local_clientid.clone(),
+        });
         self.local_retry_at = Some(now + 5000);
     }
 
@@ -640,12 +645,11 @@ impl Link {
         let id = self.local;
         match p {
             Packet::Connack(c) if c.code != 0 => {
-                log::error!(
-                    "Error: bridge {}: the local broker refused {} (code {}).",
-                    self.cfg.name,
-                    self.local_clientid,
-                    c.code
-                );
+                self.events.push(LinkEvent::LocalRefused {
+                    name: self.cfg.name.clone(),
+                    client_id: self.local_clientid.clone(),
+                    code: c.code,
+                });
             }
             Packet::Publish(p) => self.outgoing(broker, p, now),
             Packet::Pubrel(a) => {
@@ -720,12 +724,11 @@ impl Link {
                 self.stats.dropped += 1;
             }
             Err(e) => {
-                log::warn!(
-                    "Warning: bridge {} dropped a message on {}: {}.",
-                    self.cfg.name,
-                    topic,
-                    e
-                );
+                self.events.push(LinkEvent::Dropped {
+                    name: self.cfg.name.clone(),
+                    topic: topic.to_string(),
+                    error: e.to_string(),
+                });
                 self.stats.dropped += 1;
                 self.ack_local(broker, local, now);
             }
@@ -792,11 +795,10 @@ impl Link {
             return;
         }
         if self.state == LinkState::Up {
-            log::info!(
-                target: "notice",
-                "Connection to bridge {} lost; reconnecting.",
-                self.cfg.name
-            );
+            self.events.push(LinkEvent::Lost {
+                name: self.cfg.name.clone(),
+                client_id: self.local_clientid.clone(),
+            });
         }
         self.went_down(broker, now, self.state != LinkState::Up);
     }
@@ -824,6 +826,10 @@ impl Link {
             _ => Some(now + self.restart_delay()),
         };
         self.state = LinkState::Waiting(next);
+        self.events.push(LinkEvent::Retry {
+            name: self.cfg.name.clone(),
+            delay_ms: next.map(|t| t - now),
+        });
         self.publish_stats(broker, now, true);
     }
 
@@ -907,10 +913,9 @@ impl Link {
         }
         match self.state {
             LinkState::Connecting(t) if now >= t => {
-                log::info!(
-                    "Bridge {}: no CONNACK from the remote in time.",
-                    self.cfg.name
-                );
+                self.events.push(LinkEvent::NoConnack {
+                    name: self.cfg.name.clone(),
+                });
                 self.drop_requested = true;
                 return;
             }
@@ -920,22 +925,18 @@ impl Link {
         let at = self.instant(now);
         if let Some(s) = self.session.as_mut() {
             if let Err(e) = s.tick(at) {
-                log::info!(
-                    target: "notice",
-                    "Bridge {}: {} from the remote; reconnecting.",
-                    self.cfg.name,
-                    e
-                );
+                self.events.push(LinkEvent::KeepaliveFailed {
+                    name: self.cfg.name.clone(),
+                    error: e.to_string(),
+                });
                 self.drop_requested = true;
                 return;
             }
         }
         if self.awaiting_acks() && now >= self.last_progress + self.stuck_after() {
-            log::info!(
-                target: "notice",
-                "Bridge {}: the remote has not acknowledged a message in time; reconnecting.",
-                self.cfg.name
-            );
+            self.events.push(LinkEvent::Stuck {
+                name: self.cfg.name.clone(),
+            });
             self.drop_requested = true;
             return;
         }
@@ -943,12 +944,10 @@ impl Link {
             && self.forwarded.is_empty()
             && now >= self.last_activity + u64::from(self.cfg.idle_timeout) * 1000
         {
-            log::info!(
-                target: "notice",
-                "Bridge {} idle for {} s; disconnecting.",
-                self.cfg.name,
-                self.cfg.idle_timeout
-            );
+            self.events.push(LinkEvent::Idle {
+                name: self.cfg.name.clone(),
+                secs: self.cfg.idle_timeout,
+            });
             let at = self.instant(now);
             if let Some(s) = self.session.as_mut() {
                 s.disconnect(0, &[], at);

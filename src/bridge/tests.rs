@@ -449,3 +449,69 @@ fn a_ping_from_the_remote_is_answered() {
         vec![vec![0xD0, 0]]
     );
 }
+
+/// The events of connect, refusal, backoff and a lost link, in order, on
+/// the fake clock: what `net` words as Mosquitto's log lines.
+#[test]
+fn events_of_connect_fail_backoff_and_loss() {
+    let mut b = bridge();
+    b.restart_timeout = BridgeRestart::Constant(3);
+    b.topics.truncate(1);
+    let (mut l, mut br) = link(b);
+    l.start(&mut br, 0);
+    let name = || "up".to_string();
+    let cid = || "local.host.up".to_string();
+    assert_eq!(
+        l.take_events(),
+        vec![LinkEvent::LocalSubscribe {
+            client_id: cid(),
+            topic: "out/#".into()
+        }]
+    );
+    assert!(l.poll_connect(&br, 0).is_some());
+    l.connect_failed(&mut br, "Connection refused", 10);
+    assert_eq!(
+        l.take_events(),
+        vec![
+            LinkEvent::Connecting {
+                name: name(),
+                host: "127.0.0.1".into(),
+                port: 1883
+            },
+            LinkEvent::ConnectFailed {
+                name: name(),
+                why: "Connection refused".into()
+            },
+            LinkEvent::Retry {
+                name: name(),
+                delay_ms: Some(3000)
+            },
+        ]
+    );
+    // Nothing is due before the delay; then the next address.
+    assert!(l.poll_connect(&br, 3009).is_none());
+    assert!(l.take_events().is_empty());
+    bring_up(&mut l, &mut br, 3010);
+    assert_eq!(
+        l.take_events().first(),
+        Some(&LinkEvent::Connecting {
+            name: name(),
+            host: "127.0.0.2".into(),
+            port: 1884
+        })
+    );
+    l.remote_closed(&mut br, 5000);
+    assert_eq!(
+        l.take_events(),
+        vec![
+            LinkEvent::Lost {
+                name: name(),
+                client_id: cid()
+            },
+            LinkEvent::Retry {
+                name: name(),
+                delay_ms: Some(3000)
+            },
+        ]
+    );
+}

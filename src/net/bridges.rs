@@ -6,6 +6,9 @@
 //! moving bytes between the stream and the link. Also calls the link's
 //! timers and hands it the local broker's output for its local half.
 //!
+//! The links' events (`bridge::LinkEvent`) are worded here as Mosquitto's
+//! log lines (`line`) and logged after each call into the links.
+//!
 //! Must not: interpret MQTT (the link does) or block the loop: connect is
 //! nonblocking, names are resolved off the loop, TLS runs inside rustls'
 //! buffers.
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token, Waker};
 
-use crate::bridge::{Link, Target};
+use crate::bridge::{Link, LinkEvent, Target};
 use crate::broker::{Broker, ConnId};
 
 /// Bytes read from one remote per pass before others get their turn.
@@ -104,6 +107,17 @@ impl Bridges {
         for s in &mut self.slots {
             s.spec.link.start(broker, now);
         }
+        self.log_events();
+    }
+
+    /// Logs what the links reported since the last call.
+    fn log_events(&mut self) {
+        for s in &mut self.slots {
+            for e in s.spec.link.take_events() {
+                let (level, target, text) = line(&e);
+                log::log!(target: target, level, "{text}");
+            }
+        }
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
@@ -120,6 +134,7 @@ impl Bridges {
                 s.spec.link.local_closed(broker, now);
             }
         }
+        self.log_events();
     }
 
     /// Names resolved off the loop.
@@ -258,6 +273,7 @@ impl Bridges {
                 s.spec.link.remote_closed(broker, now);
             }
         }
+        self.log_events();
     }
 
     /// Every pass, after the persistence journal is synced: write what the
@@ -267,6 +283,7 @@ impl Bridges {
         for (i, s) in self.slots.iter_mut().enumerate() {
             flush(s, i + self.base, registry, broker, now);
         }
+        self.log_events();
     }
 
     /// On shutdown: close every remote connection.
@@ -534,4 +551,149 @@ fn push_tls(sock: &mut TcpStream, tls: &mut rustls::ClientConnection) -> io::Res
         }
     }
     Ok(())
+}
+
+/// The level, `log` target and text Mosquitto 2.0 writes for `e` (where
+/// Mosquitto writes nothing, midge's own line in the same style).
+pub fn line(e: &LinkEvent) -> (log::Level, &'static str, String) {
+    use log::Level::{Debug, Error, Info, Warn};
+    match e {
+        LinkEvent::Connecting { name, host, port } => (
+            Info,
+            "notice",
+            format!("Connecting bridge {name} ({host}:{port})"),
+        ),
+        LinkEvent::ConnectFailed { name, why } => (
+            Warn,
+            "midge",
+            format!("Warning: Unable to connect to bridge {name}: {why}."),
+        ),
+        LinkEvent::Retry {
+            name,
+            delay_ms: Some(ms),
+        } => (
+            Debug,
+            "debug",
+            format!("Bridge {name}: next connection attempt in {ms} ms."),
+        ),
+        LinkEvent::Retry {
+            name,
+            delay_ms: None,
+        } => (
+            Debug,
+            "debug",
+            format!("Bridge {name}: no further connection attempt scheduled."),
+        ),
+        LinkEvent::RemoteError { name, error } => (
+            Info,
+            "notice",
+            format!("Bridge {name} disconnected from remote: {error}."),
+        ),
+        LinkEvent::Refused { reason, .. } => {
+            (Info, "midge", format!("Connection Refused: {reason}"))
+        }
+        LinkEvent::RemoteDisconnect { name, reason } => (
+            Info,
+            "notice",
+            format!("Bridge {name} received DISCONNECT ({reason}) from remote."),
+        ),
+        LinkEvent::RemoteSubscribe { client_id, topic } => (
+            Debug,
+            "debug",
+            format!("Bridge {client_id} doing remote SUBSCRIBE on topic {topic}"),
+        ),
+        LinkEvent::LocalSubscribe { client_id, topic } => (
+            Debug,
+            "debug",
+            format!("Bridge {client_id} doing local SUBSCRIBE on topic {topic}"),
+        ),
+        LinkEvent::Lost { client_id, .. } => (
+            Info,
+            "notice",
+            format!("Client {client_id} closed its connection."),
+        ),
+        LinkEvent::LocalClosed { name, client_id } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: the local broker closed {client_id}; reconnecting it."),
+        ),
+        LinkEvent::LocalRefused {
+            name,
+            client_id,
+            code,
+        } => (
+            Error,
+            "midge",
+            format!("Error: bridge {name}: the local broker refused {client_id} (code {code})."),
+        ),
+        LinkEvent::Dropped { name, topic, error } => (
+            Warn,
+            "midge",
+            format!("Warning: bridge {name} dropped a message on {topic}: {error}."),
+        ),
+        LinkEvent::NoConnack { name } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: no CONNACK from the remote in time."),
+        ),
+        LinkEvent::KeepaliveFailed { name, error } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: {error} from the remote; reconnecting."),
+        ),
+        LinkEvent::Stuck { name } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: the remote has not acknowledged a message in time; reconnecting."),
+        ),
+        LinkEvent::Idle { name, secs } => (
+            Info,
+            "notice",
+            format!("Bridge {name} idle for {secs} s; disconnecting."),
+        ),
+        LinkEvent::BackToPrimary { name, host, port } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: primary address {host}:{port} is reachable again; reconnecting to it."),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn mosquitto_wording() {
+        let name = || "cloud".to_string();
+        let (level, target, text) = line(&LinkEvent::Connecting {
+            name: name(),
+            host: "127.0.0.1".into(),
+            port: 1883,
+        });
+        assert_eq!(
+            (level, target, text.as_str()),
+            (
+                log::Level::Info,
+                "notice",
+                "Connecting bridge cloud (127.0.0.1:1883)"
+            )
+        );
+        let (_, target, text) = line(&LinkEvent::LocalSubscribe {
+            client_id: "local.pi.cloud".into(),
+            topic: "sensors/#".into(),
+        });
+        assert_eq!(
+            (target, text.as_str()),
+            (
+                "debug",
+                "Bridge local.pi.cloud doing local SUBSCRIBE on topic sensors/#"
+            )
+        );
+        let (_, _, text) = line(&LinkEvent::Lost {
+            name: name(),
+            client_id: "local.pi.cloud".into(),
+        });
+        assert_eq!(text, "Client local.pi.cloud closed its connection.");
+    }
 }
