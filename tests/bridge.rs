@@ -904,3 +904,52 @@ fn the_example_bridge_conf_works() {
         ("commands/led", &b"on"[..])
     );
 }
+
+/// `round_robin false` (the default): up on the second address, the link
+/// tests the first one every 5 s (as Mosquitto 2.0) and goes back to it once
+/// it answers; with `round_robin true` it stays where it is.
+fn back_to_the_primary(round_robin: bool) {
+    let mosq = mosquitto();
+    let dir = temp_dir("bridge-failback");
+    let (pa, pb, lp) = (free_port(), free_port(), free_port());
+    let _secondary = Proc::start(&mosq, &dir, "secondary", pb, &remote_conf(pb, ""));
+    let conf = bridge_conf(
+        lp,
+        pb,
+        "fb",
+        &format!("topic f/# out 1\nround_robin {round_robin}\n"),
+    )
+    .replace(
+        &format!("address 127.0.0.1:{pb}"),
+        &format!("addresses 127.0.0.1:{pa} 127.0.0.1:{pb}"),
+    );
+    let local = Proc::start(&broker_binary(), &dir, "local", lp, &conf);
+    wait_up(pb, "fb");
+    let _primary = Proc::start(&mosq, &dir, "primary", pa, &remote_conf(pa, ""));
+    let to_primary = format!("Connecting bridge fb (127.0.0.1:{pa})");
+    if round_robin {
+        // Two primary checks' worth of time: still only the first attempt.
+        thread::sleep(Duration::from_secs(11));
+        let log = local.log();
+        assert_eq!(log.matches(&to_primary).count(), 1, "{log}");
+        return;
+    }
+    wait_up(pa, "fb");
+    let mut rs = sub(pa, "on-primary", &[("f/#", 1)]);
+    publish_once(lp, "f/x", b"back", 1, false);
+    let m = expect(&mut rs, "a message through the primary");
+    assert_eq!(m.payload, b"back");
+    let log = local.log();
+    assert!(log.contains("is reachable again"), "{log}");
+    assert_eq!(log.matches(&to_primary).count(), 2, "{log}");
+}
+
+#[test]
+fn back_to_the_primary_address_when_it_answers_again() {
+    back_to_the_primary(false);
+}
+
+#[test]
+fn round_robin_stays_on_the_second_address() {
+    back_to_the_primary(true);
+}

@@ -176,7 +176,16 @@ pub struct Link {
     stats_published: Option<(LinkStats, u64, bool)>,
     /// What happened since `net` last took them (`take_events`).
     events: Vec<LinkEvent>,
+    /// Failover without `round_robin`: up on a secondary address, when to
+    /// test the primary next (ms).
+    primary_retry: Option<u64>,
+    /// A test connection to the primary is out (`poll_probe`).
+    probing: bool,
 }
+
+/// How often, while up on a secondary address, the primary is tried again
+/// (Mosquitto 2.0: `primary_retry = now + 5` seconds in bridge.c).
+pub const PRIMARY_RETRY_MS: u64 = 5000;
 
 /// What `net` needs to open the remote connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +246,8 @@ impl Link {
             stats: LinkStats::default(),
             stats_published: None,
             events: Vec::new(),
+            primary_retry: None,
+            probing: false,
         };
         link.session = Some(Session::new(link.session_config()));
         link
@@ -409,6 +420,53 @@ impl Link {
         self.drop_requested
     }
 
+    /// Failover back to the primary, as Mosquitto 2.0 does with
+    /// `round_robin false`: while up on a secondary address, every
+    /// `PRIMARY_RETRY_MS` `net` opens a plain TCP connection to the first
+    /// address (and closes it at once). Returns that address when such a
+    /// test is due; `net` answers with `probe_result`.
+    pub fn poll_probe(&mut self, now: u64) -> Option<Target> {
+        if self.probing || self.state != LinkState::Up || self.primary_retry.is_none_or(|t| now < t)
+        {
+            return None;
+        }
+        let (host, port) = self.cfg.addresses.first()?.clone();
+        self.probing = true;
+        self.primary_retry = None;
+        Some(Target { host, port })
+    }
+
+    /// Whether a test connection to the primary is out.
+    pub fn probing(&self) -> bool {
+        self.probing
+    }
+
+    /// The primary accepted (`true`) or refused the test connection. If
+    /// it accepted, the link drops its connection to the secondary and,
+    /// after the usual restart delay, connects to the primary (Mosquitto
+    /// closes the bridge socket and sets the next address to the first).
+    pub fn probe_result(&mut self, reachable: bool, now: u64) {
+        if !self.probing {
+            return;
+        }
+        self.probing = false;
+        if self.state != LinkState::Up {
+            return;
+        }
+        if reachable {
+            if let Some((host, port)) = self.cfg.addresses.first().cloned() {
+                self.events.push(LinkEvent::BackToPrimary {
+                    name: self.cfg.name.clone(),
+                    host,
+                    port,
+                });
+            }
+            self.drop_requested = true;
+        } else {
+            self.primary_retry = Some(now + PRIMARY_RETRY_MS);
+        }
+    }
+
     /// Bytes read from the remote.
     pub fn remote_input(&mut self, data: &[u8], broker: &mut Broker, now: u64) {
         let Some(s) = self.session.as_mut() else {
@@ -478,6 +536,9 @@ impl Link {
     /// CONNACK 0: bring up the local half, subscribe both ways, notify.
     fn remote_connected(&mut self, broker: &mut Broker, now: u64) {
         self.state = LinkState::Up;
+        self.probing = false;
+        self.primary_retry =
+            (!self.cfg.round_robin && self.cur_address != 0).then_some(now + PRIMARY_RETRY_MS);
         self.backoff_ms = 0;
         self.last_activity = now;
         if self.connected_before {
@@ -805,6 +866,8 @@ impl Link {
 
     fn went_down(&mut self, broker: &mut Broker, now: u64, failed_attempt: bool) {
         let was_up = self.state == LinkState::Up;
+        self.primary_retry = None;
+        self.probing = false;
         if let Some(s) = self.session.as_mut() {
             s.connection_lost();
         }
@@ -884,6 +947,11 @@ impl Link {
         }
         if let Some(r) = self.local_retry_at {
             add(r);
+        }
+        if self.state == LinkState::Up {
+            if let Some(r) = self.primary_retry {
+                add(r);
+            }
         }
         if let Some((_, at, _)) = self.stats_published {
             add(at + 10_000);

@@ -17,6 +17,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token, Waker};
@@ -50,9 +51,16 @@ struct Slot {
     /// A name being resolved for this attempt (generation).
     resolving: Option<u64>,
     target: Option<Target>,
+    /// A test connection to the primary address is out (generation).
+    probing: Option<u64>,
 }
 
 type Resolved = (usize, u64, io::Result<Vec<SocketAddr>>);
+/// A test connection's outcome: link, generation, the primary answered.
+type Probed = (usize, u64, bool);
+
+/// How long a test connection to the primary may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every bridge link of the process.
 pub struct Bridges {
@@ -61,6 +69,8 @@ pub struct Bridges {
     waker: Option<Arc<Waker>>,
     tx: Sender<Resolved>,
     rx: Receiver<Resolved>,
+    probe_tx: Sender<Probed>,
+    probe_rx: Receiver<Probed>,
     generation: u64,
 }
 
@@ -68,6 +78,7 @@ impl Bridges {
     /// Links use tokens `base..base + n`.
     pub fn new(specs: Vec<BridgeSpec>, base: usize) -> Bridges {
         let (tx, rx) = channel();
+        let (probe_tx, probe_rx) = channel();
         Bridges {
             slots: specs
                 .into_iter()
@@ -76,12 +87,15 @@ impl Bridges {
                     remote: None,
                     resolving: None,
                     target: None,
+                    probing: None,
                 })
                 .collect(),
             base,
             waker: None,
             tx,
             rx,
+            probe_tx,
+            probe_rx,
             generation: 0,
         }
     }
@@ -159,6 +173,17 @@ impl Bridges {
                 Err(e) => s.spec.link.connect_failed(broker, &e.to_string(), now),
             }
         }
+        while let Ok((i, gen, reachable)) = self.probe_rx.try_recv() {
+            let Some(s) = self.slots.get_mut(i) else {
+                continue;
+            };
+            if s.probing != Some(gen) {
+                continue;
+            }
+            s.probing = None;
+            s.spec.link.probe_result(reachable, now);
+        }
+        self.log_events();
     }
 
     /// A readiness event on a link's socket.
@@ -266,6 +291,31 @@ impl Bridges {
                     }
                 }
             }
+            if !s.spec.link.probing() {
+                s.probing = None;
+            }
+            if s.remote.is_some() && s.probing.is_none() {
+                if let Some(t) = s.spec.link.poll_probe(now) {
+                    self.generation += 1;
+                    let gen = self.generation;
+                    s.probing = Some(gen);
+                    let (tx, waker, bind) =
+                        (self.probe_tx.clone(), self.waker.clone(), s.spec.bind);
+                    let spawned = std::thread::Builder::new()
+                        .name("midge-probe".into())
+                        .spawn(move || {
+                            let ok = probe(&t, bind);
+                            let _ = tx.send((i, gen, ok));
+                            if let Some(w) = waker {
+                                let _ = w.wake();
+                            }
+                        });
+                    if spawned.is_err() {
+                        s.probing = None;
+                        s.spec.link.probe_result(false, now);
+                    }
+                }
+            }
             if s.spec.link.wants_drop() {
                 if s.resolving.take().is_some() || s.remote.is_some() {
                     close(s, registry);
@@ -292,6 +342,40 @@ impl Bridges {
             close(s, registry);
         }
     }
+}
+
+/// On a short-lived thread, off the loop: does the primary accept a TCP
+/// connection (from `bridge_bind_address`, if set) within `PROBE_TIMEOUT`?
+/// The connection is closed at once, as Mosquitto's test connection is.
+fn probe(t: &Target, bind: Option<IpAddr>) -> bool {
+    let host = t.host.trim_start_matches('[').trim_end_matches(']');
+    let addr = match host.parse::<IpAddr>() {
+        Ok(ip) => Some(SocketAddr::new(ip, t.port)),
+        Err(_) => (host, t.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next()),
+    };
+    let Some(addr) = addr else {
+        return false;
+    };
+    let Ok(sock) = connect(addr, bind) else {
+        return false;
+    };
+    let until = Instant::now() + PROBE_TIMEOUT;
+    while Instant::now() < until {
+        match sock.take_error() {
+            Ok(None) => {}
+            _ => return false,
+        }
+        match sock.peer_addr() {
+            Ok(_) => return true,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(_) => return false,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Start a nonblocking connect to `addr`.
