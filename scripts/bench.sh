@@ -277,6 +277,10 @@ run_one() { # run_one ROUND SCENARIO BROKER
         mkdir -p "$OUT/logs"
         cp "$log" "$OUT/logs/r$round-$scenario-$name.log"
     fi
+    if [ "$scenario" = bridge ] && [ -s "$TMP/remote-$name.log" ]; then
+        mkdir -p "$OUT/logs"
+        mv "$TMP/remote-$name.log" "$OUT/logs/r$round-$scenario-$name-remote.log"
+    fi
     echo "$line" >>"$OUT/raw.jsonl"
     printf '   %-9s %-9s %s\n' "$scenario" "$name" "$(summary "$line")" >&2
 }
