@@ -19,6 +19,8 @@
 # Environment:
 #   ROUNDS=3                 rounds; brokers alternate which goes first
 #   SCENARIOS="fanin fanout qos1 latency conns retained wildcard"
+#                            (and `bridge`, not in the default set: it needs
+#                            Mosquitto as the remote, see write_bridge_conf)
 #   QUICK=1                  small sizes and 2 s durations
 #   DURATION, CONNS, RETAINED, WILDCARD_SUBS, FANOUT_SUBS   override sizes
 #   BENCH_ARGS="--v5"        extra midge_bench options for every run
@@ -27,6 +29,7 @@
 #   CG_COUNT=200000          callgrind/strace mode: fan-in messages
 #   SWEEP_CONNS, SWEEP_SUBS, SWEEP_RETAINED, SWEEP_FANOUT   sweep sizes (empty: skip)
 #   SWEEP_DURATION=5         sweep: seconds of traffic per point
+#   BACKLOG=100000           bridge: QoS 1 messages queued while the remote is down
 #
 # Each broker is started fresh for every (round, scenario) on a free loopback
 # port with the same mosquitto.conf, and stopped by the PID this script got
@@ -50,12 +53,14 @@ if [ "$QUICK" = 1 ]; then
     RETAINED=${RETAINED:-10000}
     WILDCARD_SUBS=${WILDCARD_SUBS:-1000}
     CG_COUNT=${CG_COUNT:-20000}
+    BACKLOG=${BACKLOG:-10000}
 else
     DURATION=${DURATION:-10}
     CONNS=${CONNS:-10000}
     RETAINED=${RETAINED:-100000}
     WILDCARD_SUBS=${WILDCARD_SUBS:-10000}
     CG_COUNT=${CG_COUNT:-200000}
+    BACKLOG=${BACKLOG:-100000}
 fi
 FANOUT_SUBS=${FANOUT_SUBS:-100}
 
@@ -144,6 +149,40 @@ write_conf() {
     } >"$1"
 }
 
+# write_bridge_conf LOCAL_CONF REMOTE_CONF REMOTE_PORT DBDIR: the bridge
+# scenario. The local broker (midge or Mosquitto, same file) bridges
+# bench/bridge/# out at QoS 1 to a Mosquitto that midge_bench starts and
+# stops itself on REMOTE_PORT. Queues are unlimited on both sides
+# (Mosquitto's default max_queued_messages 1000 would drop most of the
+# backlog), and the remote keeps the subscriber's session on disk across
+# its restart, so what the link delivers before the subscriber is back is
+# queued for it, not lost.
+write_bridge_conf() {
+    sed -i 's/^max_queued_messages .*/max_queued_messages 0/' "$1"
+    {
+        echo "connection bench"
+        echo "address 127.0.0.1:$3"
+        echo "topic bench/bridge/# out 1"
+        echo "restart_timeout 1"
+        echo "notifications false"
+    } >>"$1"
+    {
+        echo "listener $3 127.0.0.1"
+        echo "allow_anonymous true"
+        echo "persistence true"
+        echo "persistence_location $4/"
+        echo "max_queued_messages 0"
+        echo "log_dest stderr"
+        echo "log_type error"
+        echo "log_type warning"
+    } >"$2"
+    # Mosquitto started as root drops to the mosquitto user, which must be
+    # able to write its database there.
+    mkdir -p "$4"
+    chmod 711 "$TMP"
+    chmod 1777 "$4"
+}
+
 BROKER_PID=
 # start_broker NAME CONF LOG [WRAPPER...]: sets BROKER_PID (the wrapper's PID
 # when a wrapper such as valgrind or strace is given).
@@ -185,6 +224,7 @@ scenario_args() {
     conns) echo "--conns $CONNS" ;;
     retained) echo "--count $RETAINED" ;;
     wildcard) echo "--duration $DURATION --subs $WILDCARD_SUBS" ;;
+    bridge) echo "--duration $DURATION --count $BACKLOG --timeout 300" ;;
     *) echo "--duration $DURATION" ;;
     esac
 }
@@ -210,6 +250,19 @@ run_one() { # run_one ROUND SCENARIO BROKER
         nodelay=1
     fi
     write_conf "$conf" "$port" "$nodelay"
+    local extra=()
+    if [ "$scenario" = bridge ]; then
+        if [ -z "$MOSQUITTO" ]; then
+            echo "   bridge needs Mosquitto as the remote: skipped" >&2
+            return 0
+        fi
+        local rport rdir=$TMP/remote-db-$round-$name
+        rport=$("$BENCH" free-port)
+        rm -rf "$rdir"
+        write_bridge_conf "$conf" "$TMP/remote-$name.conf" "$rport" "$rdir"
+        extra=(--remote-port "$rport" --remote-bin "$MOSQUITTO"
+            --remote-conf "$TMP/remote-$name.conf" --remote-log "$TMP/remote-$name.log")
+    fi
     start_broker "$name" "$conf" "$log"
     local pid=$BROKER_PID
     if ! "$BENCH" wait-port --port "$port" --timeout 10; then
@@ -219,7 +272,7 @@ run_one() { # run_one ROUND SCENARIO BROKER
     else
         # shellcheck disable=SC2046,SC2086
         line=$(timeout 900 "$BENCH" "$scenario" --port "$port" --broker-pid "$pid" \
-            --label "$name" $(scenario_args "$scenario") $BENCH_ARGS) || rc=$?
+            --label "$name" $(scenario_args "$scenario") ${extra[@]+"${extra[@]}"} $BENCH_ARGS) || rc=$?
         if [ -z "$line" ]; then
             line="{\"scenario\":\"$scenario\",\"broker\":\"$name\",\"error\":\"midge_bench exited with $rc and no result\"}"
         fi
@@ -233,13 +286,17 @@ run_one() { # run_one ROUND SCENARIO BROKER
         mkdir -p "$OUT/logs"
         cp "$log" "$OUT/logs/r$round-$scenario-$name.log"
     fi
+    if [ "$scenario" = bridge ] && [ -s "$TMP/remote-$name.log" ]; then
+        mkdir -p "$OUT/logs"
+        mv "$TMP/remote-$name.log" "$OUT/logs/r$round-$scenario-$name-remote.log"
+    fi
     echo "$line" >>"$OUT/raw.jsonl"
     printf '   %-9s %-9s %s\n' "$scenario" "$name" "$(summary "$line")" >&2
 }
 
 summary() { # the headline numbers of one JSON line
     local l=$1 key v out=""
-    for key in msgs_per_sec loss_pct p50_us p99_us bytes_per_conn bytes_per_msg broker_cpu_us_per_msg error; do
+    for key in backlog_delivered drain_secs drain_broker_cpu_us_per_msg msgs_per_sec loss_pct p50_us p99_us bytes_per_conn bytes_per_msg broker_cpu_us_per_msg error; do
         v=$(json_num "$l" "$key")
         if [ -n "$v" ]; then out="$out $key=$v"; fi
     done

@@ -6,8 +6,9 @@
 #   2. a `crate::` import points to a room the map does not allow (a sideways
 #      or upward arrow); or
 #   3. a module (two levels deep) is missing from the Layout in src/lib.rs; or
-#   4. the broker core logs by itself (`log::`): it emits events instead
-#      (broker/events.rs), which cli/events.rs words as log lines.
+#   4. the broker core or a bridge link logs by itself (`log::`): they emit
+#      events instead (broker/events.rs, bridge/events.rs), which
+#      cli/events.rs and net/bridges.rs word as log lines.
 #
 # The allowed arrows are the table ALLOWED below: it is DESIGN.md's picture
 # written out (arrows point down only; protocol, topic and config use nothing
@@ -38,15 +39,16 @@ if [ ${#rooms[@]} -gt 0 ]; then
   fi
 fi
 
-# ---- 1b. the broker core emits events, it does not log -------------------------
-if [ -d src/broker ]; then
-  hits=$(grep -rnE '\blog::' src/broker | grep -vE '^[^:]+:[0-9]+:\s*//' || true)
+# ---- 1b. the broker core and the bridge links emit events, they do not log ------
+for r in src/broker src/bridge; do
+  [ -d "$r" ] || continue
+  hits=$(grep -rnE '\blog::' "$r" | grep -vE '^[^:]+:[0-9]+:\s*//' || true)
   if [ -n "$hits" ]; then
-    echo "check-rooms: src/broker must emit events, not call log:: (see broker/events.rs):" >&2
+    echo "check-rooms: $r must emit events, not call log:: (see broker/events.rs, bridge/events.rs):" >&2
     echo "$hits" >&2
     fail=1
   fi
-fi
+done
 
 # ---- 2. crate:: arrows ---------------------------------------------------------
 # room -> the rooms it may import from (besides itself).

@@ -28,7 +28,8 @@
 //!   only room with sockets, TLS and signals.
 //!   - `net::tls`: rustls `ServerConfig` from Mosquitto's TLS options.
 //!   - `net::bridges`: the bridge links' sockets: nonblocking connect,
-//!     name resolution off the loop (woken by a `mio::Waker`), TLS client.
+//!     name resolution off the loop (woken by a `mio::Waker`), TLS client;
+//!     words the links' events as Mosquitto's log lines.
 //!   - `net::ws`: one WebSocket server connection (request head, upgrade or
 //!     `http_dir`, then the codec in the server role).
 //!   - `net::http_dir`: static files for browsers on a websockets listener.
@@ -37,6 +38,8 @@
 //! - `bridge`: outgoing links to other brokers (`connection` sections),
 //!   sans IO: a `client::Session` towards the remote, an ordinary broker
 //!   connection towards the local broker; `net` owns the sockets.
+//!   - `bridge::events`: what a link did (connecting, failed, retrying,
+//!     subscribed, lost ...), taken and worded as log lines by `net::bridges`.
 //! - `persist`: snapshots and the journal on disk.
 //! - `broker`: the sans-IO MQTT core: bytes and `now` in, bytes in outboxes
 //!   and requests out.

@@ -633,34 +633,45 @@ fn bad_remotes_are_retried_and_local_clients_are_unaffected() {
     );
 }
 
-#[test]
-fn tls_to_mosquitto_with_a_ca_and_a_client_certificate() {
-    let mosq = mosquitto();
+/// Runs `script` with sh in `dir`; it must succeed.
+fn sh(dir: &Path, script: &str) {
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sh");
+    assert!(st.success(), "{script}");
+}
+
+/// A test CA (`ca.crt`) and a server and a client certificate it signed
+/// (`server.crt`/`.key`, `client.crt`/`.key`, for 127.0.0.1), made in `dir`.
+fn make_certs(dir: &Path) {
     assert!(
         have("openssl"),
         "openssl is needed to make the certificates"
     );
-    let dir = temp_dir("bridge-tls");
-    let sh = |args: &str| {
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(args)
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("sh");
-        assert!(st.success(), "{args}");
-    };
-    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca");
+    sh(dir, "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca");
     for who in ["server", "client"] {
-        sh(&format!(
-            "openssl req -newkey rsa:2048 -nodes -keyout {who}.key -out {who}.csr -subj /CN={who} && \
-             printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > {who}.ext && \
-             openssl x509 -req -in {who}.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-             -out {who}.crt -days 2 -extfile {who}.ext && chmod 644 {who}.key"
-        ));
+        sh(
+            dir,
+            &format!(
+                "openssl req -newkey rsa:2048 -nodes -keyout {who}.key -out {who}.csr -subj /CN={who} && \
+                 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > {who}.ext && \
+                 openssl x509 -req -in {who}.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                 -out {who}.crt -days 2 -extfile {who}.ext && chmod 644 {who}.key"
+            ),
+        );
     }
+}
+
+#[test]
+fn tls_to_mosquitto_with_a_ca_and_a_client_certificate() {
+    let mosq = mosquitto();
+    let dir = temp_dir("bridge-tls");
+    make_certs(&dir);
     let d = dir.display();
     let (rp, plain, lp) = (free_port(), free_port(), free_port());
     let _remote = Proc::start(
@@ -841,4 +852,282 @@ fn test_config_refuses_a_missing_bridge_certificate() {
         out.output()
     );
     assert!(out.output().contains("bridge c"), "{}", out.output());
+}
+
+/// The annotated example `conf/bridge.conf` is valid as shipped, and works:
+/// with only its listener port, remote address and persistence directory
+/// rewritten, a reading crosses out and a command crosses in, with the
+/// file's prefixes.
+#[test]
+fn the_example_bridge_conf_works() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/bridge.conf");
+    let out = run(
+        &broker_binary(),
+        &["-c", example.to_str().unwrap(), "--test-config"],
+        WAIT,
+    );
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        out.output()
+    );
+
+    let mosq = mosquitto();
+    let dir = temp_dir("bridge-example");
+    let (rp, lp) = (free_port(), free_port());
+    let db = remote_db_dir(&dir);
+    let text = fs::read_to_string(&example).unwrap();
+    let mut rewritten = 0;
+    let conf: String = text
+        .lines()
+        .map(|l| {
+            let new = if l.starts_with("listener ") {
+                format!("listener {lp} 127.0.0.1")
+            } else if l.starts_with("address ") {
+                format!("address 127.0.0.1:{rp}")
+            } else if l.starts_with("persistence_location ") {
+                format!("persistence_location {}/", db.display())
+            } else {
+                return format!("{l}\n");
+            };
+            rewritten += 1;
+            format!("{new}\n")
+        })
+        .collect();
+    assert_eq!(rewritten, 3, "conf/bridge.conf changed shape:\n{text}");
+
+    let _remote = Proc::start(&mosq, &dir, "remote", rp, &remote_conf(rp, ""));
+    let _local = Proc::start(&broker_binary(), &dir, "local", lp, &conf);
+    wait_up(rp, "pi-kitchen");
+    let mut rs = sub(rp, "centre", &[("site/kitchen/sensors/#", 1)]);
+    let mut ls = sub(lp, "actuator", &[("commands/#", 1)]);
+    publish_once(lp, "sensors/temp", b"21.5", 1, false);
+    let m = expect(&mut rs, "a reading at the centre");
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        ("site/kitchen/sensors/temp", &b"21.5"[..])
+    );
+    publish_once(rp, "site/kitchen/commands/led", b"on", 1, false);
+    let m = expect(&mut ls, "a command on the Pi");
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        ("commands/led", &b"on"[..])
+    );
+}
+
+/// `round_robin false` (the default): up on the second address, the link
+/// tests the first one every 5 s (as Mosquitto 2.0) and goes back to it once
+/// it answers; with `round_robin true` it stays where it is.
+fn back_to_the_primary(round_robin: bool) {
+    let mosq = mosquitto();
+    let dir = temp_dir("bridge-failback");
+    let (pa, pb, lp) = (free_port(), free_port(), free_port());
+    let _secondary = Proc::start(&mosq, &dir, "secondary", pb, &remote_conf(pb, ""));
+    let conf = bridge_conf(
+        lp,
+        pb,
+        "fb",
+        &format!("topic f/# out 1\nround_robin {round_robin}\n"),
+    )
+    .replace(
+        &format!("address 127.0.0.1:{pb}"),
+        &format!("addresses 127.0.0.1:{pa} 127.0.0.1:{pb}"),
+    );
+    let local = Proc::start(&broker_binary(), &dir, "local", lp, &conf);
+    wait_up(pb, "fb");
+    let _primary = Proc::start(&mosq, &dir, "primary", pa, &remote_conf(pa, ""));
+    let to_primary = format!("Connecting bridge fb (127.0.0.1:{pa})");
+    if round_robin {
+        // Two primary checks' worth of time: still only the first attempt.
+        thread::sleep(Duration::from_secs(11));
+        let log = local.log();
+        assert_eq!(log.matches(&to_primary).count(), 1, "{log}");
+        return;
+    }
+    wait_up(pa, "fb");
+    let mut rs = sub(pa, "on-primary", &[("f/#", 1)]);
+    publish_once(lp, "f/x", b"back", 1, false);
+    let m = expect(&mut rs, "a message through the primary");
+    assert_eq!(m.payload, b"back");
+    let log = local.log();
+    assert!(log.contains("is reachable again"), "{log}");
+    assert_eq!(log.matches(&to_primary).count(), 2, "{log}");
+}
+
+#[test]
+fn back_to_the_primary_address_when_it_answers_again() {
+    back_to_the_primary(false);
+}
+
+#[test]
+fn round_robin_stays_on_the_second_address() {
+    back_to_the_primary(true);
+}
+
+/// `bridge_bind_address`: the remote sees the link come from that address
+/// (127.0.0.2; all of 127/8 is loopback on Linux), not from 127.0.0.1.
+#[test]
+fn bridge_bind_address_is_the_source_of_the_link() {
+    let mosq = mosquitto();
+    let dir = temp_dir("bridge-bind");
+    let (rp, lp) = (free_port(), free_port());
+    let remote = Proc::start(
+        &mosq,
+        &dir,
+        "remote",
+        rp,
+        &remote_conf(
+            rp,
+            "log_dest stderr\nlog_type all\nconnection_messages true",
+        ),
+    );
+    let _local = Proc::start(
+        &broker_binary(),
+        &dir,
+        "local",
+        lp,
+        &bridge_conf(
+            lp,
+            rp,
+            "bound",
+            "topic b/# out 1\nbridge_bind_address 127.0.0.2\n",
+        ),
+    );
+    wait_up(rp, "bound");
+    let log = remote.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("as bound "))
+        .unwrap_or_else(|| panic!("the remote logged no connection of the link:\n{log}"));
+    assert!(line.contains("from 127.0.0.2:"), "{line}\n{log}");
+}
+
+/// `bridge_capath`: the remote's certificate is checked against a directory
+/// of hash-named CA certificates (`openssl rehash`), with no `bridge_cafile`.
+/// Without the directive the link would speak plain MQTT to a TLS listener
+/// and never come up.
+#[test]
+fn bridge_capath_with_hashed_ca_certificates() {
+    let mosq = mosquitto();
+    let dir = temp_dir("bridge-capath");
+    make_certs(&dir);
+    sh(
+        &dir,
+        "mkdir capath && cp ca.crt capath/test-ca.pem && openssl rehash capath",
+    );
+    let hashed = fs::read_dir(dir.join("capath"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().ends_with(".0"));
+    assert!(hashed, "openssl rehash made no hash-named link");
+    let d = dir.display();
+    let (rp, plain, lp) = (free_port(), free_port(), free_port());
+    let _remote = Proc::start(
+        &mosq,
+        &dir,
+        "remote",
+        plain,
+        &format!(
+            "listener {plain} 127.0.0.1\nallow_anonymous true\n\
+             listener {rp} 127.0.0.1\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n"
+        ),
+    );
+    let _local = Proc::start(
+        &broker_binary(),
+        &dir,
+        "local",
+        lp,
+        &bridge_conf(
+            lp,
+            rp,
+            "capath",
+            &format!("topic c/# out 1\nbridge_capath {d}/capath\n"),
+        ),
+    );
+    wait_up(plain, "capath");
+    let mut rs = sub(plain, "r", &[("c/#", 1)]);
+    publish_once(lp, "c/x", b"checked by capath", 1, false);
+    assert_eq!(expect(&mut rs, "over TLS").payload, b"checked by capath");
+}
+
+/// `bridge_alpn`: the link offers the configured ALPN protocol in its TLS
+/// ClientHello. `openssl s_server` plays the remote and prints the
+/// protocols the client advertised. It serves one connection (`-naccept
+/// 1`, which the link gives up 5 s after without a CONNACK) and then exits
+/// by itself; it is killed by its handle at the end in any case.
+#[test]
+fn bridge_alpn_is_offered_in_the_tls_handshake() {
+    let dir = temp_dir("bridge-alpn");
+    make_certs(&dir);
+    let d = dir.display();
+    let (rp, lp) = (free_port(), free_port());
+    let out = dir.join("s_server.out");
+    let mut server = KillOnDrop(
+        Command::new("openssl")
+            .args(["s_server", "-naccept", "1", "-accept"])
+            .arg(format!("127.0.0.1:{rp}"))
+            .args([
+                "-cert",
+                "server.crt",
+                "-key",
+                "server.key",
+                "-alpn",
+                "x-amzn-mqtt-ca",
+            ])
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(fs::File::create(&out).unwrap()))
+            .stderr(Stdio::from(
+                fs::File::create(dir.join("s_server.err")).unwrap(),
+            ))
+            .spawn()
+            .expect("openssl s_server"),
+    );
+    // No test connection to see it listening: s_server would take it as
+    // its client. The link retries every second until s_server is up.
+    assert!(
+        !matches!(server.0.try_wait(), Ok(Some(_))),
+        "openssl s_server exited"
+    );
+    let _local = Proc::start(
+        &broker_binary(),
+        &dir,
+        "local",
+        lp,
+        &bridge_conf(
+            lp,
+            rp,
+            "alpn",
+            &format!(
+                "topic a/# out 1\nbridge_cafile {d}/ca.crt\nbridge_alpn x-amzn-mqtt-ca\n\
+                 keepalive_interval 5\n"
+            ),
+        ),
+    );
+    let want = "ALPN protocols advertised by the client: x-amzn-mqtt-ca";
+    let t = Instant::now();
+    loop {
+        // Lossy: s_server also echoes the CONNECT it received, in binary.
+        let text = String::from_utf8_lossy(&fs::read(&out).unwrap_or_default()).into_owned();
+        if text.contains(want) {
+            break;
+        }
+        assert!(
+            t.elapsed() < LINK_WAIT,
+            "no ClientHello offering x-amzn-mqtt-ca within {LINK_WAIT:?}; s_server said:\n{text}\n{}",
+            fs::read_to_string(dir.join("s_server.err")).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed (SIGKILL, by its own handle) and reaped on drop.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -37,8 +37,11 @@ use crate::protocol::{
     QoS, SubscribeFilters,
 };
 
+mod events;
 #[cfg(test)]
 mod tests;
+
+pub use events::LinkEvent;
 
 /// One `topic` line, with its local and remote filters worked out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +174,18 @@ pub struct Link {
     local_retry_at: Option<u64>,
     stats: LinkStats,
     stats_published: Option<(LinkStats, u64, bool)>,
+    /// What happened since `net` last took them (`take_events`).
+    events: Vec<LinkEvent>,
+    /// Failover without `round_robin`: up on a secondary address, when to
+    /// test the primary next (ms).
+    primary_retry: Option<u64>,
+    /// A test connection to the primary is out (`poll_probe`).
+    probing: bool,
 }
+
+/// How often, while up on a secondary address, the primary is tried again
+/// (Mosquitto 2.0: `primary_retry = now + 5` seconds in bridge.c).
+pub const PRIMARY_RETRY_MS: u64 = 5000;
 
 /// What `net` needs to open the remote connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,6 +245,9 @@ impl Link {
             local_retry_at: None,
             stats: LinkStats::default(),
             stats_published: None,
+            events: Vec::new(),
+            primary_retry: None,
+            probing: false,
         };
         link.session = Some(Session::new(link.session_config()));
         link
@@ -268,6 +285,11 @@ impl Link {
     /// Whether `id` is (any generation of) this link's local half.
     pub fn owns(&self, id: ConnId) -> bool {
         id.key == self.local.key
+    }
+
+    /// The events since the last call, oldest first; `net` words them.
+    pub fn take_events(&mut self) -> Vec<LinkEvent> {
+        std::mem::take(&mut self.events)
     }
 
     fn instant(&self, now: u64) -> Instant {
@@ -308,13 +330,11 @@ impl Link {
         }
         self.cur_address %= self.cfg.addresses.len();
         let (host, port) = self.cfg.addresses.get(self.cur_address)?.clone();
-        log::info!(
-            target: "notice",
-            "Connecting bridge {} ({}:{})",
-            self.cfg.name,
-            host,
-            port
-        );
+        self.events.push(LinkEvent::Connecting {
+            name: self.cfg.name.clone(),
+            host: host.clone(),
+            port,
+        });
         self.attempted = true;
         self.drop_requested = false;
         let limit = u64::from(self.cfg.keepalive_interval.max(5)) * 1000;
@@ -375,11 +395,10 @@ impl Link {
     /// TLS, refused, timed out): try the next address after the restart
     /// delay.
     pub fn connect_failed(&mut self, broker: &mut Broker, why: &str, now: u64) {
-        log::warn!(
-            "Warning: Unable to connect to bridge {}: {}.",
-            self.cfg.name,
-            why
-        );
+        self.events.push(LinkEvent::ConnectFailed {
+            name: self.cfg.name.clone(),
+            why: why.to_string(),
+        });
         self.went_down(broker, now, true);
     }
 
@@ -401,6 +420,53 @@ impl Link {
         self.drop_requested
     }
 
+    /// Failover back to the primary, as Mosquitto 2.0 does with
+    /// `round_robin false`: while up on a secondary address, every
+    /// `PRIMARY_RETRY_MS` `net` opens a plain TCP connection to the first
+    /// address (and closes it at once). Returns that address when such a
+    /// test is due; `net` answers with `probe_result`.
+    pub fn poll_probe(&mut self, now: u64) -> Option<Target> {
+        if self.probing || self.state != LinkState::Up || self.primary_retry.is_none_or(|t| now < t)
+        {
+            return None;
+        }
+        let (host, port) = self.cfg.addresses.first()?.clone();
+        self.probing = true;
+        self.primary_retry = None;
+        Some(Target { host, port })
+    }
+
+    /// Whether a test connection to the primary is out.
+    pub fn probing(&self) -> bool {
+        self.probing
+    }
+
+    /// The primary accepted (`true`) or refused the test connection. If
+    /// it accepted, the link drops its connection to the secondary and,
+    /// after the usual restart delay, connects to the primary (Mosquitto
+    /// closes the bridge socket and sets the next address to the first).
+    pub fn probe_result(&mut self, reachable: bool, now: u64) {
+        if !self.probing {
+            return;
+        }
+        self.probing = false;
+        if self.state != LinkState::Up {
+            return;
+        }
+        if reachable {
+            if let Some((host, port)) = self.cfg.addresses.first().cloned() {
+                self.events.push(LinkEvent::BackToPrimary {
+                    name: self.cfg.name.clone(),
+                    host,
+                    port,
+                });
+            }
+            self.drop_requested = true;
+        } else {
+            self.primary_retry = Some(now + PRIMARY_RETRY_MS);
+        }
+    }
+
     /// Bytes read from the remote.
     pub fn remote_input(&mut self, data: &[u8], broker: &mut Broker, now: u64) {
         let Some(s) = self.session.as_mut() else {
@@ -420,7 +486,10 @@ impl Link {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return,
                 Err(e) => {
-                    log::info!("Bridge {} disconnected from remote: {}.", self.cfg.name, e);
+                    self.events.push(LinkEvent::RemoteError {
+                        name: self.cfg.name.clone(),
+                        error: e.to_string(),
+                    });
                     self.drop_requested = true;
                     return;
                 }
@@ -428,10 +497,10 @@ impl Link {
             match ev {
                 SessionEvent::Connack { code, .. } => {
                     if code != 0 {
-                        log::info!(
-                            "Connection Refused: {}",
-                            connack_text(code, self.local_version.is_v5())
-                        );
+                        self.events.push(LinkEvent::Refused {
+                            name: self.cfg.name.clone(),
+                            reason: connack_text(code, self.local_version.is_v5()),
+                        });
                         self.drop_requested = true;
                         return;
                     }
@@ -450,11 +519,10 @@ impl Link {
                     }
                 }
                 SessionEvent::Disconnected { reason, .. } => {
-                    log::info!(
-                        "Bridge {} received DISCONNECT ({}) from remote.",
-                        self.cfg.name,
-                        reason
-                    );
+                    self.events.push(LinkEvent::RemoteDisconnect {
+                        name: self.cfg.name.clone(),
+                        reason,
+                    });
                     self.drop_requested = true;
                     return;
                 }
@@ -468,6 +536,9 @@ impl Link {
     /// CONNACK 0: bring up the local half, subscribe both ways, notify.
     fn remote_connected(&mut self, broker: &mut Broker, now: u64) {
         self.state = LinkState::Up;
+        self.probing = false;
+        self.primary_retry =
+            (!self.cfg.round_robin && self.cur_address != 0).then_some(now + PRIMARY_RETRY_MS);
         self.backoff_ms = 0;
         self.last_activity = now;
         if self.connected_before {
@@ -479,12 +550,10 @@ impl Link {
         if let Some(s) = self.session.as_mut() {
             for m in &self.maps {
                 if m.comes_in() {
-                    log::debug!(
-                        target: "debug",
-                        "Bridge {} doing remote SUBSCRIBE on topic {}",
-                        self.local_clientid,
-                        m.remote_topic
-                    );
+                    self.events.push(LinkEvent::RemoteSubscribe {
+                        client_id: self.local_clientid.clone(),
+                        topic: m.remote_topic.clone(),
+                    });
                     // v5: No Local (no echo of what we publish there) and
                     // Retain As Published, what the bridge bit gives 3.1.x.
                     let opts = m.qos as u8 | if v5 { 0x0C } else { 0 };
@@ -568,12 +637,10 @@ impl Link {
         let mut raw = Vec::new();
         let outs: Vec<Mapping> = self.maps.iter().filter(|m| m.goes_out()).cloned().collect();
         for m in &outs {
-            log::debug!(
-                target: "debug",
-                "Bridge {} doing local SUBSCRIBE on topic {}",
-                self.local_clientid,
-                m.local_topic
-            );
+            self.events.push(LinkEvent::LocalSubscribe {
+                client_id: self.local_clientid.clone(),
+                topic: m.local_topic.clone(),
+            });
             raw.clear();
             raw.extend_from_slice(&(m.local_topic.len() as u16).to_be_bytes());
             raw.extend_from_slice(m.local_topic.as_bytes());
@@ -601,11 +668,10 @@ impl Link {
         // Acknowledgements for the old local connection's packet ids would
         // hit the wrong messages on a new one: the broker sends them again.
         self.forwarded.clear();
-        log::info!(
-            "Bridge {}: the local broker closed {}; reconnecting it.",
-            self.cfg.name,
-            self.local_clientid
-        );
+        self.events.push(LinkEvent::LocalClosed {
+            name: self.cfg.name.clone(),
+            client_id: self.local_clientid.clone(),
+        });
         self.local_retry_at = Some(now + 5000);
     }
 
@@ -640,12 +706,11 @@ impl Link {
         let id = self.local;
         match p {
             Packet::Connack(c) if c.code != 0 => {
-                log::error!(
-                    "Error: bridge {}: the local broker refused {} (code {}).",
-                    self.cfg.name,
-                    self.local_clientid,
-                    c.code
-                );
+                self.events.push(LinkEvent::LocalRefused {
+                    name: self.cfg.name.clone(),
+                    client_id: self.local_clientid.clone(),
+                    code: c.code,
+                });
             }
             Packet::Publish(p) => self.outgoing(broker, p, now),
             Packet::Pubrel(a) => {
@@ -720,12 +785,11 @@ impl Link {
                 self.stats.dropped += 1;
             }
             Err(e) => {
-                log::warn!(
-                    "Warning: bridge {} dropped a message on {}: {}.",
-                    self.cfg.name,
-                    topic,
-                    e
-                );
+                self.events.push(LinkEvent::Dropped {
+                    name: self.cfg.name.clone(),
+                    topic: topic.to_string(),
+                    error: e.to_string(),
+                });
                 self.stats.dropped += 1;
                 self.ack_local(broker, local, now);
             }
@@ -792,17 +856,18 @@ impl Link {
             return;
         }
         if self.state == LinkState::Up {
-            log::info!(
-                target: "notice",
-                "Connection to bridge {} lost; reconnecting.",
-                self.cfg.name
-            );
+            self.events.push(LinkEvent::Lost {
+                name: self.cfg.name.clone(),
+                client_id: self.local_clientid.clone(),
+            });
         }
         self.went_down(broker, now, self.state != LinkState::Up);
     }
 
     fn went_down(&mut self, broker: &mut Broker, now: u64, failed_attempt: bool) {
         let was_up = self.state == LinkState::Up;
+        self.primary_retry = None;
+        self.probing = false;
         if let Some(s) = self.session.as_mut() {
             s.connection_lost();
         }
@@ -824,6 +889,10 @@ impl Link {
             _ => Some(now + self.restart_delay()),
         };
         self.state = LinkState::Waiting(next);
+        self.events.push(LinkEvent::Retry {
+            name: self.cfg.name.clone(),
+            delay_ms: next.map(|t| t - now),
+        });
         self.publish_stats(broker, now, true);
     }
 
@@ -879,6 +948,11 @@ impl Link {
         if let Some(r) = self.local_retry_at {
             add(r);
         }
+        if self.state == LinkState::Up {
+            if let Some(r) = self.primary_retry {
+                add(r);
+            }
+        }
         if let Some((_, at, _)) = self.stats_published {
             add(at + 10_000);
         }
@@ -907,10 +981,9 @@ impl Link {
         }
         match self.state {
             LinkState::Connecting(t) if now >= t => {
-                log::info!(
-                    "Bridge {}: no CONNACK from the remote in time.",
-                    self.cfg.name
-                );
+                self.events.push(LinkEvent::NoConnack {
+                    name: self.cfg.name.clone(),
+                });
                 self.drop_requested = true;
                 return;
             }
@@ -920,22 +993,18 @@ impl Link {
         let at = self.instant(now);
         if let Some(s) = self.session.as_mut() {
             if let Err(e) = s.tick(at) {
-                log::info!(
-                    target: "notice",
-                    "Bridge {}: {} from the remote; reconnecting.",
-                    self.cfg.name,
-                    e
-                );
+                self.events.push(LinkEvent::KeepaliveFailed {
+                    name: self.cfg.name.clone(),
+                    error: e.to_string(),
+                });
                 self.drop_requested = true;
                 return;
             }
         }
         if self.awaiting_acks() && now >= self.last_progress + self.stuck_after() {
-            log::info!(
-                target: "notice",
-                "Bridge {}: the remote has not acknowledged a message in time; reconnecting.",
-                self.cfg.name
-            );
+            self.events.push(LinkEvent::Stuck {
+                name: self.cfg.name.clone(),
+            });
             self.drop_requested = true;
             return;
         }
@@ -943,12 +1012,10 @@ impl Link {
             && self.forwarded.is_empty()
             && now >= self.last_activity + u64::from(self.cfg.idle_timeout) * 1000
         {
-            log::info!(
-                target: "notice",
-                "Bridge {} idle for {} s; disconnecting.",
-                self.cfg.name,
-                self.cfg.idle_timeout
-            );
+            self.events.push(LinkEvent::Idle {
+                name: self.cfg.name.clone(),
+                secs: self.cfg.idle_timeout,
+            });
             let at = self.instant(now);
             if let Some(s) = self.session.as_mut() {
                 s.disconnect(0, &[], at);

@@ -449,3 +449,122 @@ fn a_ping_from_the_remote_is_answered() {
         vec![vec![0xD0, 0]]
     );
 }
+
+/// The events of connect, refusal, backoff and a lost link, in order, on
+/// the fake clock: what `net` words as Mosquitto's log lines.
+#[test]
+fn events_of_connect_fail_backoff_and_loss() {
+    let mut b = bridge();
+    b.restart_timeout = BridgeRestart::Constant(3);
+    b.topics.truncate(1);
+    let (mut l, mut br) = link(b);
+    l.start(&mut br, 0);
+    let name = || "up".to_string();
+    let cid = || "local.host.up".to_string();
+    assert_eq!(
+        l.take_events(),
+        vec![LinkEvent::LocalSubscribe {
+            client_id: cid(),
+            topic: "out/#".into()
+        }]
+    );
+    assert!(l.poll_connect(&br, 0).is_some());
+    l.connect_failed(&mut br, "Connection refused", 10);
+    assert_eq!(
+        l.take_events(),
+        vec![
+            LinkEvent::Connecting {
+                name: name(),
+                host: "127.0.0.1".into(),
+                port: 1883
+            },
+            LinkEvent::ConnectFailed {
+                name: name(),
+                why: "Connection refused".into()
+            },
+            LinkEvent::Retry {
+                name: name(),
+                delay_ms: Some(3000)
+            },
+        ]
+    );
+    // Nothing is due before the delay; then the next address.
+    assert!(l.poll_connect(&br, 3009).is_none());
+    assert!(l.take_events().is_empty());
+    bring_up(&mut l, &mut br, 3010);
+    assert_eq!(
+        l.take_events().first(),
+        Some(&LinkEvent::Connecting {
+            name: name(),
+            host: "127.0.0.2".into(),
+            port: 1884
+        })
+    );
+    l.remote_closed(&mut br, 5000);
+    assert_eq!(
+        l.take_events(),
+        vec![
+            LinkEvent::Lost {
+                name: name(),
+                client_id: cid()
+            },
+            LinkEvent::Retry {
+                name: name(),
+                delay_ms: Some(3000)
+            },
+        ]
+    );
+}
+
+/// With `round_robin false`, a link up on a secondary address tests the
+/// primary every 5 s (Mosquitto 2.0's `primary_retry`), and once the primary
+/// accepts a connection, drops the secondary and reconnects to the primary
+/// after the restart delay. With `round_robin true` it stays.
+#[test]
+fn back_to_the_primary_unless_round_robin() {
+    for round_robin in [false, true] {
+        let mut b = bridge();
+        b.round_robin = round_robin;
+        b.restart_timeout = BridgeRestart::Constant(1);
+        let (mut l, mut br) = link(b);
+        l.start(&mut br, 0);
+        assert!(l.poll_connect(&br, 0).is_some());
+        l.connect_failed(&mut br, "Connection refused", 0);
+        let connect = bring_up(&mut l, &mut br, 1000);
+        assert_eq!(connect.len(), 1);
+        assert!(l.poll_probe(1000).is_none());
+        if round_robin {
+            assert!(l.poll_probe(1_000_000).is_none(), "round robin stays");
+            assert_eq!(l.next_deadline().filter(|&d| d < 6000 + 1), None);
+            continue;
+        }
+        assert_eq!(l.next_deadline(), Some(6000));
+        assert!(l.poll_probe(5999).is_none());
+        let primary = Target {
+            host: "127.0.0.1".into(),
+            port: 1883,
+        };
+        assert_eq!(l.poll_probe(6000), Some(primary.clone()));
+        assert!(l.poll_probe(6000).is_none(), "one probe at a time");
+        // Still down: try again 5 s later, the link stays up meanwhile.
+        l.probe_result(false, 6100);
+        assert!(!l.wants_drop());
+        assert_eq!(l.state(), LinkState::Up);
+        assert!(l.poll_probe(11_099).is_none());
+        assert_eq!(l.poll_probe(11_100), Some(primary.clone()));
+        l.take_events();
+        l.probe_result(true, 11_200);
+        assert!(l.wants_drop());
+        assert_eq!(
+            l.take_events(),
+            vec![LinkEvent::BackToPrimary {
+                name: "up".into(),
+                host: "127.0.0.1".into(),
+                port: 1883
+            }]
+        );
+        l.remote_closed(&mut br, 11_200);
+        assert!(l.poll_connect(&br, 12_199).is_none());
+        assert_eq!(l.poll_connect(&br, 12_200), Some(primary));
+    }
+}

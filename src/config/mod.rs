@@ -243,9 +243,18 @@ impl Config {
     /// becomes true there: an explicit `allow_anonymous false` still refuses
     /// (checked against mosquitto 2.0.11 with `per_listener_settings true`,
     /// `allow_anonymous false`, `password_file ...`).
+    ///
+    /// The default listener (`port`) with per_listener_settings and no
+    /// `allow_anonymous` of its own allows anonymous clients even when other
+    /// listeners exist: Mosquitto 2.0.11 turns every unset per-listener value
+    /// into false while reading the file, but builds the default listener
+    /// only afterwards (in `config__parse_args`), where its value stays
+    /// "unset", which its check (`allow_anonymous != false`) lets in. Its own
+    /// test `06-bridge-per-listener-settings` relies on it.
     pub fn allow_anonymous(&self, listener: &Listener) -> bool {
         if self.per_listener_settings {
-            return listener.security.allow_anonymous.unwrap_or(self.local_only);
+            let unset = self.local_only || listener.is_default;
+            return listener.security.allow_anonymous.unwrap_or(unset);
         }
         if self.local_only {
             return true;
@@ -382,6 +391,9 @@ pub struct Listener {
     pub line: usize,
     /// File of `line`.
     pub file: String,
+    /// Mosquitto's default listener (`port`, or listener options before any
+    /// `listener` line), as opposed to a `listener` line.
+    pub is_default: bool,
 }
 
 impl Default for Listener {
@@ -403,6 +415,7 @@ impl Default for Listener {
             security: Security::default(),
             line: 0,
             file: String::new(),
+            is_default: false,
         }
     }
 }

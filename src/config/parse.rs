@@ -485,6 +485,7 @@ impl Parser {
 
         if default_listener_needed(&self.default_listener, self.default_port_set) {
             let mut l = self.default_listener;
+            l.is_default = true;
             if let Some((file, line)) = self.default_origin.take() {
                 l.file = file;
                 l.line = line;

@@ -709,6 +709,26 @@ fn per_listener_allow_anonymous_false_survives_local_only_mode() {
     assert!(c.allow_anonymous(&d));
 }
 
+#[test]
+fn per_listener_unset_allow_anonymous_on_the_port_listener_is_allowed() {
+    // Mosquitto 2.0.11 (its test 06-bridge-per-listener-settings): `port`
+    // plus a `listener`, per_listener_settings, no allow_anonymous: the
+    // default listener lets anonymous clients in, the `listener` does not.
+    let c = ok("per_listener_settings true\nport 1885\nlistener 1886 127.0.0.1\n");
+    assert!(!c.local_only);
+    let d = c.default_listener.clone().expect("default listener");
+    assert!(c.allow_anonymous(&d));
+    assert!(!c.allow_anonymous(&c.listeners[0]));
+    // Its own explicit false still refuses.
+    let c = ok("per_listener_settings true\nport 1885\nallow_anonymous false\nlistener 1886\n");
+    let d = c.default_listener.clone().expect("default listener");
+    assert!(!c.allow_anonymous(&d));
+    // Without per_listener_settings the global rule holds.
+    let c = ok("port 1885\nlistener 1886\n");
+    let d = c.default_listener.clone().expect("default listener");
+    assert!(!c.allow_anonymous(&d));
+}
+
 // ---------------------------------------------------------------- security
 
 #[test]

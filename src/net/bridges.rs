@@ -6,6 +6,9 @@
 //! moving bytes between the stream and the link. Also calls the link's
 //! timers and hands it the local broker's output for its local half.
 //!
+//! The links' events (`bridge::LinkEvent`) are worded here as Mosquitto's
+//! log lines (`line`) and logged after each call into the links.
+//!
 //! Must not: interpret MQTT (the link does) or block the loop: connect is
 //! nonblocking, names are resolved off the loop, TLS runs inside rustls'
 //! buffers.
@@ -14,11 +17,12 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token, Waker};
 
-use crate::bridge::{Link, Target};
+use crate::bridge::{Link, LinkEvent, Target};
 use crate::broker::{Broker, ConnId};
 
 /// Bytes read from one remote per pass before others get their turn.
@@ -47,9 +51,16 @@ struct Slot {
     /// A name being resolved for this attempt (generation).
     resolving: Option<u64>,
     target: Option<Target>,
+    /// A test connection to the primary address is out (generation).
+    probing: Option<u64>,
 }
 
 type Resolved = (usize, u64, io::Result<Vec<SocketAddr>>);
+/// A test connection's outcome: link, generation, the primary answered.
+type Probed = (usize, u64, bool);
+
+/// How long a test connection to the primary may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every bridge link of the process.
 pub struct Bridges {
@@ -58,6 +69,8 @@ pub struct Bridges {
     waker: Option<Arc<Waker>>,
     tx: Sender<Resolved>,
     rx: Receiver<Resolved>,
+    probe_tx: Sender<Probed>,
+    probe_rx: Receiver<Probed>,
     generation: u64,
 }
 
@@ -65,6 +78,7 @@ impl Bridges {
     /// Links use tokens `base..base + n`.
     pub fn new(specs: Vec<BridgeSpec>, base: usize) -> Bridges {
         let (tx, rx) = channel();
+        let (probe_tx, probe_rx) = channel();
         Bridges {
             slots: specs
                 .into_iter()
@@ -73,12 +87,15 @@ impl Bridges {
                     remote: None,
                     resolving: None,
                     target: None,
+                    probing: None,
                 })
                 .collect(),
             base,
             waker: None,
             tx,
             rx,
+            probe_tx,
+            probe_rx,
             generation: 0,
         }
     }
@@ -104,6 +121,17 @@ impl Bridges {
         for s in &mut self.slots {
             s.spec.link.start(broker, now);
         }
+        self.log_events();
+    }
+
+    /// Logs what the links reported since the last call.
+    fn log_events(&mut self) {
+        for s in &mut self.slots {
+            for e in s.spec.link.take_events() {
+                let (level, target, text) = line(&e);
+                log::log!(target: target, level, "{text}");
+            }
+        }
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
@@ -120,6 +148,7 @@ impl Bridges {
                 s.spec.link.local_closed(broker, now);
             }
         }
+        self.log_events();
     }
 
     /// Names resolved off the loop.
@@ -144,6 +173,17 @@ impl Bridges {
                 Err(e) => s.spec.link.connect_failed(broker, &e.to_string(), now),
             }
         }
+        while let Ok((i, gen, reachable)) = self.probe_rx.try_recv() {
+            let Some(s) = self.slots.get_mut(i) else {
+                continue;
+            };
+            if s.probing != Some(gen) {
+                continue;
+            }
+            s.probing = None;
+            s.spec.link.probe_result(reachable, now);
+        }
+        self.log_events();
     }
 
     /// A readiness event on a link's socket.
@@ -251,6 +291,31 @@ impl Bridges {
                     }
                 }
             }
+            if !s.spec.link.probing() {
+                s.probing = None;
+            }
+            if s.remote.is_some() && s.probing.is_none() {
+                if let Some(t) = s.spec.link.poll_probe(now) {
+                    self.generation += 1;
+                    let gen = self.generation;
+                    s.probing = Some(gen);
+                    let (tx, waker, bind) =
+                        (self.probe_tx.clone(), self.waker.clone(), s.spec.bind);
+                    let spawned = std::thread::Builder::new()
+                        .name("midge-probe".into())
+                        .spawn(move || {
+                            let ok = probe(&t, bind);
+                            let _ = tx.send((i, gen, ok));
+                            if let Some(w) = waker {
+                                let _ = w.wake();
+                            }
+                        });
+                    if spawned.is_err() {
+                        s.probing = None;
+                        s.spec.link.probe_result(false, now);
+                    }
+                }
+            }
             if s.spec.link.wants_drop() {
                 if s.resolving.take().is_some() || s.remote.is_some() {
                     close(s, registry);
@@ -258,6 +323,7 @@ impl Bridges {
                 s.spec.link.remote_closed(broker, now);
             }
         }
+        self.log_events();
     }
 
     /// Every pass, after the persistence journal is synced: write what the
@@ -267,6 +333,7 @@ impl Bridges {
         for (i, s) in self.slots.iter_mut().enumerate() {
             flush(s, i + self.base, registry, broker, now);
         }
+        self.log_events();
     }
 
     /// On shutdown: close every remote connection.
@@ -275,6 +342,40 @@ impl Bridges {
             close(s, registry);
         }
     }
+}
+
+/// On a short-lived thread, off the loop: does the primary accept a TCP
+/// connection (from `bridge_bind_address`, if set) within `PROBE_TIMEOUT`?
+/// The connection is closed at once, as Mosquitto's test connection is.
+fn probe(t: &Target, bind: Option<IpAddr>) -> bool {
+    let host = t.host.trim_start_matches('[').trim_end_matches(']');
+    let addr = match host.parse::<IpAddr>() {
+        Ok(ip) => Some(SocketAddr::new(ip, t.port)),
+        Err(_) => (host, t.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next()),
+    };
+    let Some(addr) = addr else {
+        return false;
+    };
+    let Ok(sock) = connect(addr, bind) else {
+        return false;
+    };
+    let until = Instant::now() + PROBE_TIMEOUT;
+    while Instant::now() < until {
+        match sock.take_error() {
+            Ok(None) => {}
+            _ => return false,
+        }
+        match sock.peer_addr() {
+            Ok(_) => return true,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(_) => return false,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Start a nonblocking connect to `addr`.
@@ -534,4 +635,149 @@ fn push_tls(sock: &mut TcpStream, tls: &mut rustls::ClientConnection) -> io::Res
         }
     }
     Ok(())
+}
+
+/// The level, `log` target and text Mosquitto 2.0 writes for `e` (where
+/// Mosquitto writes nothing, midge's own line in the same style).
+pub fn line(e: &LinkEvent) -> (log::Level, &'static str, String) {
+    use log::Level::{Debug, Error, Info, Warn};
+    match e {
+        LinkEvent::Connecting { name, host, port } => (
+            Info,
+            "notice",
+            format!("Connecting bridge {name} ({host}:{port})"),
+        ),
+        LinkEvent::ConnectFailed { name, why } => (
+            Warn,
+            "midge",
+            format!("Warning: Unable to connect to bridge {name}: {why}."),
+        ),
+        LinkEvent::Retry {
+            name,
+            delay_ms: Some(ms),
+        } => (
+            Debug,
+            "debug",
+            format!("Bridge {name}: next connection attempt in {ms} ms."),
+        ),
+        LinkEvent::Retry {
+            name,
+            delay_ms: None,
+        } => (
+            Debug,
+            "debug",
+            format!("Bridge {name}: no further connection attempt scheduled."),
+        ),
+        LinkEvent::RemoteError { name, error } => (
+            Info,
+            "notice",
+            format!("Bridge {name} disconnected from remote: {error}."),
+        ),
+        LinkEvent::Refused { reason, .. } => {
+            (Info, "midge", format!("Connection Refused: {reason}"))
+        }
+        LinkEvent::RemoteDisconnect { name, reason } => (
+            Info,
+            "notice",
+            format!("Bridge {name} received DISCONNECT ({reason}) from remote."),
+        ),
+        LinkEvent::RemoteSubscribe { client_id, topic } => (
+            Debug,
+            "debug",
+            format!("Bridge {client_id} doing remote SUBSCRIBE on topic {topic}"),
+        ),
+        LinkEvent::LocalSubscribe { client_id, topic } => (
+            Debug,
+            "debug",
+            format!("Bridge {client_id} doing local SUBSCRIBE on topic {topic}"),
+        ),
+        LinkEvent::Lost { client_id, .. } => (
+            Info,
+            "notice",
+            format!("Client {client_id} closed its connection."),
+        ),
+        LinkEvent::LocalClosed { name, client_id } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: the local broker closed {client_id}; reconnecting it."),
+        ),
+        LinkEvent::LocalRefused {
+            name,
+            client_id,
+            code,
+        } => (
+            Error,
+            "midge",
+            format!("Error: bridge {name}: the local broker refused {client_id} (code {code})."),
+        ),
+        LinkEvent::Dropped { name, topic, error } => (
+            Warn,
+            "midge",
+            format!("Warning: bridge {name} dropped a message on {topic}: {error}."),
+        ),
+        LinkEvent::NoConnack { name } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: no CONNACK from the remote in time."),
+        ),
+        LinkEvent::KeepaliveFailed { name, error } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: {error} from the remote; reconnecting."),
+        ),
+        LinkEvent::Stuck { name } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: the remote has not acknowledged a message in time; reconnecting."),
+        ),
+        LinkEvent::Idle { name, secs } => (
+            Info,
+            "notice",
+            format!("Bridge {name} idle for {secs} s; disconnecting."),
+        ),
+        LinkEvent::BackToPrimary { name, host, port } => (
+            Info,
+            "notice",
+            format!("Bridge {name}: primary address {host}:{port} is reachable again; reconnecting to it."),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn mosquitto_wording() {
+        let name = || "cloud".to_string();
+        let (level, target, text) = line(&LinkEvent::Connecting {
+            name: name(),
+            host: "127.0.0.1".into(),
+            port: 1883,
+        });
+        assert_eq!(
+            (level, target, text.as_str()),
+            (
+                log::Level::Info,
+                "notice",
+                "Connecting bridge cloud (127.0.0.1:1883)"
+            )
+        );
+        let (_, target, text) = line(&LinkEvent::LocalSubscribe {
+            client_id: "local.pi.cloud".into(),
+            topic: "sensors/#".into(),
+        });
+        assert_eq!(
+            (target, text.as_str()),
+            (
+                "debug",
+                "Bridge local.pi.cloud doing local SUBSCRIBE on topic sensors/#"
+            )
+        );
+        let (_, _, text) = line(&LinkEvent::Lost {
+            name: name(),
+            client_id: "local.pi.cloud".into(),
+        });
+        assert_eq!(text, "Client local.pi.cloud closed its connection.");
+    }
 }

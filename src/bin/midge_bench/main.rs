@@ -7,6 +7,7 @@
 //! self-contained (`mqtt`, `net`), so Mosquitto and midge are measured by
 //! exactly the same code.
 
+mod bridge;
 mod json;
 mod mqtt;
 mod net;
@@ -38,6 +39,8 @@ scenarios:
   wildcard  N subscribers with distinct +/# filters, routed publishes/s
   subs      --subs N distinct filters on --conns C connections: subscribe
             time, RSS per subscription, publishes routed to one filter each/s
+  bridge    backlog drain and forwarding through a bridge to a remote
+            Mosquitto it starts itself (midge_bench bridge --help)
 
 options:
   --host ADDR        loopback address of the broker (default 127.0.0.1)
@@ -231,6 +234,7 @@ fn run() -> Result<(), (String, Option<String>)> {
         "free-port" => return plain(free_port()),
         "wait-port" => return plain(wait_port(rest)),
         "report" => return plain(report_cmd(rest)),
+        "bridge" => return bridge::run(rest),
         "fanin" => scenarios::fanin,
         "fanout" => scenarios::fanout,
         "qos1" => scenarios::qos1,

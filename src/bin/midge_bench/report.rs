@@ -77,6 +77,26 @@ fn metrics_for(scenario: &str) -> &'static [Metric] {
     ];
     const CALLGRIND: &[Metric] = &[m("ir_per_msg", "instructions/msg", false, true)];
     const STRACE: &[Metric] = &[m("syscalls_per_msg", "syscalls/msg", false, true)];
+    const BRIDGE: &[Metric] = &[
+        m(
+            "reconnect_secs",
+            "remote up to first delivery, s",
+            false,
+            false,
+        ),
+        m("drain_secs", "remote up to whole backlog, s", false, true),
+        m("drain_msgs_per_sec", "backlog drain msgs/s", true, true),
+        m(
+            "drain_broker_cpu_us_per_msg",
+            "broker CPU µs/backlog msg",
+            false,
+            true,
+        ),
+        m("backlog_loss", "backlog lost", false, false),
+        m("msgs_per_sec", "forwarded msgs/s", true, true),
+        m("broker_cpu_us_per_msg", "broker CPU µs/msg", false, true),
+        m("loss_pct", "loss %", false, false),
+    ];
     const OTHER: &[Metric] = &[m("msgs_per_sec", "msgs/s", true, true)];
     // `fanin-tls`, `fanout-wss`...: the scenario run over another transport.
     let base = scenario.split_once('-').map_or(scenario, |(s, _)| s);
@@ -88,6 +108,7 @@ fn metrics_for(scenario: &str) -> &'static [Metric] {
         "conns" => CONNS,
         "retained" => RETAINED,
         "wildcard" => WILDCARD,
+        "bridge" => BRIDGE,
         "callgrind" => CALLGRIND,
         "strace" => STRACE,
         _ => OTHER,
