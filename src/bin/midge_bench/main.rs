@@ -10,6 +10,7 @@
 mod json;
 mod mqtt;
 mod net;
+mod overload;
 mod procfs;
 mod report;
 mod scenarios;
@@ -34,6 +35,12 @@ scenarios:
   conns     N idle subscribed connections, broker RSS per connection
   retained  store N retained messages, time a # subscriber receiving them
   wildcard  N subscribers with distinct +/# filters, routed publishes/s
+  never-reading  a # subscriber at QoS 1 that never reads, --pubs publishers
+            at --rate msgs/s (QoS 0 and 1); RSS growth, $SYS drops, probe
+            round trips idle and during (broker needs sys_interval 1)
+  half-open --conns connections that never send CONNECT; RSS per
+            connection, how many the broker closes within --timeout
+  partial-connect  the same, each having sent 4 bytes of a CONNECT
 
 options:
   --host ADDR        loopback address of the broker (default 127.0.0.1)
@@ -222,6 +229,9 @@ fn run() -> Result<(), (String, Option<String>)> {
         "conns" => scenarios::conns,
         "retained" => scenarios::retained,
         "wildcard" => scenarios::wildcard,
+        "never-reading" => overload::never_reading,
+        "half-open" => overload::half_open,
+        "partial-connect" => overload::partial_connect,
         other => return Err((format!("unknown scenario '{other}'\n\n{USAGE}"), None)),
     };
     let o = parse_opts(rest).map_err(|e| (format!("{e}\n\n{USAGE}"), None))?;

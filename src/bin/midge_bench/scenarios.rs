@@ -42,9 +42,9 @@ pub struct Opts {
 }
 
 /// How often the loop wakes up to check deadlines when nothing happens.
-const POLL_TICK: Duration = Duration::from_millis(5);
+pub(crate) const POLL_TICK: Duration = Duration::from_millis(5);
 /// Publishers stop queueing while this much is still unwritten.
-const MAX_PENDING: usize = 256 * 1024;
+pub(crate) const MAX_PENDING: usize = 256 * 1024;
 /// Publishes queued on one publisher per turn.
 const BATCH: u64 = 32;
 /// No delivery for this long with a full window: the rest is lost.
@@ -61,18 +61,18 @@ fn drain_max(o: &Opts) -> Duration {
 /// Payload bytes used for bookkeeping: sequence, source, timestamp.
 const STAMP_LEN: usize = 20;
 
-type Spec = (String, Option<(String, u8)>);
+pub(crate) type Spec = (String, Option<(String, u8)>);
 
-fn client_id(role: &str, i: usize) -> String {
+pub(crate) fn client_id(role: &str, i: usize) -> String {
     format!("mb{}-{role}-{i}", std::process::id())
 }
 
-fn io_err(e: std::io::Error) -> String {
+pub(crate) fn io_err(e: std::io::Error) -> String {
     format!("I/O error: {e}")
 }
 
 /// Connects everything in `specs` or fails with a reason.
-fn establish_all(net: &mut Net, specs: &[Spec], o: &Opts) -> Result<Vec<usize>, String> {
+pub(crate) fn establish_all(net: &mut Net, specs: &[Spec], o: &Opts) -> Result<Vec<usize>, String> {
     let deadline = Instant::now() + o.timeout;
     let setup = net
         .establish(specs, o.concurrency, deadline, &mut |_, _| {})
@@ -136,7 +136,7 @@ impl Template {
     }
 }
 
-fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn read_u64(b: &[u8], at: usize) -> Option<u64> {
     let s = b.get(at..at + 8)?;
     let mut a = [0u8; 8];
     a.copy_from_slice(s);
@@ -253,7 +253,7 @@ impl Flow {
     }
 }
 
-fn header(o: &Opts, scenario: &str) -> JsonLine {
+pub(crate) fn header(o: &Opts, scenario: &str) -> JsonLine {
     let mut j = JsonLine::new();
     j.str("scenario", scenario)
         .str("broker", &o.label)
@@ -300,7 +300,7 @@ fn loss_fields(j: &mut JsonLine, expected: u64, got: u64) {
     );
 }
 
-fn footer(j: &mut JsonLine, o: &Opts, stats: &NetStats) -> String {
+pub(crate) fn footer(j: &mut JsonLine, o: &Opts, stats: &NetStats) -> String {
     if let Some(pid) = o.broker_pid {
         j.bool("broker_alive", procfs::alive(pid));
     }
@@ -320,7 +320,7 @@ fn is_stale(p: &Packet<'_>) -> bool {
     matches!(p, Packet::Publish { retain: true, .. })
 }
 
-fn poll(
+pub(crate) fn poll(
     net: &mut Net,
     timeout: Duration,
     f: &mut impl FnMut(usize, &Packet<'_>),
@@ -633,7 +633,7 @@ pub fn qos1(o: &Opts) -> Result<String, String> {
 }
 
 /// Value at quantile `q` of sorted samples (nearest rank).
-fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
+pub(crate) fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
