@@ -181,3 +181,100 @@ fn connections_that_never_finish_connect_are_closed_over_tcp_tls_and_websockets(
     b.assert_running();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// CONNECT on a fresh connection: Some(return code) from the CONNACK, None
+/// when the broker closes the connection instead.
+fn try_connect(port: u16, client_id: &str) -> (RawClient, Option<u8>) {
+    let mut c = RawClient::open(port);
+    c.send_lossy(&Connect::new(client_id).keepalive(0).encode());
+    let rc = match c.read_packet(WAIT) {
+        Ok(p) => p.connack().map(|(_, rc)| rc),
+        Err(ReadError::Closed) => None,
+        Err(e) => panic!("{client_id}: neither CONNACK nor close: {e:?}"),
+    };
+    (c, rc)
+}
+
+#[test]
+fn max_connections_refuses_the_sixth_connection_and_logs_the_limit() {
+    let mut b = TestBroker::start("max_connections 5\n");
+    let mut five: Vec<RawClient> = (0..5)
+        .map(|i| {
+            let (c, rc) = try_connect(b.port, &format!("c{i}"));
+            assert_eq!(rc, Some(0), "connection {i} of 5");
+            c
+        })
+        .collect();
+    // As Mosquitto: accepted, then closed at once without a CONNACK.
+    let (_, rc) = try_connect(b.port, "sixth");
+    assert_eq!(rc, None, "the sixth connection is refused");
+    let log = b.log();
+    assert!(
+        log.contains("denied: max_connections exceeded."),
+        "the log names the limit:\n{log}"
+    );
+    // The five are still served; one leaving makes room for another.
+    for c in five.iter_mut() {
+        c.ping();
+    }
+    drop(five.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, rc) = try_connect(b.port, "seventh");
+        if rc == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no room after a client left");
+        thread::sleep(Duration::from_millis(50));
+    }
+    b.assert_running();
+}
+
+#[test]
+fn out_of_file_descriptors_refuses_new_connections_and_keeps_serving() {
+    if !have("prlimit") {
+        panic!("prlimit (util-linux) is needed to lower the broker's descriptor limit");
+    }
+    // The broker opens about 10 descriptors of its own; 32 leaves room
+    // for a handful of clients only.
+    let mut b = TestBroker::start_under(&["prlimit", "--nofile=32:32"], "");
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..40 {
+        let (c, rc) = try_connect(b.port, &format!("fd{i}"));
+        match rc {
+            Some(0) => accepted.push(c),
+            None => refused += 1,
+            Some(rc) => panic!("fd{i}: CONNACK {rc}"),
+        }
+    }
+    assert!(
+        !accepted.is_empty() && refused > 0,
+        "{} accepted, {refused} refused",
+        accepted.len()
+    );
+    let log = b.log();
+    assert!(
+        log.contains("Unable to accept new connection, system socket count has been exceeded."),
+        "the log names the limit:\n{log}"
+    );
+    b.assert_running();
+    for c in accepted.iter_mut() {
+        c.ping();
+    }
+    // Descriptors given back are used again.
+    accepted.truncate(accepted.len().saturating_sub(3));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, rc) = try_connect(b.port, "after");
+        if rc == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection accepted after clients left"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    b.assert_running();
+}
