@@ -21,6 +21,12 @@
 #   SCENARIOS="fanin fanout qos1 latency conns retained wildcard"
 #                            (and `bridge`, not in the default set: it needs
 #                            Mosquitto as the remote, see write_bridge_conf)
+#                            also (not in the default set; issue 16):
+#                            never-reading half-open partial-connect
+#   NR_RATE=5000             never-reading: publishes/s from 4 publishers
+#   HALF_OPEN=2000           half-open, partial-connect: connections
+#   OUT=bench-results        where results go (use another directory for
+#                            the issue 16 scenarios to keep results.md)
 #   QUICK=1                  small sizes and 2 s durations
 #   DURATION, CONNS, RETAINED, WILDCARD_SUBS, FANOUT_SUBS   override sizes
 #   BENCH_ARGS="--v5"        extra midge_bench options for every run
@@ -45,7 +51,9 @@ SCENARIOS=${SCENARIOS:-"fanin fanout qos1 latency conns retained wildcard"}
 QUICK=${QUICK:-0}
 NODELAY=${NODELAY:-0}
 BENCH_ARGS=${BENCH_ARGS:-}
-OUT=bench-results
+OUT=${OUT:-bench-results}
+NR_RATE=${NR_RATE:-5000}
+HALF_OPEN=${HALF_OPEN:-2000}
 
 if [ "$QUICK" = 1 ]; then
     DURATION=${DURATION:-2}
@@ -183,6 +191,14 @@ write_bridge_conf() {
     chmod 1777 "$4"
 }
 
+# scenario_conf SCENARIO: lines added to the configuration for one scenario.
+scenario_conf() {
+    case "$1" in
+    # never-reading reads the dropped count from $SYS: update it every second.
+    never-reading) echo "sys_interval 1" ;;
+    esac
+}
+
 BROKER_PID=
 # start_broker NAME CONF LOG [WRAPPER...]: sets BROKER_PID (the wrapper's PID
 # when a wrapper such as valgrind or strace is given).
@@ -225,6 +241,11 @@ scenario_args() {
     retained) echo "--count $RETAINED" ;;
     wildcard) echo "--duration $DURATION --subs $WILDCARD_SUBS" ;;
     bridge) echo "--duration $DURATION --count $BACKLOG --timeout 300" ;;
+    never-reading) echo "--duration $DURATION --rate $NR_RATE --pubs 4" ;;
+    # Both brokers close a silent connection by themselves (midge after
+    # 20 s, Mosquitto after 1.5 x its 60 s default keep-alive, checked
+    # every 5 s): wait up to 120 s to see it.
+    half-open | partial-connect) echo "--conns $HALF_OPEN --hold 2 --timeout 120" ;;
     *) echo "--duration $DURATION" ;;
     esac
 }
@@ -246,7 +267,9 @@ run_one() { # run_one ROUND SCENARIO BROKER
     port=$("$BENCH" free-port)
     conf=$TMP/$name.conf
     log=$TMP/$name.log
-    if [ "$scenario" = latency ] || [ "$NODELAY" = 1 ]; then
+    # Latency scenarios: without TCP_NODELAY Mosquitto's small replies wait
+    # for delayed ACKs (~10 ms); midge always sets it.
+    if [ "$scenario" = latency ] || [ "$scenario" = never-reading ] || [ "$NODELAY" = 1 ]; then
         nodelay=1
     fi
     write_conf "$conf" "$port" "$nodelay"
@@ -263,6 +286,7 @@ run_one() { # run_one ROUND SCENARIO BROKER
         extra=(--remote-port "$rport" --remote-bin "$MOSQUITTO"
             --remote-conf "$TMP/remote-$name.conf" --remote-log "$TMP/remote-$name.log")
     fi
+    scenario_conf "$scenario" >>"$conf"
     start_broker "$name" "$conf" "$log"
     local pid=$BROKER_PID
     if ! "$BENCH" wait-port --port "$port" --timeout 10; then
@@ -296,7 +320,7 @@ run_one() { # run_one ROUND SCENARIO BROKER
 
 summary() { # the headline numbers of one JSON line
     local l=$1 key v out=""
-    for key in backlog_delivered drain_secs drain_broker_cpu_us_per_msg msgs_per_sec loss_pct p50_us p99_us bytes_per_conn bytes_per_msg broker_cpu_us_per_msg error; do
+    for key in backlog_delivered drain_secs drain_broker_cpu_us_per_msg msgs_per_sec loss_pct p50_us p99_us bytes_per_conn bytes_per_msg broker_cpu_us_per_msg rss_growth_mb dropped idle_p99_us load_p99_us closed_by_broker last_close_secs error; do
         v=$(json_num "$l" "$key")
         if [ -n "$v" ]; then out="$out $key=$v"; fi
     done

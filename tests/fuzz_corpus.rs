@@ -77,12 +77,12 @@ fn corpora_replay_without_a_finding() {
 
 /// Found by the broker target (issue 16): a client that never reads takes
 /// over its own persistent session and subscribes to `r/#` again and again;
-/// every SUBSCRIBE queues another copy of the retained `r/1`, past
-/// `max_queued_messages` 2. Retained copies for a new subscription are
-/// exempt from the queue limits by design (Mosquitto sends every retained
-/// match), so the invariant counts them apart; this input must pass it.
+/// every SUBSCRIBE queued another copy of the retained QoS 1 `r/1`, past
+/// `max_queued_messages` 2. QoS 1/2 retained copies are now bounded like
+/// any other message (as Mosquitto: retain.c -> db__message_insert), and
+/// the invariant holds the queue to the normal limit again.
 #[test]
-fn broker_retained_copies_on_resubscribe_keep_live_queue_bounded() {
+fn broker_retained_copies_on_resubscribe_stay_within_queue_limits() {
     let path = fuzz_dir().join("seeds/broker/regression-retained-resubscribe");
     let data = fs::read(&path).expect("regression input");
     midge::fuzzing::broker(&data);

@@ -56,9 +56,15 @@ pub(super) struct Delivery<'a> {
     pub sub_ids: &'a [u32],
     /// The shared subscription group it was chosen through, or NO_GROUP.
     pub group: u32,
-    /// Sent because of a new subscription (retained): waits in the queue
-    /// for a congested client whatever `max_queued_messages` says, as
-    /// Mosquitto sends every retained match.
+    /// A QoS 0 retained copy for a new subscription whose client was
+    /// within its queue limits when the subscription's retained matches
+    /// started: it waits in the queue whatever `max_queued_messages` says.
+    /// Mosquitto does the same: it admits a QoS 0 copy while the client's
+    /// unwritten packets are below `max_queued_messages`, and a SUBSCRIBE's
+    /// retained matches are all admitted before any of them is written. A
+    /// client that never reads is over its limits after one such burst, so
+    /// subscribing again adds nothing. QoS 1/2 retained copies are bounded
+    /// like any other message.
     pub unbounded: bool,
 }
 
@@ -726,12 +732,8 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        let max_msgs = self.cfg.max_queued_messages as usize;
-        let max_bytes = self.cfg.max_queued_bytes as usize;
-        if !d.unbounded
-            && ((max_msgs > 0 && s.queue.len() >= max_msgs)
-                || (max_bytes > 0 && s.queued_bytes + view.payload.len() > max_bytes))
-        {
+        let (max_msgs, max_bytes) = (self.cfg.max_queued_messages, self.cfg.max_queued_bytes);
+        if !d.unbounded && !s.queue_has_room(max_msgs, max_bytes, view.payload.len()) {
             if !s.dropping {
                 s.dropping = true;
                 (self.events)(&Event::DroppingOutgoing {
@@ -1104,11 +1106,13 @@ impl Broker {
     }
 
     /// Send stored messages (retained, on subscribe) to one session.
+    /// `burst_open`: the session was within its queue limits when this
+    /// subscription's retained matches started (see `Delivery::unbounded`).
     pub(super) fn deliver_stored(
         &mut self,
         skey: usize,
         msg: &Message,
-        qos: QoS,
+        (qos, burst_open): (QoS, bool),
         sub_id: u32,
         now: u64,
     ) {
@@ -1139,7 +1143,7 @@ impl Broker {
             retain: true,
             sub_ids: ids,
             group: NO_GROUP,
-            unbounded: true,
+            unbounded: burst_open && qos == QoS::AtMostOnce,
         };
         self.deliver(skey, &view, (msg.qos, true), &mut stored, &d, now);
     }

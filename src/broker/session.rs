@@ -155,6 +155,14 @@ impl Session {
         self.subs.iter().position(|(f, _)| &**f == filter)
     }
 
+    /// Whether one more message of `payload` bytes may be queued within
+    /// `max_queued_messages` / `max_queued_bytes` (0: no limit).
+    pub fn queue_has_room(&self, max_msgs: u32, max_bytes: u64, payload: usize) -> bool {
+        let over_msgs = max_msgs > 0 && self.queue.len() >= max_msgs as usize;
+        let over_bytes = max_bytes > 0 && (self.queued_bytes + payload) as u64 > max_bytes;
+        !(over_msgs || over_bytes)
+    }
+
     pub fn push_queue(&mut self, out: Outgoing) {
         self.queued_bytes += out.msg.cost();
         self.queue.push_back(out);

@@ -155,13 +155,18 @@ impl Broker {
         self.router
             .retained
             .for_each_match(filter, |m| msgs.push(m.clone()));
+        let (max_msgs, max_bytes) = (self.cfg.max_queued_messages, self.cfg.max_queued_bytes);
+        let burst_open = self
+            .sessions
+            .get(skey)
+            .is_some_and(|s| s.queue_has_room(max_msgs, max_bytes, 0));
         for m in msgs.iter() {
             let qos = if self.cfg.upgrade_outgoing_qos {
                 granted
             } else {
                 m.qos.min(granted)
             };
-            self.deliver_stored(skey, m, qos, sub_id, now);
+            self.deliver_stored(skey, m, (qos, burst_open), sub_id, now);
         }
         msgs.clear();
         self.retained_scratch = msgs;

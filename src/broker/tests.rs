@@ -1086,3 +1086,93 @@ fn events_follow_the_fake_clock() {
     assert!(seen[0].contains("client_id: \"sensor\""), "{}", seen[0]);
     assert!(seen[1].contains("filter: \"a/+\""), "{}", seen[1]);
 }
+
+/// The session `id`'s queue length and the broker's dropped count.
+fn queued_and_dropped(h: &H, id: &str) -> (usize, u64) {
+    let s = h.b.sessions.iter().find(|(_, s)| &*s.client_id == id);
+    let queued = s.map_or(0, |(_, s)| s.queue.len());
+    (queued, h.b.stats().pub_msgs_dropped)
+}
+
+/// SUBSCRIBE `filter` without reading anything back.
+fn subscribe_unread(h: &mut H, id: ConnId, filter: &str, qos: u8) {
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    raw.extend_from_slice(filter.as_bytes());
+    raw.push(qos);
+    h.send(
+        id,
+        Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::EMPTY,
+            filters: SubscribeFilters::from_raw(&raw),
+        }),
+    );
+}
+
+/// Issue 16: a client that never reads and subscribes again and again got
+/// one more copy of every matching retained message per SUBSCRIBE, exempt
+/// from `max_queued_messages`. QoS 1/2 retained copies are now bounded like
+/// any message (Mosquitto: retain__process -> db__message_insert), and the
+/// ones past the limit are counted as dropped.
+#[test]
+fn resubscribing_never_reading_client_keeps_qos1_retained_copies_within_the_queue_limit() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 0,
+        max_queued_messages: 5,
+        max_inflight_messages: 2,
+        ..BrokerConfig::default()
+    });
+    let p = h.connect("p", true);
+    for i in 0..3u16 {
+        h.publish(p, &format!("r/{i}"), b"keep", 1, true, i + 1);
+        h.recv(p);
+    }
+    let s = h.connect("s", true);
+    for _ in 0..50 {
+        subscribe_unread(&mut h, s, "r/#", 1);
+        h.b.check_invariants().unwrap();
+    }
+    let (queued, dropped) = queued_and_dropped(&h, "s");
+    assert_eq!(queued, 5, "2 in flight, 5 queued, the rest dropped");
+    assert_eq!(dropped, 50 * 3 - 2 - 5);
+}
+
+/// QoS 0 retained copies are admitted whole while the client is within its
+/// queue limits when the SUBSCRIBE's retained matches start (Mosquitto
+/// admits them while its unwritten packets are below the limit, and writes
+/// none of them before the SUBSCRIBE is handled), so a reading client gets
+/// every match; a client that never reads is over the limit after one such
+/// burst and later SUBSCRIBEs add nothing.
+#[test]
+fn resubscribing_never_reading_client_gets_qos0_retained_copies_only_while_within_the_limit() {
+    let mut h = H::with(BrokerConfig {
+        sys_interval: 0,
+        max_queued_messages: 5,
+        ..BrokerConfig::default()
+    });
+    let p = h.connect("p", true);
+    // 20 x 64 KiB: more than the 1 MiB outbox, so copies wait in the queue.
+    let payload = vec![b'x'; 64 * 1024];
+    for i in 0..20 {
+        h.publish(p, &format!("r/{i}"), &payload, 0, true, 0);
+    }
+    let s = h.connect("s", true);
+    subscribe_unread(&mut h, s, "r/#", 0);
+    let (first, dropped) = queued_and_dropped(&h, "s");
+    assert!(first > 0 && first < 20, "outbox then queue: {first}");
+    assert_eq!(dropped, 0, "a client within its limits gets every match");
+    subscribe_unread(&mut h, s, "r/#", 0);
+    let (second, _) = queued_and_dropped(&h, "s");
+    assert!(
+        second >= 5,
+        "the second burst started below the limit: {second}"
+    );
+    for _ in 0..50 {
+        subscribe_unread(&mut h, s, "r/#", 0);
+        h.b.check_invariants().unwrap();
+    }
+    let (after, dropped) = queued_and_dropped(&h, "s");
+    assert_eq!(after, second, "no more copies once over the limit");
+    assert_eq!(dropped, 50 * 20);
+}

@@ -654,6 +654,10 @@ pub struct EventLoop {
     bridges: bridges::Bridges,
     /// Connection `ConnId`s are the slab key plus this.
     key_base: usize,
+    /// A descriptor held in reserve (on /dev/null): out of descriptors,
+    /// it is given back so a waiting connection can be accepted and closed
+    /// at once instead of hanging in the backlog, as Mosquitto does.
+    spare_fd: Option<std::fs::File>,
 }
 
 impl EventLoop {
@@ -687,6 +691,7 @@ impl EventLoop {
             shutting_down: false,
             bridges: bridges::Bridges::new(Vec::new(), BRIDGE_BASE),
             key_base: 0,
+            spare_fd: std::fs::File::open("/dev/null").ok(),
         })
     }
 
@@ -895,8 +900,29 @@ impl EventLoop {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    log::warn!(
+                        "Unable to accept new connection, system socket count has been exceeded. Try increasing \"ulimit -n\" or equivalent."
+                    );
+                    // Refuse the waiting connection with the spare
+                    // descriptor (then take it again). Linux reports
+                    // EMFILE before it looks at the backlog, so only a
+                    // connection actually refused means there may be more.
+                    if self.spare_fd.take().is_none() {
+                        return;
+                    }
+                    let refused = match &l.listener {
+                        Listening::Tcp(t) => t.accept().is_ok(),
+                        Listening::Unix(u) => u.accept().is_ok(),
+                    };
+                    self.spare_fd = std::fs::File::open("/dev/null").ok();
+                    if !refused {
+                        return;
+                    }
+                    continue;
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: try again next pass.
+                    // Other accept errors: try again next pass.
                     log::error!("Error accepting connection: {}.", e);
                     return;
                 }

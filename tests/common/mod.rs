@@ -115,6 +115,11 @@ pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+thread_local! {
+    /// The program `start_program` runs the broker under (empty: none).
+    static WRAPPER: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A running broker on its own loopback port and temp dir; killed and cleaned up on drop.
 pub struct TestBroker {
     pub port: u16,
@@ -134,6 +139,16 @@ impl TestBroker {
         Self::start_program(&broker_binary(), args, extra_config)
     }
 
+    /// Like [`TestBroker::start`], the broker started by `wrapper` (a
+    /// program and its arguments, e.g. `prlimit --nofile=32:32`); the PID
+    /// is the wrapper's, which execs the broker.
+    pub fn start_under(wrapper: &[&str], extra_config: &str) -> TestBroker {
+        WRAPPER.with(|w| *w.borrow_mut() = wrapper.iter().map(|s| s.to_string()).collect());
+        let b = Self::start_program(&broker_binary(), &[], extra_config);
+        WRAPPER.with(|w| w.borrow_mut().clear());
+        b
+    }
+
     /// Starts `bin` with `-c <file>` and `args` on a free port (retried when
     /// another test wins the race for it), waiting until it listens.
     fn start_program(bin: &Path, args: &[&str], extra_config: &str) -> TestBroker {
@@ -151,7 +166,16 @@ impl TestBroker {
             let log_path = dir.join("broker.log");
             let log = fs::File::create(&log_path).expect("create log file");
             let log2 = log.try_clone().expect("clone log file");
-            let mut child = Command::new(bin)
+            let wrapper = WRAPPER.with(|w| w.borrow().clone());
+            let mut cmd = match wrapper.split_first() {
+                Some((program, rest)) => {
+                    let mut c = Command::new(program);
+                    c.args(rest).arg(bin);
+                    c
+                }
+                None => Command::new(bin),
+            };
+            let mut child = cmd
                 .arg("-c")
                 .arg(&conf)
                 .args(args)

@@ -11,6 +11,7 @@ mod bridge;
 mod json;
 mod mqtt;
 mod net;
+mod overload;
 mod procfs;
 mod report;
 mod scenarios;
@@ -41,6 +42,12 @@ scenarios:
             time, RSS per subscription, publishes routed to one filter each/s
   bridge    backlog drain and forwarding through a bridge to a remote
             Mosquitto it starts itself (midge_bench bridge --help)
+  never-reading  a # subscriber at QoS 1 that never reads, --pubs publishers
+            at --rate msgs/s (QoS 0 and 1); RSS growth, $SYS drops, probe
+            round trips idle and during (broker needs sys_interval 1)
+  half-open --conns connections that never send CONNECT; RSS per
+            connection, how many the broker closes within --timeout
+  partial-connect  the same, each having sent 4 bytes of a CONNECT
 
 options:
   --host ADDR        loopback address of the broker (default 127.0.0.1)
@@ -243,6 +250,9 @@ fn run() -> Result<(), (String, Option<String>)> {
         "retained" => scenarios::retained,
         "wildcard" => scenarios::wildcard,
         "subs" => sweep::subs,
+        "never-reading" => overload::never_reading,
+        "half-open" => overload::half_open,
+        "partial-connect" => overload::partial_connect,
         other => return Err((format!("unknown scenario '{other}'\n\n{USAGE}"), None)),
     };
     let o = parse_opts(rest).map_err(|e| (format!("{e}\n\n{USAGE}"), None))?;

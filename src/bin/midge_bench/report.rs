@@ -28,6 +28,19 @@ const fn m(key: &'static str, label: &'static str, higher_better: bool, chart: b
 }
 
 fn metrics_for(scenario: &str) -> &'static [Metric] {
+    const NEVER_READING: &[Metric] = &[
+        m("rss_growth_mb", "broker RSS growth, MB", false, true),
+        m("dropped", "dropped ($SYS)", false, false),
+        m("idle_p50_us", "probe p50 idle µs", false, true),
+        m("idle_p99_us", "probe p99 idle µs", false, true),
+        m("load_p50_us", "probe p50 under load µs", false, true),
+        m("load_p99_us", "probe p99 under load µs", false, true),
+    ];
+    const SILENT: &[Metric] = &[
+        m("bytes_per_conn", "RSS bytes/conn", false, true),
+        m("closed_by_broker", "closed by the broker", true, false),
+        m("last_close_secs", "last closed after, s", false, false),
+    ];
     const FANIN: &[Metric] = &[
         m("msgs_per_sec", "delivered msgs/s", true, true),
         m("broker_cpu_us_per_msg", "broker CPU µs/msg", false, true),
@@ -99,8 +112,14 @@ fn metrics_for(scenario: &str) -> &'static [Metric] {
     ];
     const OTHER: &[Metric] = &[m("msgs_per_sec", "msgs/s", true, true)];
     // `fanin-tls`, `fanout-wss`...: the scenario run over another transport.
-    let base = scenario.split_once('-').map_or(scenario, |(s, _)| s);
+    // Scenario names with a dash of their own are matched whole.
+    let base = match scenario {
+        "never-reading" | "half-open" | "partial-connect" => scenario,
+        _ => scenario.split_once('-').map_or(scenario, |(s, _)| s),
+    };
     match base {
+        "never-reading" => NEVER_READING,
+        "half-open" | "partial-connect" => SILENT,
         "fanin" => FANIN,
         "fanout" => FANOUT,
         "qos1" => QOS1,

@@ -640,7 +640,7 @@ pub fn qos1(o: &Opts) -> Result<String, String> {
 }
 
 /// Value at quantile `q` of sorted samples (nearest rank).
-fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
+pub(crate) fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
