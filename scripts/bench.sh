@@ -8,6 +8,11 @@
 #                                 pace), 8 publishers x SLOW_COUNT/8 QoS 0
 #                                 messages with no send window; delivered
 #                                 count, time and longest delivery gap
+#   scripts/bench.sh soak         SOAK_CONNS clients churning for SOAK_DURATION
+#                                 seconds per broker (QoS 0/1/2, clean and
+#                                 abrupt disconnects, persistent sessions):
+#                                 acknowledged-but-lost messages, starvation,
+#                                 broker RSS/fds after 1 minute vs at the end
 #
 # Environment:
 #   ROUNDS=3                 rounds; brokers alternate which goes first
@@ -18,6 +23,7 @@
 #   NODELAY=1                set_tcp_nodelay in every scenario, not only latency
 #   MOSQUITTO=/path          Mosquitto binary (default: found on PATH or /usr/sbin)
 #   CG_COUNT=200000          callgrind/strace mode: fan-in messages
+#   SOAK_CONNS=10000 SOAK_DURATION=600 SOAK_SEED=1   soak mode sizes
 #
 # Each broker is started fresh for every (round, scenario) on a free loopback
 # port with the same mosquitto.conf, and stopped by the PID this script got
@@ -51,9 +57,9 @@ fi
 FANOUT_SUBS=${FANOUT_SUBS:-100}
 
 case "$MODE" in
-run | callgrind | slowcpu) ;;
+run | callgrind | slowcpu | soak) ;;
 *)
-    echo "usage: $0 [run|callgrind|slowcpu]" >&2
+    echo "usage: $0 [run|callgrind|slowcpu|soak]" >&2
     exit 2
     ;;
 esac
@@ -292,6 +298,47 @@ fig.tight_layout()
 fig.savefig(png, dpi=120)
 PY
 }
+
+# ---- soak mode (issue #16): churn for minutes; nothing acknowledged may be
+# lost, nobody starves, RSS and fds at the end within 5 % of minute one.
+if [ "$MODE" = soak ]; then
+    SOAK_CONNS=${SOAK_CONNS:-10000}
+    SOAK_DURATION=${SOAK_DURATION:-600}
+    SOAK_SEED=${SOAK_SEED:-1}
+    RAW=$OUT/raw-soak.jsonl
+    : >"$RAW"
+    for name in $BROKERS; do
+        port=$("$BENCH" free-port)
+        write_conf "$TMP/$name.conf" "$port" 0
+        echo "== soak: $name, $SOAK_CONNS clients, ${SOAK_DURATION}s, seed $SOAK_SEED" >&2
+        start_broker "$name" "$TMP/$name.conf" "$TMP/soak-$name.log"
+        pid=$BROKER_PID
+        line="{\"scenario\":\"soak\",\"broker\":\"$name\",\"error\":\"broker did not start\"}"
+        if "$BENCH" wait-port --port "$port" --timeout 10; then
+            # shellcheck disable=SC2086
+            line=$(timeout $((SOAK_DURATION + 600)) "$BENCH" soak --port "$port" --broker-pid "$pid" \
+                --label "$name" --conns "$SOAK_CONNS" --duration "$SOAK_DURATION" --seed "$SOAK_SEED" $BENCH_ARGS) || true
+        fi
+        stop_broker "$pid" 30
+        echo "$line" >>"$RAW"
+        echo "   $line" >&2
+    done
+    {
+        echo "# Soak (scripts/bench.sh soak)"
+        echo
+        machine_header
+        echo "- $SOAK_CONNS clients for ${SOAK_DURATION}s, seed $SOAK_SEED, MQTT 3.1.1; mosquitto.conf for both: $(grep -v '^listener' "$TMP/midge.conf" | paste -sd';' -)"
+        echo
+        echo "| broker | CONNACKs / attempts | CONNACK timeouts | published q0/q1/q2 | acked q1/q2 | acked but lost | stable max gap ms | crowd max gap ms | RSS KiB 1 min -> end | fds 1 min -> end | broker CPU s |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        while read -r l; do
+            j() { json_num "$l" "$1"; }
+            echo "| $(sed -n 's/.*"broker":"\([^"]*\)".*/\1/p' <<<"$l") | $(j connacks) / $(j connect_attempts) | $(j connack_timeouts) | $(j published_qos0)/$(j published_qos1)/$(j published_qos2) | $(j acked_qos1)/$(j acked_qos2) | $(j acked_but_lost) | $(j stable_max_gap_ms) | $(j crowd_max_gap_ms) | $(j rss_kb_1min) -> $(j rss_kb_end) ($(j rss_change_pct) %) | $(j fds_1min) -> $(j fds_end) ($(j fds_change_pct) %) | $(j broker_cpu_secs) |"
+        done <"$RAW"
+    } >"$OUT/soak.md"
+    cat "$OUT/soak.md"
+    exit 0
+fi
 
 if [ "$MODE" = run ]; then
     : >"$OUT/raw.jsonl"

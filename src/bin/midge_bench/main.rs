@@ -13,6 +13,7 @@ mod net;
 mod procfs;
 mod report;
 mod scenarios;
+mod soak;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ scenarios:
   conns     N idle subscribed connections, broker RSS per connection
   retained  store N retained messages, time a # subscriber receiving them
   wildcard  N subscribers with distinct +/# filters, routed publishes/s
+  soak      --conns clients churning for --duration (default 600 s): QoS 0/1/2,
+            clean and abrupt disconnects, persistent sessions; acknowledged
+            but lost messages, starvation, broker RSS/fds (soak --help)
 
 options:
   --host ADDR        loopback address of the broker (default 127.0.0.1)
@@ -215,6 +219,7 @@ fn run() -> Result<(), (String, Option<String>)> {
         "free-port" => return plain(free_port()),
         "wait-port" => return plain(wait_port(rest)),
         "report" => return plain(report_cmd(rest)),
+        "soak" => return soak::cli(rest, parse_opts),
         "fanin" => scenarios::fanin,
         "fanout" => scenarios::fanout,
         "qos1" => scenarios::qos1,
