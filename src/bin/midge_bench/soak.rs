@@ -9,9 +9,14 @@
 //!
 //! The loss check has no false positives by construction:
 //! - `--stable` dedicated subscribers (persistent sessions, clean session 0,
-//!   `soak/m/#` at QoS 1 or 2) subscribe before anybody publishes and never
-//!   unsubscribe; they disconnect (cleanly or not) and reconnect quickly, so
-//!   their offline queue stays far below `max_queued_messages`.
+//!   `soak/s/#` at QoS 1 or 2) subscribe before anybody publishes and never
+//!   unsubscribe; they disconnect (cleanly or not) and reconnect within
+//!   300 ms.
+//! - Only QoS 1/2 messages go to `soak/s/...`, at most `--stable-rate` per
+//!   second (a token bucket), so a stable subscriber's queue can only reach
+//!   `max_queued_messages` (1000) after a delivery gap of 1000 / rate
+//!   seconds (20 s at the default 50/s): the report gives the longest gap,
+//!   so a loss can be told from a configured queue limit doing its job.
 //! - A message is *acknowledged* when its publisher got PUBACK (QoS 1) or
 //!   PUBCOMP (QoS 2). Every acknowledged message must reach every stable
 //!   subscriber; the ones that did not by the end of the drain are "lost".
@@ -42,10 +47,12 @@ soak options:
   --online S         mean seconds a crowd client stays connected (default 30)
   --offline S        mean seconds a crowd client stays away (default 3)
   --pub-every S      mean seconds between a crowd client's publishes (default 20)
-  --sub-frac F       share of crowd connections that subscribe (default 0.3)
+  --sub-frac F       share of crowd clients that subscribe (default 0.3)
+  --stable-rate R    QoS 1/2 messages per second to the checked topics (default 50)
+  --max-connecting N connection handshakes in flight at most (default 256)
   --persistent-frac F  share of crowd clients with persistent sessions (default 0.3)
   --abrupt-frac F    share of disconnects without DISCONNECT (default 0.5)
-  --groups N         crowd topics soak/m/0..N-1 (default 64)
+  --groups N         topics soak/m/0..N-1 and soak/s/0..N-1 (default 64)
   --sample S         RSS/fd sampling period (default 10)
 ";
 
@@ -62,6 +69,8 @@ struct Cfg {
     abrupt_frac: f64,
     groups: u64,
     sample: Duration,
+    stable_rate: f64,
+    max_connecting: usize,
 }
 
 type ParseOpts = fn(Vec<String>) -> Result<Opts, String>;
@@ -80,6 +89,8 @@ pub fn cli(args: Vec<String>, parse: ParseOpts) -> Result<(), (String, Option<St
         abrupt_frac: 0.5,
         groups: 64,
         sample: Duration::from_secs(10),
+        stable_rate: 50.0,
+        max_connecting: 256,
     };
     let mut rest = Vec::new();
     let mut it = args.into_iter();
@@ -102,6 +113,8 @@ pub fn cli(args: Vec<String>, parse: ParseOpts) -> Result<(), (String, Option<St
             "--sub-frac" => cfg.sub_frac = num(&flag)?.min(1.0),
             "--persistent-frac" => cfg.persistent_frac = num(&flag)?.min(1.0),
             "--abrupt-frac" => cfg.abrupt_frac = num(&flag)?.min(1.0),
+            "--stable-rate" => cfg.stable_rate = num(&flag)?,
+            "--max-connecting" => cfg.max_connecting = (num(&flag)? as usize).max(1),
             "--groups" => cfg.groups = (num(&flag)? as u64).max(1),
             "--sample" => cfg.sample = Duration::from_secs_f64(num(&flag)?.max(0.1)),
             "-h" | "--help" => return Err((USAGE.to_string(), None)),
@@ -214,6 +227,8 @@ struct Conn {
     started: Instant,
     /// Outstanding QoS 1/2 publishes: (packet id, sequence number).
     out: Vec<(u16, u64)>,
+    /// Group of a SUBSCRIBE not yet acknowledged.
+    pending_group: Option<u64>,
     /// Crowd subscriber: when its current subscription went live, and the
     /// last delivery since (for the starvation check).
     sub_since: Option<Instant>,
@@ -231,7 +246,9 @@ struct Slot {
     conn: Option<Conn>,
     /// The broker holds a session for this id (persistent and CONNACKed once).
     has_session: bool,
-    /// Crowd groups the broker's session subscribes this id to.
+    /// A crowd client that keeps one subscription (`--sub-frac` of them).
+    subscriber: bool,
+    /// Crowd groups the broker's session subscribes this id to (SUBACKed).
     groups: Vec<u64>,
     next_pid: u16,
     leave_at: Instant,
@@ -274,6 +291,7 @@ struct Counts {
 }
 
 const TOPIC_PREFIX: &str = "soak/m/";
+const TRACKED_PREFIX: &str = "soak/s/";
 /// A CONNACK slower than this is a starved client.
 const CONNACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// A crowd subscriber without a delivery for this long is starved.
@@ -295,6 +313,13 @@ struct Soak<'a> {
     c: Counts,
     /// Sequence numbers of acknowledged QoS 1/2 messages.
     acked: Bits,
+    /// Sequence numbers sent to the checked `soak/s/...` topics.
+    tracked: Bits,
+    tracked_published: u64,
+    tracked_acked: u64,
+    /// Token bucket for `--stable-rate`.
+    bucket: f64,
+    bucket_at: Instant,
     /// QoS of every sequence number published (for the report of lost ones).
     seq_qos: Vec<u8>,
     seq: u64,
@@ -360,7 +385,7 @@ impl<'a> Soak<'a> {
     }
 
     fn start_connect(&mut self, idx: usize, now: Instant) {
-        if self.connecting >= self.o.concurrency.max(1) {
+        if self.connecting >= self.cfg.max_connecting {
             let at = now + Duration::from_millis(5);
             self.arm(idx, at);
             return;
@@ -400,6 +425,7 @@ impl<'a> Soak<'a> {
             rx: Vec::new(),
             started: now,
             out: Vec::new(),
+            pending_group: None,
             sub_since: None,
             last_msg: None,
             max_gap: Duration::ZERO,
@@ -466,7 +492,7 @@ impl<'a> Soak<'a> {
                     if let Some(g) = unsub_group {
                         let pid = s.next_pid;
                         s.next_pid = s.next_pid.saturating_add(1);
-                        unsubscribe(&mut c.tx, pid, &format!("{TOPIC_PREFIX}{g}"));
+                        unsubscribe(&mut c.tx, pid, &format!("soak/+/{g}"));
                     }
                     mqtt::disconnect(&mut c.tx);
                     c.phase = Phase::Closing;
@@ -529,10 +555,14 @@ impl<'a> Soak<'a> {
         }
     }
 
-    fn publish(&mut self, idx: usize, _now: Instant) {
+    fn publish(&mut self, idx: usize, now: Instant) {
         if !self.publishing {
             return;
         }
+        let rate = self.cfg.stable_rate;
+        let dt = now.saturating_duration_since(self.bucket_at).as_secs_f64();
+        self.bucket = (self.bucket + dt * rate).min(rate.max(1.0));
+        self.bucket_at = now;
         let mut qos = self.rng.below(3) as u8;
         let group = self.rng.below(self.cfg.groups);
         let Some(s) = self.slots.get_mut(idx) else {
@@ -554,7 +584,18 @@ impl<'a> Soak<'a> {
         if let Some(p) = self.payload.get_mut(8..9) {
             p.copy_from_slice(&[qos]);
         }
-        mqtt::topic_with_numbers(&mut self.topic, TOPIC_PREFIX.as_bytes(), &[group]);
+        let tracked = qos > 0 && self.bucket >= 1.0;
+        if tracked {
+            self.bucket -= 1.0;
+            self.tracked.set(seq);
+            self.tracked_published += 1;
+        }
+        let prefix = if tracked {
+            TRACKED_PREFIX
+        } else {
+            TOPIC_PREFIX
+        };
+        mqtt::topic_with_numbers(&mut self.topic, prefix.as_bytes(), &[group]);
         let pid = if qos > 0 {
             let pid = s.next_pid;
             s.next_pid += 1;
@@ -624,7 +665,7 @@ impl<'a> Soak<'a> {
             if !s.subscribed {
                 let pid = s.next_pid;
                 s.next_pid += 1;
-                mqtt::subscribe(&mut c.tx, pid, "soak/m/#", s.sub_qos, false);
+                mqtt::subscribe(&mut c.tx, pid, "soak/s/#", s.sub_qos, false);
                 self.c.subscribes += 1;
             }
             s.last_msg.get_or_insert(now);
@@ -636,16 +677,15 @@ impl<'a> Soak<'a> {
             if !s.groups.is_empty() {
                 c.sub_since = Some(now);
             }
-            if s.groups.len() < 2 && self.rng.chance(self.cfg.sub_frac) {
+            if s.subscriber && s.groups.is_empty() {
+                // Both trees: soak/m/g and the checked soak/s/g.
                 let g = self.rng.below(self.cfg.groups);
-                if !s.groups.contains(&g) {
-                    let qos = self.rng.below(3) as u8;
-                    let pid = s.next_pid;
-                    s.next_pid = s.next_pid.saturating_add(1);
-                    mqtt::subscribe(&mut c.tx, pid, &format!("{TOPIC_PREFIX}{g}"), qos, false);
-                    s.groups.push(g);
-                    self.c.subscribes += 1;
-                }
+                let qos = self.rng.below(3) as u8;
+                let pid = s.next_pid;
+                s.next_pid = s.next_pid.saturating_add(1);
+                mqtt::subscribe(&mut c.tx, pid, &format!("soak/+/{g}"), qos, false);
+                c.pending_group = Some(g);
+                self.c.subscribes += 1;
             }
             let stay = self.rng.exp(self.cfg.online);
             s.leave_at = now + stay;
@@ -709,6 +749,9 @@ impl<'a> Soak<'a> {
         if let Some(pos) = c.out.iter().position(|&(p, _)| p == pid) {
             let (_, seq) = c.out.swap_remove(pos);
             self.acked.set(seq);
+            if self.tracked.get(seq) {
+                self.tracked_acked += 1;
+            }
             let qos = self.seq_qos.get(seq as usize).copied().unwrap_or(0);
             if let Some(n) = self.c.acked.get_mut(usize::from(qos)) {
                 *n += 1;
@@ -771,6 +814,9 @@ impl<'a> Soak<'a> {
                     if s.stable {
                         s.subscribed = true;
                     } else if let Some(c) = s.conn.as_mut() {
+                        if let Some(g) = c.pending_group.take() {
+                            s.groups.push(g);
+                        }
                         c.sub_since.get_or_insert(now);
                     }
                 }
@@ -986,7 +1032,7 @@ impl<'a> Soak<'a> {
         let mut by_qos = [0u64; 3];
         let mut first = None;
         for seq in 0..self.seq {
-            if !self.acked.get(seq) {
+            if !self.acked.get(seq) || !self.tracked.get(seq) {
                 continue;
             }
             let missing = self
@@ -1017,6 +1063,9 @@ impl<'a> Soak<'a> {
         outstanding == 0 && self.lost().0 == 0
     }
 }
+
+/// (seconds since the start, broker RSS bytes, broker fds, live clients)
+type Sample = (f64, Option<u64>, Option<u64>, usize);
 
 fn fd_count(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
@@ -1053,6 +1102,7 @@ fn run(o: &Opts, cfg: &Cfg) -> Result<String, String> {
             conn: None,
             has_session: false,
             groups: Vec::new(),
+            subscriber: !stable && rng.chance(cfg.sub_frac),
             next_pid: 1,
             leave_at: now,
             timer_gen: 0,
@@ -1078,6 +1128,11 @@ fn run(o: &Opts, cfg: &Cfg) -> Result<String, String> {
         rng,
         c: Counts::default(),
         acked: Bits::default(),
+        tracked: Bits::default(),
+        tracked_published: 0,
+        tracked_acked: 0,
+        bucket: 0.0,
+        bucket_at: now,
         seq_qos: Vec::new(),
         seq: 0,
         connecting: 0,
@@ -1117,7 +1172,7 @@ fn run(o: &Opts, cfg: &Cfg) -> Result<String, String> {
     s.gap_from = t0 + ramp + Duration::from_secs_f64(cfg.online.min(10.0));
     let end = t0 + o.duration;
     let mut next_sample = t0;
-    let mut samples: Vec<(f64, Option<u64>, Option<u64>, usize)> = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
     let mut max_live = 0usize;
     while Instant::now() < end {
         let now = Instant::now();
@@ -1237,6 +1292,10 @@ fn run(o: &Opts, cfg: &Cfg) -> Result<String, String> {
         .int("published_qos2", p2)
         .int("acked_qos1", a1)
         .int("acked_qos2", a2)
+        .num("stable_rate", cfg.stable_rate)
+        .num("stable_queue_fill_secs", 1000.0 / cfg.stable_rate.max(1e-9))
+        .int("tracked_published", s.tracked_published)
+        .int("tracked_acked", s.tracked_acked)
         .int("unacked_at_drop", s.c.unacked_dropped)
         .int("unacked_at_end", outstanding)
         .int("stable_received", s.c.stable_received)
@@ -1307,9 +1366,7 @@ fn run(o: &Opts, cfg: &Cfg) -> Result<String, String> {
             .max()
             .map(|b| (b / 1024) as f64),
     );
-    let fmt = |f: &dyn Fn(&(f64, Option<u64>, Option<u64>, usize)) -> String| {
-        samples.iter().map(f).collect::<Vec<_>>().join(" ")
-    };
+    let fmt = |f: &dyn Fn(&Sample) -> String| samples.iter().map(f).collect::<Vec<_>>().join(" ");
     j.str(
         "samples_t_rsskb_fds_live",
         &fmt(&|x| {
