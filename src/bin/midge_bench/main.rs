@@ -14,6 +14,7 @@ mod procfs;
 mod report;
 mod scenarios;
 mod soak;
+mod tlsflood;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ scenarios:
   soak      --conns clients churning for --duration (default 600 s): QoS 0/1/2,
             clean and abrupt disconnects, persistent sessions; acknowledged
             but lost messages, starvation, broker RSS/fds (soak --help)
+  tlsflood  TLS probes' round trip idle vs during floods of new TLS
+            connections at fixed rates (tlsflood --help)
 
 options:
   --host ADDR        loopback address of the broker (default 127.0.0.1)
@@ -220,6 +223,7 @@ fn run() -> Result<(), (String, Option<String>)> {
         "wait-port" => return plain(wait_port(rest)),
         "report" => return plain(report_cmd(rest)),
         "soak" => return soak::cli(rest, parse_opts),
+        "tlsflood" => return tlsflood::cli(rest, parse_opts),
         "fanin" => scenarios::fanin,
         "fanout" => scenarios::fanout,
         "qos1" => scenarios::qos1,
