@@ -15,6 +15,14 @@
 #                                 pace), 8 publishers x SLOW_COUNT/8 QoS 0
 #                                 messages with no send window; delivered
 #                                 count, time and longest delivery gap
+#   scripts/bench.sh soak         SOAK_CONNS clients churning for SOAK_DURATION
+#                                 seconds per broker (QoS 0/1/2, clean and
+#                                 abrupt disconnects, persistent sessions):
+#                                 acknowledged-but-lost messages, starvation,
+#                                 broker RSS/fds after 1 minute vs at the end
+#   scripts/bench.sh tlsflood     TLS probes' round trip idle vs during floods
+#                                 of new TLS connections (TLS_RATES per second,
+#                                 full handshakes, throwaway ECDSA P-256 cert)
 #
 # Environment:
 #   ROUNDS=3                 rounds; brokers alternate which goes first
@@ -36,6 +44,8 @@
 #   SWEEP_CONNS, SWEEP_SUBS, SWEEP_RETAINED, SWEEP_FANOUT   sweep sizes (empty: skip)
 #   SWEEP_DURATION=5         sweep: seconds of traffic per point
 #   BACKLOG=100000           bridge: QoS 1 messages queued while the remote is down
+#   SOAK_CONNS=10000 SOAK_DURATION=600 SOAK_SEED=1   soak mode sizes
+#   TLS_RATES=200,500 TLS_PROBES=10 TLS_FLOOD_SECS=15  tlsflood mode sizes
 #
 # Each broker is started fresh for every (round, scenario) on a free loopback
 # port with the same mosquitto.conf, and stopped by the PID this script got
@@ -73,9 +83,9 @@ fi
 FANOUT_SUBS=${FANOUT_SUBS:-100}
 
 case "$MODE" in
-run | callgrind | slowcpu | sweep | transports) ;;
+run | callgrind | slowcpu | sweep | transports | soak | tlsflood) ;;
 *)
-    echo "usage: $0 [run|callgrind|slowcpu|sweep|transports]" >&2
+    echo "usage: $0 [run|callgrind|slowcpu|sweep|transports|soak|tlsflood]" >&2
     exit 2
     ;;
 esac
@@ -382,6 +392,112 @@ fig.tight_layout()
 fig.savefig(png, dpi=120)
 PY
 }
+
+# ---- soak mode (issue #16): churn for minutes; nothing acknowledged may be
+# lost, nobody starves, RSS and fds at the end within 5 % of minute one.
+if [ "$MODE" = soak ]; then
+    SOAK_CONNS=${SOAK_CONNS:-10000}
+    SOAK_DURATION=${SOAK_DURATION:-600}
+    SOAK_SEED=${SOAK_SEED:-1}
+    RAW=$OUT/raw-soak.jsonl
+    : >"$RAW"
+    for name in $BROKERS; do
+        port=$("$BENCH" free-port)
+        write_conf "$TMP/$name.conf" "$port" 0
+        echo "== soak: $name, $SOAK_CONNS clients, ${SOAK_DURATION}s, seed $SOAK_SEED" >&2
+        start_broker "$name" "$TMP/$name.conf" "$TMP/soak-$name.log"
+        pid=$BROKER_PID
+        line="{\"scenario\":\"soak\",\"broker\":\"$name\",\"error\":\"broker did not start\"}"
+        if "$BENCH" wait-port --port "$port" --timeout 10; then
+            # shellcheck disable=SC2086
+            line=$(timeout $((SOAK_DURATION + 600)) "$BENCH" soak --port "$port" --broker-pid "$pid" \
+                --label "$name" --conns "$SOAK_CONNS" --duration "$SOAK_DURATION" --seed "$SOAK_SEED" $BENCH_ARGS) || true
+        fi
+        stop_broker "$pid" 30
+        echo "$line" >>"$RAW"
+        echo "   $line" >&2
+    done
+    {
+        echo "# Soak (scripts/bench.sh soak)"
+        echo
+        machine_header
+        echo "- $SOAK_CONNS clients for ${SOAK_DURATION}s, seed $SOAK_SEED, MQTT 3.1.1; mosquitto.conf for both: $(grep -v '^listener' "$TMP/midge.conf" | paste -sd';' -)"
+        echo
+        echo "| broker | CONNACKs / attempts | CONNACK timeouts | published q0/q1/q2 | acked q1/q2 | acked but lost | stable max gap ms | crowd max gap ms | RSS KiB 1 min -> end | fds 1 min -> end | broker CPU s |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        while read -r l; do
+            j() { json_num "$l" "$1"; }
+            echo "| $(sed -n 's/.*"broker":"\([^"]*\)".*/\1/p' <<<"$l") | $(j connacks) / $(j connect_attempts) | $(j connack_timeouts) | $(j published_qos0)/$(j published_qos1)/$(j published_qos2) | $(j acked_qos1)/$(j acked_qos2) | $(j acked_but_lost) | $(j stable_max_gap_ms) | $(j crowd_max_gap_ms) | $(j rss_kb_1min) -> $(j rss_kb_end) ($(j rss_change_pct) %) | $(j fds_1min) -> $(j fds_end) ($(j fds_change_pct) %) | $(j broker_cpu_secs) |"
+        done <"$RAW"
+    } >"$OUT/soak.md"
+    cat "$OUT/soak.md"
+    exit 0
+fi
+
+# ---- tlsflood mode (issue #16): do established TLS clients keep their
+# latency while new TLS connections flood in? One throwaway ECDSA P-256 CA and
+# server certificate (SAN IP:127.0.0.1) for both brokers.
+if [ "$MODE" = tlsflood ]; then
+    TLS_RATES=${TLS_RATES:-200,500}
+    TLS_PROBES=${TLS_PROBES:-10}
+    TLS_FLOOD_SECS=${TLS_FLOOD_SECS:-15}
+    command -v openssl >/dev/null || { echo "tlsflood needs openssl" >&2; exit 1; }
+    CERTS=$TMP/certs
+    mkdir -p "$CERTS"
+    (
+        cd "$CERTS"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -keyout ca.key -out ca.crt -subj /CN=midge-bench-ca
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout server.key -out server.csr -subj /CN=127.0.0.1
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >ext.cnf
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+            -days 2 -extfile ext.cnf -out server.crt
+        chmod 644 ./*.key
+    ) >/dev/null 2>&1
+    chmod 755 "$TMP" "$CERTS"
+    RAW=$OUT/raw-tlsflood.jsonl
+    : >"$RAW"
+    for name in $BROKERS; do
+        port=$("$BENCH" free-port)
+        write_conf "$TMP/$name.conf" "$port" 1
+        printf 'certfile %s\nkeyfile %s\n' "$CERTS/server.crt" "$CERTS/server.key" >>"$TMP/$name.conf"
+        echo "== tlsflood: $name, rates $TLS_RATES/s, $TLS_PROBES probes" >&2
+        start_broker "$name" "$TMP/$name.conf" "$TMP/tls-$name.log"
+        pid=$BROKER_PID
+        line="{\"scenario\":\"tlsflood\",\"broker\":\"$name\",\"error\":\"broker did not start\"}"
+        if "$BENCH" wait-port --port "$port" --timeout 10; then
+            # shellcheck disable=SC2086
+            line=$(timeout 600 "$BENCH" tlsflood --port "$port" --broker-pid "$pid" --label "$name" \
+                --cafile "$CERTS/ca.crt" --rates "$TLS_RATES" --probes "$TLS_PROBES" \
+                --flood-secs "$TLS_FLOOD_SECS" $BENCH_ARGS) || true
+        else
+            cat "$TMP/tls-$name.log" >&2
+        fi
+        stop_broker "$pid" 30
+        echo "$line" >>"$RAW"
+        echo "   $line" >&2
+    done
+    {
+        echo "# TLS handshake flood (scripts/bench.sh tlsflood)"
+        echo
+        machine_header
+        echo "- certificate: throwaway ECDSA P-256 (CA + server cert, SAN IP:127.0.0.1); TLS 1.3 (rustls client, no session resumption for the flood)"
+        echo "- $TLS_PROBES probes publish QoS 0 to their own topic every 10 ms; floods of ${TLS_FLOOD_SECS}s at $TLS_RATES new connections/s, each: handshake, CONNECT, CONNACK, DISCONNECT, close"
+        echo
+        echo "| broker | phase | probe RTT p50 µs | p99 µs | p99 / idle p99 | handshakes/s (CONNACKs) | failed | handshake p50 / p99 ms | broker CPU |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        while read -r l; do
+            b=$(sed -n 's/.*"broker":"\([^"]*\)".*/\1/p' <<<"$l")
+            for ph in idle $(tr ',' ' ' <<<"$TLS_RATES" | sed 's/[0-9][0-9]*/r&/g'); do
+                j() { json_num "$l" "${ph}_$1"; }
+                echo "| $b | $ph | $(j p50_us) | $(j p99_us) | $(j p99_vs_idle) | $(j hs_per_sec) | $(j failed) | $(j hs_p50_ms) / $(j hs_p99_ms) | $(j broker_cpu_util) |"
+            done
+        done <"$RAW"
+    } >"$OUT/tlsflood.md"
+    cat "$OUT/tlsflood.md"
+    exit 0
+fi
 
 if [ "$MODE" = run ]; then
     : >"$OUT/raw.jsonl"

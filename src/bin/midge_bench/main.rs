@@ -15,7 +15,9 @@ mod overload;
 mod procfs;
 mod report;
 mod scenarios;
+mod soak;
 mod sweep;
+mod tlsflood;
 mod transport;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -48,6 +50,11 @@ scenarios:
   half-open --conns connections that never send CONNECT; RSS per
             connection, how many the broker closes within --timeout
   partial-connect  the same, each having sent 4 bytes of a CONNECT
+  soak      --conns clients churning for --duration (default 600 s): QoS 0/1/2,
+            clean and abrupt disconnects, persistent sessions; acknowledged
+            but lost messages, starvation, broker RSS/fds (soak --help)
+  tlsflood  TLS probes' round trip idle vs during floods of new TLS
+            connections at fixed rates (tlsflood --help)
 
 options:
   --host ADDR        loopback address of the broker (default 127.0.0.1)
@@ -242,6 +249,8 @@ fn run() -> Result<(), (String, Option<String>)> {
         "wait-port" => return plain(wait_port(rest)),
         "report" => return plain(report_cmd(rest)),
         "bridge" => return bridge::run(rest),
+        "soak" => return soak::cli(rest, parse_opts),
+        "tlsflood" => return tlsflood::cli(rest, parse_opts),
         "fanin" => scenarios::fanin,
         "fanout" => scenarios::fanout,
         "qos1" => scenarios::qos1,
