@@ -59,6 +59,33 @@ type Resolved = (usize, u64, io::Result<Vec<SocketAddr>>);
 /// A test connection's outcome: link, generation, the primary answered.
 type Probed = (usize, u64, bool);
 
+/// What a short-lived helper thread hands back to the loop. Resolving and
+/// probing share one channel and one spawn path: each thread closure and
+/// channel type is code of its own in the aarch64 build held to 2 MiB.
+enum Done {
+    Resolved(Resolved),
+    Probed(Probed),
+}
+
+/// Runs `work` on a named short-lived thread, sends its result and wakes
+/// the loop. Err when the thread could not be started.
+fn off_loop(
+    name: &str,
+    tx: Sender<Done>,
+    waker: Option<Arc<Waker>>,
+    work: Box<dyn FnOnce() -> Done + Send>,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(work());
+            if let Some(w) = waker {
+                let _ = w.wake();
+            }
+        })
+        .map(|_| ())
+}
+
 /// How long a test connection to the primary may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,10 +94,8 @@ pub struct Bridges {
     slots: Vec<Slot>,
     base: usize,
     waker: Option<Arc<Waker>>,
-    tx: Sender<Resolved>,
-    rx: Receiver<Resolved>,
-    probe_tx: Sender<Probed>,
-    probe_rx: Receiver<Probed>,
+    tx: Sender<Done>,
+    rx: Receiver<Done>,
     generation: u64,
 }
 
@@ -78,7 +103,6 @@ impl Bridges {
     /// Links use tokens `base..base + n`.
     pub fn new(specs: Vec<BridgeSpec>, base: usize) -> Bridges {
         let (tx, rx) = channel();
-        let (probe_tx, probe_rx) = channel();
         Bridges {
             slots: specs
                 .into_iter()
@@ -94,8 +118,6 @@ impl Bridges {
             waker: None,
             tx,
             rx,
-            probe_tx,
-            probe_rx,
             generation: 0,
         }
     }
@@ -153,7 +175,19 @@ impl Bridges {
 
     /// Names resolved off the loop.
     pub fn resolved(&mut self, registry: &Registry, broker: &mut Broker, now: u64) {
-        while let Ok((i, gen, result)) = self.rx.try_recv() {
+        while let Ok(done) = self.rx.try_recv() {
+            let (i, gen, result) = match done {
+                Done::Resolved(r) => r,
+                Done::Probed((i, gen, reachable)) => {
+                    if let Some(s) = self.slots.get_mut(i) {
+                        if s.probing == Some(gen) {
+                            s.probing = None;
+                            s.spec.link.probe_result(reachable, now);
+                        }
+                    }
+                    continue;
+                }
+            };
             let base = self.base;
             let Some(s) = self.slots.get_mut(i) else {
                 continue;
@@ -172,16 +206,6 @@ impl Bridges {
                 },
                 Err(e) => s.spec.link.connect_failed(broker, &e.to_string(), now),
             }
-        }
-        while let Ok((i, gen, reachable)) = self.probe_rx.try_recv() {
-            let Some(s) = self.slots.get_mut(i) else {
-                continue;
-            };
-            if s.probing != Some(gen) {
-                continue;
-            }
-            s.probing = None;
-            s.spec.link.probe_result(reachable, now);
         }
         self.log_events();
     }
@@ -272,17 +296,17 @@ impl Bridges {
                             let tx = self.tx.clone();
                             let waker = self.waker.clone();
                             let (h, port) = (host.to_string(), t.port);
-                            let spawned = std::thread::Builder::new()
-                                .name("midge-resolve".into())
-                                .spawn(move || {
+                            let spawned = off_loop(
+                                "midge-resolve",
+                                tx,
+                                waker,
+                                Box::new(move || {
                                     let r = (h.as_str(), port)
                                         .to_socket_addrs()
                                         .map(|a| a.collect::<Vec<_>>());
-                                    let _ = tx.send((i, gen, r));
-                                    if let Some(w) = waker {
-                                        let _ = w.wake();
-                                    }
-                                });
+                                    Done::Resolved((i, gen, r))
+                                }),
+                            );
                             if let Err(e) = spawned {
                                 s.resolving = None;
                                 s.spec.link.connect_failed(broker, &e.to_string(), now);
@@ -299,17 +323,13 @@ impl Bridges {
                     self.generation += 1;
                     let gen = self.generation;
                     s.probing = Some(gen);
-                    let (tx, waker, bind) =
-                        (self.probe_tx.clone(), self.waker.clone(), s.spec.bind);
-                    let spawned = std::thread::Builder::new()
-                        .name("midge-probe".into())
-                        .spawn(move || {
-                            let ok = probe(&t, bind);
-                            let _ = tx.send((i, gen, ok));
-                            if let Some(w) = waker {
-                                let _ = w.wake();
-                            }
-                        });
+                    let (tx, waker, bind) = (self.tx.clone(), self.waker.clone(), s.spec.bind);
+                    let spawned = off_loop(
+                        "midge-probe",
+                        tx,
+                        waker,
+                        Box::new(move || Done::Probed((i, gen, probe(&t, bind)))),
+                    );
                     if spawned.is_err() {
                         s.probing = None;
                         s.spec.link.probe_result(false, now);
