@@ -147,22 +147,7 @@ pub fn run(args: Vec<String>) -> Result<(), (String, Option<String>)> {
     }
     let (a, rest) = split_args(args).map_err(|e| (format!("{e}\n\n{USAGE}"), None))?;
     let o = crate::parse_opts(rest).map_err(|e| (format!("{e}\n\n{USAGE}"), None))?;
-    match scenario(&o, &a) {
-        Ok(line) => {
-            println!("{line}");
-            Ok(())
-        }
-        Err(e) => {
-            let mut j = JsonLine::new();
-            j.str("scenario", "bridge")
-                .str("broker", &o.label)
-                .str("error", &e);
-            if let Some(pid) = o.broker_pid {
-                j.bool("broker_alive", procfs::alive(pid));
-            }
-            Err((e, Some(j.finish())))
-        }
-    }
+    crate::report_result("bridge", &o, scenario(&o, &a))
 }
 
 fn io_err(e: std::io::Error) -> String {

@@ -265,15 +265,24 @@ fn run() -> Result<(), (String, Option<String>)> {
         other => return Err((format!("unknown scenario '{other}'\n\n{USAGE}"), None)),
     };
     let o = parse_opts(rest).map_err(|e| (format!("{e}\n\n{USAGE}"), None))?;
-    match scenario(&o) {
+    report_result(&cmd, &o, scenario(&o))
+}
+
+/// Prints a scenario's JSON line; on failure still one JSON line (with the
+/// error and whether the broker is alive), so a results file records it.
+pub fn report_result(
+    name: &str,
+    o: &Opts,
+    result: Result<String, String>,
+) -> Result<(), (String, Option<String>)> {
+    match result {
         Ok(line) => {
             println!("{line}");
             Ok(())
         }
         Err(e) => {
-            // Still one JSON line, so a results file records the failure.
             let mut j = json::JsonLine::new();
-            j.str("scenario", &cmd)
+            j.str("scenario", name)
                 .str("broker", &o.label)
                 .str("error", &e);
             if let Some(pid) = o.broker_pid {

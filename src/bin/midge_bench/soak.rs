@@ -132,22 +132,7 @@ pub fn cli(args: Vec<String>, parse: ParseOpts) -> Result<(), (String, Option<St
     if cfg.stable == 0 {
         return Err(bad("--stable: at least 1".into()));
     }
-    match run(&o, &cfg) {
-        Ok(line) => {
-            println!("{line}");
-            Ok(())
-        }
-        Err(e) => {
-            let mut j = JsonLine::new();
-            j.str("scenario", "soak")
-                .str("broker", &o.label)
-                .str("error", &e);
-            if let Some(pid) = o.broker_pid {
-                j.bool("broker_alive", procfs::alive(pid));
-            }
-            Err((e, Some(j.finish())))
-        }
-    }
+    crate::report_result("soak", &o, run(&o, &cfg))
 }
 
 /// splitmix64: small, seedable, good enough for a schedule.

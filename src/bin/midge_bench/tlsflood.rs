@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use rustls::client::Resumption;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::json::JsonLine;
 use crate::mqtt::{self, Packet, Parsed};
@@ -109,40 +108,22 @@ pub fn cli(args: Vec<String>, parse: ParseOpts) -> Result<(), (String, Option<St
         .clone()
         .ok_or_else(|| "--cafile is required".to_string())
         .and_then(|ca| run(&o, &cfg, &ca));
-    match result {
-        Ok(line) => {
-            println!("{line}");
-            Ok(())
-        }
-        Err(e) => {
-            let mut j = JsonLine::new();
-            j.str("scenario", "tlsflood")
-                .str("broker", &o.label)
-                .str("error", &e);
-            if let Some(pid) = o.broker_pid {
-                j.bool("broker_alive", procfs::alive(pid));
-            }
-            Err((e, Some(j.finish())))
-        }
-    }
+    crate::report_result("tlsflood", &o, result)
 }
 
 fn client_config(cafile: &str, resume: bool) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cafile).map_err(|e| format!("{cafile}: {e}"))? {
-        let c = c.map_err(|e| format!("{cafile}: {e}"))?;
-        roots.add(c).map_err(|e| format!("{cafile}: {e}"))?;
+    // The client tools' configuration: the chain and the name are checked.
+    let opts = midge::client::tls::TlsOptions {
+        cafile: Some(cafile.to_string()),
+        ..Default::default()
+    };
+    let shared = midge::client::tls::client_config(&opts).map_err(|e| e.0)?;
+    if resume {
+        return Ok(shared);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    if !resume {
-        // Every flood connection pays for a full handshake.
-        cfg.resumption = Resumption::disabled();
-    }
+    // Every flood connection pays for a full handshake.
+    let mut cfg = (*shared).clone();
+    cfg.resumption = Resumption::disabled();
     Ok(Arc::new(cfg))
 }
 
