@@ -651,8 +651,10 @@ if [ "$MODE" = transports ]; then
                     port=$("$BENCH" free-port)
                     plain=$("$BENCH" free-port)
                     conf=$TMP/$name.conf
+                    # The common file on the plain listener, then the
+                    # transport's listener (its lines apply to it alone).
+                    write_conf "$conf" "$plain" 0
                     {
-                        echo "listener $plain 127.0.0.1"
                         case $t in
                         tls) echo "listener $port 127.0.0.1" ;;
                         *) echo "listener $port"; echo "protocol websockets" ;;
@@ -661,14 +663,7 @@ if [ "$MODE" = transports ]; then
                             echo "certfile $CERTS/server.crt"
                             echo "keyfile $CERTS/server.key"
                         fi
-                        echo "allow_anonymous true"
-                        echo "persistence false"
-                        echo "max_queued_messages 1000"
-                        echo "max_inflight_messages 20"
-                        echo "log_dest stderr"
-                        echo "log_type error"
-                        echo "log_type warning"
-                    } >"$conf"
+                    } >>"$conf"
                     start_broker "$name" "$conf" "$TMP/$t-$name.log"
                     pid=$BROKER_PID
                     line=
