@@ -898,7 +898,7 @@ impl Broker {
             self.close(id, CloseReason::Violation, now);
             return;
         }
-        if let Some(f) = s.inflight.remove(i) {
+        if let Some(f) = s.finish_inflight(i) {
             if s.persisted {
                 self.journal.push(|| JournalOp::Done {
                     client_id: s.client_id.clone(),
@@ -933,7 +933,7 @@ impl Broker {
         }
         if code >= 0x80 {
             // v5: the receiver refused it; the exchange ends here.
-            if let Some(f) = found.and_then(|i| s.inflight.remove(i)) {
+            if let Some(f) = found.and_then(|i| s.finish_inflight(i)) {
                 if s.persisted {
                     self.journal.push(|| JournalOp::Done {
                         client_id: s.client_id.clone(),

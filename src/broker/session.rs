@@ -163,6 +163,16 @@ impl Session {
         !(over_msgs || over_bytes)
     }
 
+    /// The exchange at `i` of the in-flight window is over. The window's
+    /// capacity is given back once it empties, as the queue's is.
+    pub fn finish_inflight(&mut self, i: usize) -> Option<Inflight> {
+        let f = self.inflight.remove(i);
+        if self.inflight.is_empty() && self.inflight.capacity() > INFLIGHT_KEEP {
+            self.inflight = VecDeque::new();
+        }
+        f
+    }
+
     pub fn push_queue(&mut self, out: Outgoing) {
         self.queued_bytes += out.msg.cost();
         self.queue.push_back(out);
@@ -172,6 +182,12 @@ impl Session {
         let out = self.queue.pop_front()?;
         if self.queue.is_empty() {
             self.dropping = false;
+            // A burst's capacity is given back once the queue drains, so an
+            // idle session holds no more than a few slots (without this the
+            // broker's memory creeps up to every session's largest backlog).
+            if self.queue.capacity() > QUEUE_KEEP {
+                self.queue = VecDeque::new();
+            }
         }
         self.queued_bytes = self.queued_bytes.saturating_sub(out.msg.cost());
         Some(out)
@@ -234,6 +250,11 @@ pub(super) fn too_large_for(max_packet_out: u32, n: usize) -> bool {
 /// `Outgoing::group` of a message that did not come through a shared
 /// subscription.
 pub(super) const NO_GROUP: u32 = u32::MAX;
+
+/// Slots an empty session queue may keep (more is freed when it drains).
+const QUEUE_KEEP: usize = 16;
+/// Slots an empty in-flight window may keep.
+const INFLIGHT_KEEP: usize = 8;
 
 /// Every session, by slot key and by client id.
 #[derive(Debug, Default)]
