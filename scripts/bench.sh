@@ -404,6 +404,10 @@ if [ "$MODE" = soak ]; then
     for name in $BROKERS; do
         port=$("$BENCH" free-port)
         write_conf "$TMP/$name.conf" "$port" 0
+        # Both brokers log "Outgoing messages are being dropped for client
+        # X." at notice level when a queue overflows: counted below for the
+        # checked subscribers, so a loss can be told from a queue limit.
+        echo "log_type notice" >>"$TMP/$name.conf"
         echo "== soak: $name, $SOAK_CONNS clients, ${SOAK_DURATION}s, seed $SOAK_SEED" >&2
         start_broker "$name" "$TMP/$name.conf" "$TMP/soak-$name.log"
         pid=$BROKER_PID
@@ -414,6 +418,8 @@ if [ "$MODE" = soak ]; then
                 --label "$name" --conns "$SOAK_CONNS" --duration "$SOAK_DURATION" --seed "$SOAK_SEED" $BENCH_ARGS) || true
         fi
         stop_broker "$pid" 30
+        drops=$(grep "being dropped for client soak[0-9]*-s-" "$TMP/soak-$name.log" | wc -l)
+        line="${line%\}},\"stable_drop_episodes\":$drops}"
         echo "$line" >>"$RAW"
         echo "   $line" >&2
     done
@@ -423,11 +429,11 @@ if [ "$MODE" = soak ]; then
         machine_header
         echo "- $SOAK_CONNS clients for ${SOAK_DURATION}s, seed $SOAK_SEED, MQTT 3.1.1; mosquitto.conf for both: $(grep -v '^listener' "$TMP/midge.conf" | paste -sd';' -)"
         echo
-        echo "| broker | CONNACKs / attempts | CONNACK timeouts | published q0/q1/q2 | acked q1/q2 | acked but lost | stable max gap ms | crowd max gap ms | RSS KiB 1 min -> end | fds 1 min -> end | broker CPU s |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| broker | CONNACKs / attempts | CONNACK timeouts | published q0/q1/q2 | acked q1/q2 | acked but lost | queue overflows of checked subscribers | stable max gap ms | crowd max gap ms | RSS KiB 1 min -> end | fds 1 min -> end | broker CPU s |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         while read -r l; do
             j() { json_num "$l" "$1"; }
-            echo "| $(sed -n 's/.*"broker":"\([^"]*\)".*/\1/p' <<<"$l") | $(j connacks) / $(j connect_attempts) | $(j connack_timeouts) | $(j published_qos0)/$(j published_qos1)/$(j published_qos2) | $(j acked_qos1)/$(j acked_qos2) | $(j acked_but_lost) | $(j stable_max_gap_ms) | $(j crowd_max_gap_ms) | $(j rss_kb_1min) -> $(j rss_kb_end) ($(j rss_change_pct) %) | $(j fds_1min) -> $(j fds_end) ($(j fds_change_pct) %) | $(j broker_cpu_secs) |"
+            echo "| $(sed -n 's/.*"broker":"\([^"]*\)".*/\1/p' <<<"$l") | $(j connacks) / $(j connect_attempts) | $(j connack_timeouts) | $(j published_qos0)/$(j published_qos1)/$(j published_qos2) | $(j acked_qos1)/$(j acked_qos2) | $(j acked_but_lost) | $(j stable_drop_episodes) | $(j stable_max_gap_ms) | $(j crowd_max_gap_ms) | $(j rss_kb_1min) -> $(j rss_kb_end) ($(j rss_change_pct) %) | $(j fds_1min) -> $(j fds_end) ($(j fds_change_pct) %) | $(j broker_cpu_secs) |"
         done <"$RAW"
     } >"$OUT/soak.md"
     cat "$OUT/soak.md"

@@ -176,6 +176,12 @@ fn connections_that_never_finish_connect_are_closed_over_tcp_tls_and_websockets(
     }
     assert!(failures.is_empty(), "{failures:?}\nlog:\n{}", b.log());
     assert_eq!(closed, 6, "every peer reported");
+    // Each close is logged with Mosquitto's words for a client without id.
+    let log = b.log();
+    let lines = log
+        .matches("Client <unknown> has exceeded timeout, disconnecting.")
+        .count();
+    assert_eq!(lines, 6, "one log line per peer closed:\n{log}");
     // The patient client is still served.
     good.ping();
     b.assert_running();

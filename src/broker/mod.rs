@@ -725,6 +725,11 @@ impl Broker {
                 }
                 self.close(id, CloseReason::KeepaliveTimeout, now);
             } else {
+                // No CONNECT in time: Mosquitto's line for a client it has
+                // no id for yet.
+                (self.events)(&Event::KeepaliveTimeout {
+                    client_id: "<unknown>",
+                });
                 self.close(
                     id,
                     CloseReason::Protocol(ReasonCode::MaximumConnectTime),

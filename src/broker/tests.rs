@@ -331,13 +331,24 @@ fn keepalive_timeout_closes_and_sends_will() {
 
 #[test]
 fn connect_timeout_drops_silent_connections() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let seen: Rc<RefCell<Vec<String>>> = Rc::default();
     let mut h = H::new();
+    let sink = seen.clone();
+    h.b.set_event_sink(Box::new(move |e| sink.borrow_mut().push(format!("{e:?}"))));
     let id = h.open();
     h.raw(id, &[0x10, 0x10, 0x00]); // half a CONNECT
     h.advance(5_000);
     assert!(!h.is_closed(id));
+    assert!(seen.borrow().is_empty(), "{:?}", seen.borrow());
     h.advance(20_000);
     assert!(h.is_closed(id));
+    // Logged as Mosquitto logs it: "Client <unknown> has exceeded timeout".
+    assert_eq!(
+        *seen.borrow(),
+        ["KeepaliveTimeout { client_id: \"<unknown>\" }"]
+    );
 }
 
 #[test]

@@ -1203,7 +1203,9 @@ fn run(o: &Opts, cfg: &Cfg) -> Result<String, String> {
             s.arm(i, now);
         }
     }
-    let drain = o.drain.max(Duration::from_secs(5));
+    // A loaded machine can stall a broker for seconds; the drain gives up
+    // only after 30 s without progress (it ends as soon as all is in).
+    let drain = o.drain.max(Duration::from_secs(30));
     s.last_progress = now;
     let drain_end = now + Duration::from_secs(120);
     let mut next_check = now;
