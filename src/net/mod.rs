@@ -38,6 +38,8 @@ const BRIDGE_BASE: usize = 1 << 15;
 const CONN_BASE: usize = 1 << 16;
 /// Bytes read from one connection per pass before others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
+/// TLS handshake steps run per loop pass (see `EventLoop::handshakes`).
+const HANDSHAKES_PER_PASS: usize = 1;
 const SCRATCH_SIZE: usize = 64 * 1024;
 /// Bytes put into outboxes by reading, after which they are flushed
 /// before reading goes on (see `EventLoop::read`).
@@ -200,6 +202,16 @@ impl Stream {
             Stream::Unix(s) => s,
             Stream::Tls { sock, .. } => sock,
             Stream::Ws(w) => w.inner.source(),
+        }
+    }
+
+    /// A TLS handshake is still under way (its steps cost the CPU work of
+    /// key exchange and signatures; see `EventLoop::handshakes`).
+    fn is_handshaking(&self) -> bool {
+        match self {
+            Stream::Tcp(_) | Stream::Unix(_) => false,
+            Stream::Tls { tls, .. } => tls.is_handshaking(),
+            Stream::Ws(w) => w.inner.is_handshaking(),
         }
     }
 
@@ -398,6 +410,8 @@ struct Conn {
     linger_until: Option<u64>,
     /// Still to tell the broker the certificate's name (TLS identity listeners).
     identity: Identity,
+    /// Waiting in `EventLoop::handshakes`.
+    handshake_queued: bool,
 }
 
 /// A bound listening socket.
@@ -642,6 +656,13 @@ pub struct EventLoop {
     next_gen: u32,
     scratch: Vec<u8>,
     read_pending: Vec<usize>,
+    /// Connections in a TLS handshake with bytes to read. Their reads wait
+    /// until every other event of the pass is handled, and only
+    /// `HANDSHAKES_PER_PASS` run per pass: a handshake step costs a key
+    /// exchange and a signature (~0.3 ms here, far more on a Pi), so a
+    /// flood of new TLS connections must not hold up established clients
+    /// for more than one step at a time (issue 16).
+    handshakes: std::collections::VecDeque<usize>,
     /// `Stats::bytes_sent` when outboxes were last flushed.
     flushed_at: u64,
     ids: Vec<ConnId>,
@@ -683,6 +704,7 @@ impl EventLoop {
             next_gen: 0,
             scratch: vec![0; SCRATCH_SIZE],
             read_pending: Vec::new(),
+            handshakes: std::collections::VecDeque::new(),
             flushed_at: 0,
             ids: Vec::new(),
             started: Instant::now(),
@@ -743,21 +765,22 @@ impl EventLoop {
         self.bridges.start(broker, started);
         loop {
             let now = self.now();
-            let timeout = if !self.read_pending.is_empty() || shutting_down {
-                Some(Duration::ZERO)
-            } else {
-                let mut deadline = broker.next_deadline();
-                if let Some(c) = control.next_deadline() {
-                    deadline = Some(deadline.map_or(c, |d| d.min(c)));
-                }
-                if !self.lingering.is_empty() {
-                    deadline = Some(deadline.map_or(now + 500, |d| d.min(now + 500)));
-                }
-                if let Some(b) = self.bridges.next_deadline() {
-                    deadline = Some(deadline.map_or(b, |d| d.min(b)));
-                }
-                deadline.map(|d| Duration::from_millis(d.saturating_sub(now)))
-            };
+            let timeout =
+                if !self.read_pending.is_empty() || !self.handshakes.is_empty() || shutting_down {
+                    Some(Duration::ZERO)
+                } else {
+                    let mut deadline = broker.next_deadline();
+                    if let Some(c) = control.next_deadline() {
+                        deadline = Some(deadline.map_or(c, |d| d.min(c)));
+                    }
+                    if !self.lingering.is_empty() {
+                        deadline = Some(deadline.map_or(now + 500, |d| d.min(now + 500)));
+                    }
+                    if let Some(b) = self.bridges.next_deadline() {
+                        deadline = Some(deadline.map_or(b, |d| d.min(b)));
+                    }
+                    deadline.map(|d| Duration::from_millis(d.saturating_sub(now)))
+                };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -795,6 +818,9 @@ impl EventLoop {
                             self.flush(key, broker, now);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if !shutting_down && self.defer_handshake(key) {
+                                continue;
+                            }
                             self.read(key, broker, now);
                         }
                     }
@@ -802,6 +828,15 @@ impl EventLoop {
             }
             let pending = std::mem::take(&mut self.read_pending);
             for key in pending {
+                self.read(key, broker, now);
+            }
+            for _ in 0..HANDSHAKES_PER_PASS {
+                let Some(key) = self.handshakes.pop_front() else {
+                    break;
+                };
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.handshake_queued = false;
+                }
                 self.read(key, broker, now);
             }
             broker.tick(now);
@@ -984,6 +1019,7 @@ impl EventLoop {
                 closed: false,
                 linger_until: None,
                 identity: l.spec.identity,
+                handshake_queued: false,
             };
             if let Err(e) = self.poll.registry().register(
                 conn.stream.source(),
@@ -1000,6 +1036,22 @@ impl EventLoop {
             }
             broker.open(id, settings, &peer_s, now);
         }
+    }
+
+    /// A connection in a TLS handshake joins `handshakes` instead of being
+    /// read now. True when it was deferred.
+    fn defer_handshake(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if conn.closed || conn.linger_until.is_some() || !conn.stream.is_handshaking() {
+            return false;
+        }
+        if !conn.handshake_queued {
+            conn.handshake_queued = true;
+            self.handshakes.push_back(key);
+        }
+        true
     }
 
     /// Read what `key` has sent, up to `READ_BUDGET` this pass. Whenever

@@ -175,3 +175,153 @@ fn a_slow_loop_still_delivers_every_message_of_a_fan_in_flood() {
     looper.join().unwrap();
     assert_eq!(got, PUBLISHERS * EACH, "messages delivered of the flood");
 }
+
+/// A ClientHello from a rustls client (no roots: the test never gets past
+/// the server's first answer).
+fn client_hello() -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    let mut c = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut out = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut out).expect("ClientHello");
+    }
+    out
+}
+
+/// Issue 16: a flood of TLS handshakes must not hold up clients that are
+/// already connected. Every pass of the loop takes 20 ms longer than its
+/// work; 15 ClientHellos are waiting when an established client sends
+/// PINGREQ. A loop that answered every handshake of a pass before anything
+/// else made the client wait for all of them; handshake steps now run one
+/// per pass after the other events, so the PINGRESP overtakes most of them.
+#[test]
+fn established_clients_are_served_between_tls_handshake_steps() {
+    const HANDSHAKES: usize = 15;
+    let dir = std::env::temp_dir().join(format!("midge-hs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (crt, key) = (dir.join("s.crt"), dir.join("s.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl (CI installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let tls = crate::config::Tls {
+        certfile: Some(crt.display().to_string()),
+        keyfile: Some(key.display().to_string()),
+        ..Default::default()
+    };
+    let spec = |tls| ListenerSpec {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        unix_path: None,
+        bind_interface: None,
+        settings: 0,
+        max_connections: -1,
+        tls,
+        identity: Identity::Connect,
+        websockets: None,
+        optional: false,
+    };
+    let server = super::tls::server_config(&tls).expect("server config");
+    let bound = bind(&[spec(None), spec(Some(server))]).expect("bind loopback ports");
+    let port_of = |l: &Listening| match l {
+        Listening::Tcp(t) => t.local_addr().unwrap().port(),
+        Listening::Unix(_) => unreachable!("a TCP spec binds TCP"),
+    };
+    let (plain, secure) = (port_of(&bound[0].0), port_of(&bound[1].0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_loop = stop.clone();
+    let looper = thread::spawn(move || {
+        let mut ev = EventLoop::new(bound).expect("event loop");
+        let cfg = BrokerConfig {
+            sys_interval: 0,
+            ..BrokerConfig::default()
+        };
+        let mut broker = Broker::new(cfg, ev.now());
+        let mut control = SlowPasses {
+            pause: Duration::from_millis(20),
+            stop: stop_loop,
+        };
+        ev.run(&mut broker, &mut control).expect("loop runs");
+    });
+
+    let mut probe = TcpStream::connect(("127.0.0.1", plain)).unwrap();
+    probe.write_all(&connect_packet("probe")).unwrap();
+    let mut connack = [0u8; 4];
+    probe
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    probe.read_exact(&mut connack).unwrap();
+    assert_eq!(connack[0], 0x20);
+
+    let hello = client_hello();
+    let mut tls_peers: Vec<TcpStream> = (0..HANDSHAKES)
+        .map(|_| TcpStream::connect(("127.0.0.1", secure)).unwrap())
+        .collect();
+    for s in &mut tls_peers {
+        s.write_all(&hello).unwrap();
+        s.set_nonblocking(true).unwrap();
+    }
+    // Let every ClientHello reach the broker's socket buffers.
+    thread::sleep(Duration::from_millis(30));
+    probe.write_all(&[0xC0, 0x00]).unwrap();
+    probe.set_nonblocking(true).unwrap();
+
+    // Poll everybody; note the order in which answers arrive.
+    let mut answered = vec![false; HANDSHAKES];
+    let mut answered_before_ping = None;
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && (answered_before_ping.is_none() || answered.contains(&false))
+    {
+        for (s, done) in tls_peers.iter_mut().zip(answered.iter_mut()) {
+            if !*done && matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                *done = true;
+            }
+        }
+        if answered_before_ping.is_none() {
+            if let Ok(n) = probe.read(&mut buf) {
+                assert!(
+                    n >= 2 && buf[0] == 0xD0,
+                    "PINGRESP expected: {:?}",
+                    &buf[..n]
+                );
+                answered_before_ping = Some(answered.iter().filter(|&&a| a).count());
+            }
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(TcpStream::connect(("127.0.0.1", plain)));
+    looper.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        answered.iter().all(|&a| a),
+        "every handshake answered: {answered:?}"
+    );
+    let before = answered_before_ping.expect("the PINGREQ was answered");
+    assert!(
+        before <= HANDSHAKES / 3,
+        "{before} of {HANDSHAKES} handshakes were answered before the PINGRESP"
+    );
+}
