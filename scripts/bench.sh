@@ -32,6 +32,10 @@
 #                            also (not in the default set; issue 16):
 #                            never-reading half-open partial-connect
 #   NR_RATE=5000             never-reading: publishes/s from 4 publishers
+#                            flood flood-memlimit (issue 16): FLOOD_SUBS=20
+#                            subscribers that never read, FLOOD_RATE=50000
+#                            1 KB publishes/s; flood-memlimit adds
+#                            memory_limit FLOOD_MEMLIMIT=16000000
 #   HALF_OPEN=2000           half-open, partial-connect: connections
 #   OUT=bench-results        where results go (use another directory for
 #                            the issue 16 scenarios to keep results.md)
@@ -63,6 +67,9 @@ NODELAY=${NODELAY:-0}
 BENCH_ARGS=${BENCH_ARGS:-}
 OUT=${OUT:-bench-results}
 NR_RATE=${NR_RATE:-5000}
+FLOOD_SUBS=${FLOOD_SUBS:-20}
+FLOOD_RATE=${FLOOD_RATE:-50000}
+FLOOD_MEMLIMIT=${FLOOD_MEMLIMIT:-16000000}
 HALF_OPEN=${HALF_OPEN:-2000}
 
 if [ "$QUICK" = 1 ]; then
@@ -205,7 +212,9 @@ write_bridge_conf() {
 scenario_conf() {
     case "$1" in
     # never-reading reads the dropped count from $SYS: update it every second.
-    never-reading) echo "sys_interval 1" ;;
+    never-reading | flood) echo "sys_interval 1" ;;
+    # The same flood with the broker's memory capped.
+    flood-memlimit) printf 'sys_interval 1\nmemory_limit %s\n' "$FLOOD_MEMLIMIT" ;;
     esac
 }
 
@@ -252,6 +261,7 @@ scenario_args() {
     wildcard) echo "--duration $DURATION --subs $WILDCARD_SUBS" ;;
     bridge) echo "--duration $DURATION --count $BACKLOG --timeout 300" ;;
     never-reading) echo "--duration $DURATION --rate $NR_RATE --pubs 4" ;;
+    flood | flood-memlimit) echo "--duration $DURATION --rate $FLOOD_RATE --pubs 4 --subs $FLOOD_SUBS --payload 1024" ;;
     # Both brokers close a silent connection by themselves (midge after
     # 20 s, Mosquitto after 1.5 x its 60 s default keep-alive, checked
     # every 5 s): wait up to 120 s to see it.
@@ -279,7 +289,7 @@ run_one() { # run_one ROUND SCENARIO BROKER
     log=$TMP/$name.log
     # Latency scenarios: without TCP_NODELAY Mosquitto's small replies wait
     # for delayed ACKs (~10 ms); midge always sets it.
-    if [ "$scenario" = latency ] || [ "$scenario" = never-reading ] || [ "$NODELAY" = 1 ]; then
+    if [ "$scenario" = latency ] || [ "$scenario" = never-reading ] || [ "${scenario#flood}" != "$scenario" ] || [ "$NODELAY" = 1 ]; then
         nodelay=1
     fi
     write_conf "$conf" "$port" "$nodelay"
@@ -305,8 +315,11 @@ run_one() { # run_one ROUND SCENARIO BROKER
         line="{\"scenario\":\"$scenario\",\"broker\":\"$name\",\"error\":\"broker did not start\"}"
     else
         # shellcheck disable=SC2046,SC2086
-        line=$(timeout 900 "$BENCH" "$scenario" --port "$port" --broker-pid "$pid" \
+        # flood-memlimit is midge_bench's flood against a capped broker.
+        local workload=${scenario%-memlimit}
+        line=$(timeout 900 "$BENCH" "$workload" --port "$port" --broker-pid "$pid" \
             --label "$name" $(scenario_args "$scenario") ${extra[@]+"${extra[@]}"} $BENCH_ARGS) || rc=$?
+        line=${line/\"scenario\":\"$workload\"/\"scenario\":\"$scenario\"}
         if [ -z "$line" ]; then
             line="{\"scenario\":\"$scenario\",\"broker\":\"$name\",\"error\":\"midge_bench exited with $rc and no result\"}"
         fi

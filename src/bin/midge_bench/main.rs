@@ -47,6 +47,9 @@ scenarios:
   never-reading  a # subscriber at QoS 1 that never reads, --pubs publishers
             at --rate msgs/s (QoS 0 and 1); RSS growth, $SYS drops, probe
             round trips idle and during (broker needs sys_interval 1)
+  flood     the same with --subs (default 20) such subscribers: publishers
+            far beyond what subscribers take; run with and without
+            memory_limit in the broker's configuration
   half-open --conns connections that never send CONNECT; RSS per
             connection, how many the broker closes within --timeout
   partial-connect  the same, each having sent 4 bytes of a CONNECT
@@ -260,6 +263,7 @@ fn run() -> Result<(), (String, Option<String>)> {
         "wildcard" => scenarios::wildcard,
         "subs" => sweep::subs,
         "never-reading" => overload::never_reading,
+        "flood" => overload::flood,
         "half-open" => overload::half_open,
         "partial-connect" => overload::partial_connect,
         other => return Err((format!("unknown scenario '{other}'\n\n{USAGE}"), None)),

@@ -5,6 +5,8 @@
 //!   the drops the broker counts in `$SYS/broker/publish/messages/dropped`,
 //!   and a probe client's round-trip latency (publish to itself) idle and
 //!   during the load.
+//! - `flood`: the same with `--subs` such subscribers and publishers far
+//!   beyond what they take; run with and without `memory_limit`.
 //! - `half-open` / `partial-connect`: N TCP connections that never send
 //!   CONNECT, or send only its first bytes; broker RSS per connection, and
 //!   how many the broker closed by itself within `--timeout`.
@@ -144,6 +146,18 @@ fn us(sorted: &[u64], q: f64) -> Option<f64> {
 /// A subscriber on `#` at QoS 1 that never reads, publishers at a fixed
 /// rate, a probe measuring round trips before and during.
 pub fn never_reading(o: &Opts) -> Result<String, String> {
+    hogs_under_load(o, "never-reading", 1)
+}
+
+/// `flood`: publishers sending far more than the subscribers take: `--subs`
+/// (default 20) `#` subscribers that never read. Run with and without
+/// `memory_limit` (the broker's configuration decides; the workload is the
+/// same), it shows what holds the broker's memory down.
+pub fn flood(o: &Opts) -> Result<String, String> {
+    hogs_under_load(o, "flood", o.subs.unwrap_or(20).max(1))
+}
+
+fn hogs_under_load(o: &Opts, name: &str, n_hogs: usize) -> Result<String, String> {
     let n_pubs = o.pubs.max(1);
     let mut net = Net::new(o.addr, o.v5).map_err(io_err)?;
     let probe_topic = format!("bench/probe/{}", std::process::id());
@@ -172,12 +186,16 @@ pub fn never_reading(o: &Opts) -> Result<String, String> {
     let dropped0 = dropped;
     let rss0 = o.broker_pid.and_then(procfs::rss_bytes);
 
-    // The hog: CONNECT and SUBSCRIBE # at QoS 1, then never a read.
-    let mut hog = TcpStream::connect(o.addr).map_err(io_err)?;
-    let mut hello = Vec::new();
-    mqtt::connect(&mut hello, &client_id("hog", 0), 0, o.v5, false);
-    mqtt::subscribe(&mut hello, 1, "#", 1, o.v5);
-    hog.write_all(&hello).map_err(io_err)?;
+    // The hogs: CONNECT and SUBSCRIBE # at QoS 1, then never a read.
+    let mut hogs = Vec::with_capacity(n_hogs);
+    for i in 0..n_hogs {
+        let mut hog = TcpStream::connect(o.addr).map_err(io_err)?;
+        let mut hello = Vec::new();
+        mqtt::connect(&mut hello, &client_id("hog", i), 0, o.v5, false);
+        mqtt::subscribe(&mut hello, 1, "#", 1, o.v5);
+        hog.write_all(&hello).map_err(io_err)?;
+        hogs.push(hog);
+    }
 
     let meter = Meter::start(o.broker_pid);
     let load = phase(
@@ -204,15 +222,19 @@ pub fn never_reading(o: &Opts) -> Result<String, String> {
         &mut seq,
     )?;
     let rss_end = o.broker_pid.and_then(procfs::rss_bytes);
-    hog.set_nonblocking(true).map_err(io_err)?;
-    let mut one = [0u8; 1];
-    let hog_open = match hog.peek(&mut one) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => e.kind() == ErrorKind::WouldBlock,
-    };
+    let mut hogs_open = 0u64;
+    for hog in &hogs {
+        hog.set_nonblocking(true).map_err(io_err)?;
+        let mut one = [0u8; 1];
+        let open = match hog.peek(&mut one) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == ErrorKind::WouldBlock,
+        };
+        hogs_open += u64::from(open);
+    }
 
-    let mut j = header(o, "never-reading");
+    let mut j = header(o, name);
     let mb = |v: Option<u64>| v.map(|b| b as f64 / 1e6);
     j.int("publishers", n_pubs as u64)
         .int("rate", o.rate)
@@ -244,8 +266,18 @@ pub fn never_reading(o: &Opts) -> Result<String, String> {
         .opt_num("load_p50_us", us(&load.samples, 0.5))
         .opt_num("load_p99_us", us(&load.samples, 0.99))
         .opt_num("after_p50_us", us(&after.samples, 0.5))
-        .bool("hog_still_open", hog_open);
-    drop(hog);
+        .int("hogs", n_hogs as u64)
+        .int("hogs_still_open", hogs_open)
+        .int(
+            "publishers_open_at_end",
+            pubs.iter()
+                .filter(|&&i| net.state(i) != crate::net::State::Closed)
+                .count() as u64,
+        );
+    if n_hogs == 1 {
+        j.bool("hog_still_open", hogs_open == 1);
+    }
+    drop(hogs);
     net.disconnect_all();
     Ok(footer(&mut j, o, &net.stats))
 }

@@ -36,6 +36,25 @@ fn metrics_for(scenario: &str) -> &'static [Metric] {
         m("load_p50_us", "probe p50 under load µs", false, true),
         m("load_p99_us", "probe p99 under load µs", false, true),
     ];
+    const FLOOD: &[Metric] = &[
+        m("rss_growth_mb", "broker RSS growth, MB", false, true),
+        m("published", "publishes sent", true, false),
+        m("dropped", "dropped ($SYS)", false, false),
+        m(
+            "publishers_open_at_end",
+            "publishers still connected",
+            true,
+            false,
+        ),
+        m(
+            "hogs_still_open",
+            "non-reading subscribers still connected",
+            false,
+            false,
+        ),
+        m("idle_p99_us", "probe p99 idle µs", false, true),
+        m("load_p99_us", "probe p99 under load µs", false, true),
+    ];
     const SILENT: &[Metric] = &[
         m("bytes_per_conn", "RSS bytes/conn", false, true),
         m("closed_by_broker", "closed by the broker", true, false),
@@ -114,11 +133,12 @@ fn metrics_for(scenario: &str) -> &'static [Metric] {
     // `fanin-tls`, `fanout-wss`...: the scenario run over another transport.
     // Scenario names with a dash of their own are matched whole.
     let base = match scenario {
-        "never-reading" | "half-open" | "partial-connect" => scenario,
+        "never-reading" | "half-open" | "partial-connect" | "flood-memlimit" => scenario,
         _ => scenario.split_once('-').map_or(scenario, |(s, _)| s),
     };
     match base {
         "never-reading" => NEVER_READING,
+        "flood" | "flood-memlimit" => FLOOD,
         "half-open" | "partial-connect" => SILENT,
         "fanin" => FANIN,
         "fanout" => FANOUT,
