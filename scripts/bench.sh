@@ -34,8 +34,9 @@
 #   NR_RATE=5000             never-reading: publishes/s from 4 publishers
 #                            flood flood-memlimit (issue 16): FLOOD_SUBS=20
 #                            subscribers that never read, FLOOD_RATE=50000
-#                            1 KB publishes/s; flood-memlimit adds
-#                            memory_limit FLOOD_MEMLIMIT=16000000
+#                            1 KB publishes/s, max_queued_messages 0;
+#                            flood-memlimit adds memory_limit
+#                            FLOOD_MEMLIMIT=64000000
 #   HALF_OPEN=2000           half-open, partial-connect: connections
 #   OUT=bench-results        where results go (use another directory for
 #                            the issue 16 scenarios to keep results.md)
@@ -69,7 +70,7 @@ OUT=${OUT:-bench-results}
 NR_RATE=${NR_RATE:-5000}
 FLOOD_SUBS=${FLOOD_SUBS:-20}
 FLOOD_RATE=${FLOOD_RATE:-50000}
-FLOOD_MEMLIMIT=${FLOOD_MEMLIMIT:-16000000}
+FLOOD_MEMLIMIT=${FLOOD_MEMLIMIT:-64000000}
 HALF_OPEN=${HALF_OPEN:-2000}
 
 if [ "$QUICK" = 1 ]; then
@@ -212,9 +213,12 @@ write_bridge_conf() {
 scenario_conf() {
     case "$1" in
     # never-reading reads the dropped count from $SYS: update it every second.
-    never-reading | flood) echo "sys_interval 1" ;;
-    # The same flood with the broker's memory capped.
-    flood-memlimit) printf 'sys_interval 1\nmemory_limit %s\n' "$FLOOD_MEMLIMIT" ;;
+    never-reading) echo "sys_interval 1" ;;
+    # flood: queues without a length limit (what an operator who lifted
+    # max_queued_messages gets), so only memory_limit can hold the broker's
+    # memory; flood-memlimit sets it.
+    flood) printf 'sys_interval 1\nmax_queued_messages 0\n' ;;
+    flood-memlimit) printf 'sys_interval 1\nmax_queued_messages 0\nmemory_limit %s\n' "$FLOOD_MEMLIMIT" ;;
     esac
 }
 
