@@ -435,7 +435,7 @@ if [ "$MODE" = soak ]; then
                 --label "$name" --conns "$SOAK_CONNS" --duration "$SOAK_DURATION" --seed "$SOAK_SEED" $BENCH_ARGS) || true
         fi
         stop_broker "$pid" 30
-        drops=$(grep "being dropped for client soak[0-9]*-s-" "$TMP/soak-$name.log" | wc -l)
+        drops=$(grep -c "being dropped for client soak[0-9]*-s-" "$TMP/soak-$name.log" || true)
         line="${line%\}},\"stable_drop_episodes\":$drops}"
         echo "$line" >>"$RAW"
         echo "   $line" >&2
