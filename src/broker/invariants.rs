@@ -5,8 +5,6 @@
 //! Owns: `Broker::check_invariants`. Must not: change state, or be called on
 //! the hot path (it walks every session and decodes every outbox).
 
-use std::collections::HashSet;
-
 use super::Broker;
 use crate::protocol::{decode, Decoded, ProtocolVersion, QoS};
 
@@ -19,25 +17,24 @@ impl Broker {
     /// outbox a sequence of whole MQTT packets valid for the connection's
     /// protocol version.
     pub fn check_invariants(&self) -> Result<(), String> {
+        // Sorted id lists (windows are small): far cheaper than a hash set
+        // per session per call, which is most of a fuzz step otherwise.
+        let mut ids: Vec<u16> = Vec::new();
         for (_, s) in self.sessions.iter() {
             let who = &s.client_id;
-            let mut ids = HashSet::new();
-            for f in &s.inflight {
-                if f.packet_id == 0 || !ids.insert(f.packet_id) {
-                    return Err(format!(
-                        "{who}: outgoing packet id {} in flight twice or zero",
-                        f.packet_id
-                    ));
-                }
+            ids.clear();
+            ids.extend(s.inflight.iter().map(|f| f.packet_id));
+            if let Some(id) = zero_or_twice(&mut ids) {
+                return Err(format!(
+                    "{who}: outgoing packet id {id} in flight twice or zero"
+                ));
             }
-            let mut ids = HashSet::new();
-            for m in &s.incoming_qos2 {
-                if m.packet_id == 0 || !ids.insert(m.packet_id) {
-                    return Err(format!(
-                        "{who}: incoming QoS 2 packet id {} held twice or zero",
-                        m.packet_id
-                    ));
-                }
+            ids.clear();
+            ids.extend(s.incoming_qos2.iter().map(|m| m.packet_id));
+            if let Some(id) = zero_or_twice(&mut ids) {
+                return Err(format!(
+                    "{who}: incoming QoS 2 packet id {id} held twice or zero"
+                ));
             }
             let bytes: usize = s.queue.iter().map(|o| o.msg.cost()).sum();
             if bytes != s.queued_bytes {
@@ -100,5 +97,28 @@ impl Broker {
             }
         }
         Ok(())
+    }
+}
+
+/// The first packet id of `ids` that is zero or appears twice (sorts `ids`).
+fn zero_or_twice(ids: &mut [u16]) -> Option<u16> {
+    ids.sort_unstable();
+    if ids.first() == Some(&0) {
+        return Some(0);
+    }
+    ids.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zero_or_twice;
+
+    #[test]
+    fn zero_or_repeated_packet_ids_are_found() {
+        assert_eq!(zero_or_twice(&mut []), None);
+        assert_eq!(zero_or_twice(&mut [3, 1, 2]), None);
+        assert_eq!(zero_or_twice(&mut [3, 0, 2]), Some(0));
+        assert_eq!(zero_or_twice(&mut [7, 1, 9, 7]), Some(7));
+        assert_eq!(zero_or_twice(&mut [65535, 65535]), Some(65535));
     }
 }
