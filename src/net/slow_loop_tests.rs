@@ -36,6 +36,66 @@ impl Control for SlowPasses {
     }
 }
 
+/// A loopback TCP listener spec (TLS when `tls` is given).
+fn loopback_spec(tls: Option<Arc<rustls::ServerConfig>>) -> ListenerSpec {
+    ListenerSpec {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        unix_path: None,
+        bind_interface: None,
+        settings: 0,
+        max_connections: -1,
+        tls,
+        identity: Identity::Connect,
+        websockets: None,
+        optional: false,
+    }
+}
+
+fn port_of(l: &Listening) -> u16 {
+    match l {
+        Listening::Tcp(t) => t.local_addr().unwrap().port(),
+        Listening::Unix(_) => unreachable!("a TCP spec binds TCP"),
+    }
+}
+
+/// The real loop on its own thread, every pass 20 ms longer than its work.
+struct SlowLoop {
+    stop: Arc<AtomicBool>,
+    looper: thread::JoinHandle<()>,
+    /// A port to connect to, to wake the loop when stopping.
+    wake: u16,
+}
+
+impl SlowLoop {
+    fn start(bound: Vec<(Listening, ListenerSpec)>) -> SlowLoop {
+        let wake = port_of(&bound[0].0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_loop = stop.clone();
+        let looper = thread::spawn(move || {
+            let mut ev = EventLoop::new(bound).expect("event loop");
+            let cfg = BrokerConfig {
+                sys_interval: 0,
+                ..BrokerConfig::default()
+            };
+            assert_eq!(cfg.max_queued_messages, 1000, "the default queue bound");
+            let mut broker = Broker::new(cfg, ev.now());
+            let mut control = SlowPasses {
+                pause: Duration::from_millis(20),
+                stop: stop_loop,
+            };
+            ev.run(&mut broker, &mut control).expect("loop runs");
+        });
+        SlowLoop { stop, looper, wake }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the loop so it sees the stop request.
+        drop(TcpStream::connect(("127.0.0.1", self.wake)));
+        self.looper.join().unwrap();
+    }
+}
+
 fn connect_packet(client_id: &str) -> Vec<u8> {
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
     body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
@@ -106,38 +166,9 @@ fn count_publishes(s: &mut TcpStream, want: usize, limit: Duration) -> usize {
 fn a_slow_loop_still_delivers_every_message_of_a_fan_in_flood() {
     const PUBLISHERS: usize = 8;
     const EACH: usize = 4000;
-    let spec = ListenerSpec {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        unix_path: None,
-        bind_interface: None,
-        settings: 0,
-        max_connections: -1,
-        tls: None,
-        identity: Identity::Connect,
-        websockets: None,
-        optional: false,
-    };
-    let bound = bind(&[spec]).expect("bind a loopback port");
-    let port = match &bound[0].0 {
-        Listening::Tcp(t) => t.local_addr().unwrap().port(),
-        Listening::Unix(_) => unreachable!("a TCP spec binds TCP"),
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_loop = stop.clone();
-    let looper = thread::spawn(move || {
-        let mut ev = EventLoop::new(bound).expect("event loop");
-        let cfg = BrokerConfig {
-            sys_interval: 0,
-            ..BrokerConfig::default()
-        };
-        assert_eq!(cfg.max_queued_messages, 1000, "the default queue bound");
-        let mut broker = Broker::new(cfg, ev.now());
-        let mut control = SlowPasses {
-            pause: Duration::from_millis(20),
-            stop: stop_loop,
-        };
-        ev.run(&mut broker, &mut control).expect("loop runs");
-    });
+    let bound = bind(&[loopback_spec(None)]).expect("bind a loopback port");
+    let port = port_of(&bound[0].0);
+    let running = SlowLoop::start(bound);
 
     let addr = ("127.0.0.1", port);
     let mut sub = TcpStream::connect(addr).unwrap();
@@ -169,10 +200,7 @@ fn a_slow_loop_still_delivers_every_message_of_a_fan_in_flood() {
         .collect();
     let got = count_publishes(&mut sub, PUBLISHERS * EACH, Duration::from_secs(15));
     let _publishers: Vec<TcpStream> = publishers.into_iter().map(|h| h.join().unwrap()).collect();
-    stop.store(true, Ordering::Relaxed);
-    // Wake the loop so it sees the stop request.
-    drop(TcpStream::connect(addr));
-    looper.join().unwrap();
+    running.stop();
     assert_eq!(got, PUBLISHERS * EACH, "messages delivered of the flood");
 }
 
@@ -231,39 +259,11 @@ fn established_clients_are_served_between_tls_handshake_steps() {
         keyfile: Some(key.display().to_string()),
         ..Default::default()
     };
-    let spec = |tls| ListenerSpec {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        unix_path: None,
-        bind_interface: None,
-        settings: 0,
-        max_connections: -1,
-        tls,
-        identity: Identity::Connect,
-        websockets: None,
-        optional: false,
-    };
     let server = super::tls::server_config(&tls).expect("server config");
-    let bound = bind(&[spec(None), spec(Some(server))]).expect("bind loopback ports");
-    let port_of = |l: &Listening| match l {
-        Listening::Tcp(t) => t.local_addr().unwrap().port(),
-        Listening::Unix(_) => unreachable!("a TCP spec binds TCP"),
-    };
+    let bound =
+        bind(&[loopback_spec(None), loopback_spec(Some(server))]).expect("bind loopback ports");
     let (plain, secure) = (port_of(&bound[0].0), port_of(&bound[1].0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_loop = stop.clone();
-    let looper = thread::spawn(move || {
-        let mut ev = EventLoop::new(bound).expect("event loop");
-        let cfg = BrokerConfig {
-            sys_interval: 0,
-            ..BrokerConfig::default()
-        };
-        let mut broker = Broker::new(cfg, ev.now());
-        let mut control = SlowPasses {
-            pause: Duration::from_millis(20),
-            stop: stop_loop,
-        };
-        ev.run(&mut broker, &mut control).expect("loop runs");
-    });
+    let running = SlowLoop::start(bound);
 
     let mut probe = TcpStream::connect(("127.0.0.1", plain)).unwrap();
     probe.write_all(&connect_packet("probe")).unwrap();
@@ -311,9 +311,7 @@ fn established_clients_are_served_between_tls_handshake_steps() {
         }
         thread::sleep(Duration::from_millis(1));
     }
-    stop.store(true, Ordering::Relaxed);
-    drop(TcpStream::connect(("127.0.0.1", plain)));
-    looper.join().unwrap();
+    running.stop();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         answered.iter().all(|&a| a),
