@@ -95,24 +95,44 @@ def free_port():
 
 
 def run(binary, chunks, extra=""):
-    """Start `binary`, play `chunks`, return the transcript as text."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as d:
-        conf = os.path.join(d, "wire.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-            f.write(extra.replace("\\n", "\n") + "\n")
-        broker = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            return play(port, chunks)
-        finally:
-            broker.terminate()
+    """Start `binary`, play `chunks`, return the transcript as text. A broker
+    that exits before it listens (another test took the free port between
+    our check and its bind) is started again on another port."""
+    for attempt in range(5):
+        port = free_port()
+        with tempfile.TemporaryDirectory() as d:
+            conf = os.path.join(d, "wire.conf")
+            with open(conf, "w") as f:
+                f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+                f.write(extra.replace("\\n", "\n") + "\n")
+            broker = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
             try:
-                broker.wait(5)
-            except subprocess.TimeoutExpired:
-                broker.kill()
-                broker.wait()
+                if not listening(broker, port):
+                    continue
+                return play(port, chunks)
+            finally:
+                broker.terminate()
+                try:
+                    broker.wait(5)
+                except subprocess.TimeoutExpired:
+                    broker.kill()
+                    broker.wait()
+    raise RuntimeError(f"{binary} did not start in 5 attempts")
+
+
+def listening(broker, port):
+    """Wait until `broker` accepts on `port`; False if it exited first."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if broker.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
 
 
 def connect(port):
