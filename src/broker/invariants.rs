@@ -5,12 +5,16 @@
 //! Owns: `Broker::check_invariants`. Must not: change state, or be called on
 //! the hot path (it walks every session and decodes every outbox).
 
-use super::Broker;
+use super::connections::OUTBOX_SOFT_LIMIT;
+use super::publish::inflight_window;
+use super::session::OutState;
+use super::{Broker, State};
 use crate::protocol::{decode, Decoded, ProtocolVersion, QoS};
 
 impl Broker {
     /// Checks the broker's internal bounds and returns the first violation:
-    /// packet ids in flight unique and non-zero in each direction; each
+    /// packet ids in flight unique and non-zero in each direction; messages
+    /// held back at reconnect counted, and waiting only for a full window; each
     /// session's queued byte count equal to what its queue holds; queues
     /// within `max_queued_messages` / `max_queued_bytes`, not counting
     /// QoS 0 retained copies for a new subscription (see below); and every
@@ -28,6 +32,29 @@ impl Broker {
                 return Err(format!(
                     "{who}: outgoing packet id {id} in flight twice or zero"
                 ));
+            }
+            let held = s.inflight.iter().filter(|f| f.held).count();
+            if held != s.held {
+                return Err(format!("{who}: {held} held in flight, counted {}", s.held));
+            }
+            if s.inflight
+                .iter()
+                .any(|f| f.held && f.state == OutState::AwaitPubcomp)
+            {
+                return Err(format!("{who}: a PUBREL is held back"));
+            }
+            // A held message waits only while the window is full (or the
+            // connection cannot take more output yet).
+            let live = s.conn.and_then(|id| self.conns.get(id));
+            if let Some(c) = live.filter(|c| c.state == State::Connected) {
+                let window = inflight_window(self.cfg.max_inflight_messages, c.receive_max);
+                let sent = s.inflight.len() - s.held;
+                if s.held > 0 && sent < window && c.outbox.len() < OUTBOX_SOFT_LIMIT {
+                    return Err(format!(
+                        "{who}: {} held although only {sent} of {window} are in flight",
+                        s.held
+                    ));
+                }
             }
             ids.clear();
             ids.extend(s.incoming_qos2.iter().map(|m| m.packet_id));

@@ -214,11 +214,13 @@ impl Broker {
                         packet_id,
                         state: OutState::AwaitPubrec,
                         out,
+                        held: false,
                     }),
                     StoredState::Released(packet_id) => s.inflight.push_back(Inflight {
                         packet_id,
                         state: OutState::AwaitPubcomp,
                         out,
+                        held: false,
                     }),
                 }
             }

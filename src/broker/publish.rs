@@ -714,6 +714,7 @@ impl Broker {
                 OutState::AwaitPubrec
             },
             out,
+            held: false,
         });
     }
 
@@ -760,6 +761,37 @@ impl Broker {
             return;
         }
         let window = inflight_window(max_inflight, c.receive_max);
+        // Messages held back at reconnect go first, under their own ids.
+        while s.held > 0 && s.inflight.len() - s.held < window {
+            let Some(i) = s.inflight.iter().position(|f| f.held) else {
+                break;
+            };
+            let Some(c) = self.conns.writer(id) else {
+                return;
+            };
+            if c.outbox.len() >= OUTBOX_SOFT_LIMIT {
+                return;
+            }
+            if s.inflight[i].out.msg.expired(now) {
+                // As at reconnect: an expired message is not re-sent.
+                s.finish_inflight(i);
+                continue;
+            }
+            s.held -= 1;
+            let f = &mut s.inflight[i];
+            f.held = false;
+            write_publish(
+                c,
+                &mut self.stats,
+                &MsgView::of(&f.out.msg),
+                f.out.qos,
+                f.out.retain,
+                true,
+                f.packet_id,
+                &f.out.sub_ids,
+                now,
+            );
+        }
         while let Some(front) = s.queue.front() {
             if front.qos != QoS::AtMostOnce
                 && (s.inflight.len() >= window || !s.inflight_bytes_below(max_inflight_bytes))
@@ -819,6 +851,7 @@ impl Broker {
                     packet_id,
                     state,
                     out,
+                    held: false,
                 });
             }
         }
@@ -837,22 +870,12 @@ impl Broker {
         s.inflight
             .retain(|f| f.state == OutState::AwaitPubcomp || !f.out.msg.expired(now));
         // The new connection may allow fewer in flight [MQTT-3.3.4-9]: the
-        // newest unsent-again ones wait in the queue, in order.
-        let window = inflight_window(self.cfg.max_inflight_messages, c.receive_max);
-        while s.inflight.len() > window {
-            let Some(pos) = s
-                .inflight
-                .iter()
-                .rposition(|f| f.state != OutState::AwaitPubcomp)
-            else {
-                break;
-            };
-            if let Some(f) = s.inflight.remove(pos) {
-                s.queued_bytes += f.out.msg.cost();
-                s.queue.push_front(f.out);
-            }
-        }
-        for f in s.inflight.iter() {
+        // newest beyond its window are held and re-sent as acks make room.
+        s.hold_beyond(inflight_window(
+            self.cfg.max_inflight_messages,
+            c.receive_max,
+        ));
+        for f in s.inflight.iter().filter(|f| !f.held) {
             match f.state {
                 OutState::AwaitPuback | OutState::AwaitPubrec => {
                     let view = MsgView::of(&f.out.msg);
@@ -945,6 +968,12 @@ impl Broker {
             return;
         }
         if let Some(i) = found {
+            // A held message the client had received after all: its
+            // PUBREC ends the wait for a re-send.
+            if s.inflight[i].held {
+                s.inflight[i].held = false;
+                s.held -= 1;
+            }
             let f = &mut s.inflight[i];
             if f.state != OutState::AwaitPubcomp {
                 f.state = OutState::AwaitPubcomp;
@@ -1149,7 +1178,7 @@ impl Broker {
     }
 }
 
-fn inflight_window(max_inflight: u16, receive_max: u16) -> usize {
+pub(super) fn inflight_window(max_inflight: u16, receive_max: u16) -> usize {
     let cfg = if max_inflight == 0 {
         usize::from(u16::MAX)
     } else {

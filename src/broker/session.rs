@@ -57,6 +57,10 @@ pub struct Inflight {
     pub packet_id: u16,
     pub state: OutState,
     pub out: Outgoing,
+    /// Held back after a reconnect: the client now allows fewer in flight
+    /// (Receive Maximum) than the session had sent, so this one is re-sent,
+    /// under its own packet id, once the window has room again.
+    pub held: bool,
 }
 
 /// An incoming QoS 2 message between PUBREC and PUBREL. It is routed when
@@ -85,6 +89,8 @@ pub struct Session {
     pub disconnected_at: u64,
     pub subs: Vec<(Box<str>, SubOptions)>,
     pub inflight: VecDeque<Inflight>,
+    /// How many in-flight entries are `held` (waiting to be re-sent).
+    pub held: usize,
     pub queue: VecDeque<Outgoing>,
     pub queued_bytes: usize,
     /// Incoming QoS 2 messages received but not yet released by PUBREL.
@@ -115,6 +121,7 @@ impl Session {
             v5: false,
             subs: Vec::new(),
             inflight: VecDeque::new(),
+            held: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
             incoming_qos2: SmallVec::new(),
@@ -167,10 +174,31 @@ impl Session {
     /// capacity is given back once it empties, as the queue's is.
     pub fn finish_inflight(&mut self, i: usize) -> Option<Inflight> {
         let f = self.inflight.remove(i);
+        if f.as_ref().is_some_and(|f| f.held) {
+            self.held -= 1;
+        }
         if self.inflight.is_empty() && self.inflight.capacity() > INFLIGHT_KEEP {
             self.inflight = VecDeque::new();
         }
         f
+    }
+
+    /// On reconnect: of the messages in flight, as many as `window` allows
+    /// are re-sent now and the newest of the rest are `held` until acks
+    /// make room. They stay in flight with their packet ids, because a
+    /// resumed session re-sends under the original ids [MQTT-4.4.0-1] and
+    /// the new Receive Maximum must still be respected [MQTT-3.3.4-9].
+    /// PUBRELs are never held: the client already has those messages.
+    pub fn hold_beyond(&mut self, window: usize) {
+        self.held = 0;
+        let mut sent = self.inflight.len();
+        for f in self.inflight.iter_mut().rev() {
+            f.held = sent > window && f.state != OutState::AwaitPubcomp;
+            if f.held {
+                self.held += 1;
+                sent -= 1;
+            }
+        }
     }
 
     pub fn push_queue(&mut self, out: Outgoing) {

@@ -1092,6 +1092,79 @@ fn client_receive_maximum_limits_unacknowledged_publishes() {
     assert_eq!(seen, (0..100).collect::<Vec<u16>>(), "in order");
 }
 
+/// A session with three QoS 1 messages in flight whose client comes back
+/// allowing only two. The fuzzer found the old way of doing this (the third
+/// moved back to the queue, past `max_queued_messages`, and later re-sent
+/// under a new packet id): fuzz/findings/broker-queue-limit-crash-d2e25a8a.
+fn three_in_flight_then_receive_maximum_2(h: &mut H) -> (ConnId, ConnId, Vec<Pk>, Vec<u16>) {
+    let exp = Property::SessionExpiryInterval(300);
+    let (s, _) = connect5_full(h, "s", true, &[exp, Property::ReceiveMaximum(3)], None);
+    sub5(h, s, "t", 1, 0);
+    let p = c5(h, "p", &[]);
+    for (i, m) in [b"m0", b"m1", b"m2"].iter().enumerate() {
+        pub5(h, p, "t", *m, 1, false, i as u16 + 1, &[]);
+    }
+    let first = pubs(&recv5(h, s));
+    assert_eq!(payloads(&first), [b"m0", b"m1", b"m2"]);
+    let ids: Vec<u16> = first.iter().map(|m| m.pid).collect();
+    h.b.connection_lost(s, h.now);
+    h.settle();
+    // The queue fills to its limit while the client is away; m5 is dropped.
+    for (i, m) in [b"m3", b"m4", b"m5"].iter().enumerate() {
+        pub5(h, p, "t", *m, 1, false, i as u16 + 10, &[]);
+    }
+    let (s, got) = connect5_full(h, "s", false, &[exp, Property::ReceiveMaximum(2)], None);
+    assert!(connack(&got).sp);
+    h.b.check_invariants().unwrap();
+    (s, p, pubs(&got), ids)
+}
+
+#[test]
+fn smaller_receive_maximum_at_reconnect_holds_the_rest_under_their_ids() {
+    let mut h = H::with(BrokerConfig {
+        max_queued_messages: 2,
+        ..cfg()
+    });
+    let (s, _, resent, ids) = three_in_flight_then_receive_maximum_2(&mut h);
+    // [MQTT-3.3.4-9]: two re-sent now, with DUP and their own ids
+    // [MQTT-4.4.0-1]; the queue is still within its limit.
+    assert_eq!(payloads(&resent), [b"m0", b"m1"]);
+    assert!(resent.iter().all(|m| m.dup), "{resent:?}");
+    assert_eq!(resent.iter().map(|m| m.pid).collect::<Vec<_>>(), ids[..2]);
+    // Each ack makes room for the next, oldest first; the held message
+    // goes out under the id it had before the reconnect.
+    h.ack(s, Packet::Puback, ids[0]);
+    let next = pubs(&recv5(&mut h, s));
+    assert_eq!(payloads(&next), [b"m2"]);
+    assert_eq!((next[0].pid, next[0].dup), (ids[2], true));
+    h.ack(s, Packet::Puback, ids[1]);
+    let next = pubs(&recv5(&mut h, s));
+    assert_eq!(payloads(&next), [b"m3"]);
+    assert!(!next[0].dup && !ids.contains(&next[0].pid), "{next:?}");
+    let m3 = next[0].pid;
+    h.ack(s, Packet::Puback, ids[2]);
+    h.ack(s, Packet::Puback, m3);
+    let rest = pubs(&recv5(&mut h, s));
+    assert_eq!(payloads(&rest), [b"m4"], "m5 was over the queue limit");
+    h.b.check_invariants().unwrap();
+}
+
+#[test]
+fn a_held_message_acknowledged_before_its_resend_is_not_sent_again() {
+    let mut h = H::with(BrokerConfig {
+        max_queued_messages: 2,
+        ..cfg()
+    });
+    let (s, _, _, ids) = three_in_flight_then_receive_maximum_2(&mut h);
+    // The client had m2 after all and acknowledges it while it is held.
+    h.ack(s, Packet::Puback, ids[2]);
+    assert!(pubs(&recv5(&mut h, s)).is_empty());
+    h.ack(s, Packet::Puback, ids[0]);
+    let next = pubs(&recv5(&mut h, s));
+    assert_eq!(payloads(&next), [b"m3"], "m2 is not re-sent");
+    h.b.check_invariants().unwrap();
+}
+
 #[test]
 fn inbound_qos2_beyond_receive_maximum_is_disconnected() {
     let mut h = H::with(cfg());
