@@ -787,14 +787,14 @@ impl EventLoop {
                 }
             }
             let now = self.now();
+            let mut signalled = false;
             for event in events.iter() {
                 match event.token() {
-                    SIGNAL_TOKEN => {
-                        if self.handle_signals(broker, control, now) {
-                            shutting_down = true;
-                            self.shutting_down = true;
-                        }
-                    }
+                    // Handled after the pass's other events: bytes that
+                    // arrived before a SIGTERM (an acknowledgement, a
+                    // PUBLISH) are taken in before the broker saves and
+                    // stops, as Mosquitto finishes its loop iteration.
+                    SIGNAL_TOKEN => signalled = true,
                     WAKER_TOKEN => {
                         self.bridges.resolved(self.poll.registry(), broker, now);
                     }
@@ -829,6 +829,10 @@ impl EventLoop {
             let pending = std::mem::take(&mut self.read_pending);
             for key in pending {
                 self.read(key, broker, now);
+            }
+            if signalled && self.handle_signals(broker, control, now) {
+                shutting_down = true;
+                self.shutting_down = true;
             }
             for _ in 0..HANDSHAKES_PER_PASS {
                 let Some(key) = self.handshakes.pop_front() else {

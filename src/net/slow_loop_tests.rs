@@ -323,3 +323,74 @@ fn established_clients_are_served_between_tls_handshake_steps() {
         "{before} of {HANDSHAKES} handshakes were answered before the PINGRESP"
     );
 }
+
+/// A SIGTERM and a client's PUBACK reach the broker during the same pass
+/// (the signal first). The PUBACK is taken in before the broker stops, so
+/// the acknowledged message is not kept in the session (and saved, and
+/// sent again after a restart). The signal used to be handled where it
+/// stood among the pass's events: the broker shut down first and the ack
+/// was lost, which Mosquitto's `06-bridge-clean-session.py` caught as a
+/// bridged QoS 1 message delivered twice.
+#[test]
+fn an_ack_that_arrived_with_sigterm_is_taken_in_before_the_broker_stops() {
+    let bound = bind(&[loopback_spec(None)]).expect("bind a loopback port");
+    let port = port_of(&bound[0].0);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let looper = thread::spawn(move || {
+        let mut ev = EventLoop::new(bound).expect("event loop");
+        ev.install_signals().expect("signals");
+        ready_tx.send(()).unwrap();
+        let mut broker = Broker::new(
+            BrokerConfig {
+                sys_interval: 0,
+                ..BrokerConfig::default()
+            },
+            ev.now(),
+        );
+        let mut control = SlowPasses {
+            pause: Duration::from_millis(20),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        ev.run(&mut broker, &mut control).expect("loop runs");
+        // What the session still holds in flight once the broker stopped.
+        let left: Vec<usize> = broker
+            .sessions
+            .iter()
+            .filter(|(_, s)| &*s.client_id == "acker")
+            .map(|(_, s)| s.inflight.len())
+            .collect();
+        left
+    });
+    ready_rx.recv().unwrap();
+    let addr = ("127.0.0.1", port);
+    let mut sub = TcpStream::connect(addr).unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Clean session off: the session (and its in-flight window) outlives
+    // the connection.
+    let mut connect = connect_packet("acker");
+    connect[9] = 0x00;
+    sub.write_all(&connect).unwrap();
+    sub.write_all(&frame(0x82, &[0, 1, 0, 1, b't', 1])).unwrap();
+    let mut acks = [0u8; 9];
+    sub.read_exact(&mut acks).unwrap();
+    assert_eq!((acks[0], acks[4]), (0x20, 0x90), "CONNACK then SUBACK");
+    let mut publisher = TcpStream::connect(addr).unwrap();
+    publisher.write_all(&connect_packet("pub")).unwrap();
+    // PUBLISH QoS 1: topic "t", packet id 9, payload "m".
+    publisher
+        .write_all(&frame(0x32, &[0, 1, b't', 0, 9, b'm']))
+        .unwrap();
+    let mut delivered = [0u8; 8];
+    sub.read_exact(&mut delivered).unwrap();
+    assert_eq!(delivered[0] & 0xF6, 0x32, "a QoS 1 PUBLISH: {delivered:?}");
+    let packet_id = [delivered[5], delivered[6]];
+    // Wake the loop, and while it sleeps out that pass, send SIGTERM and
+    // then the PUBACK: the next poll returns both, the signal first.
+    sub.write_all(&[0xC0, 0x00]).unwrap();
+    thread::sleep(Duration::from_millis(5));
+    signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
+    sub.write_all(&[0x40, 0x02, packet_id[0], packet_id[1]])
+        .unwrap();
+    let left = looper.join().unwrap();
+    assert_eq!(left, [0], "messages still in flight for the session");
+}
