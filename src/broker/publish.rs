@@ -68,6 +68,22 @@ pub(super) struct Delivery<'a> {
     pub unbounded: bool,
 }
 
+/// An unacknowledged PUBLISH again: DUP set, its own packet id.
+fn resend_publish(c: &mut Client, stats: &mut Stats, f: &Inflight, now: u64) {
+    let view = MsgView::of(&f.out.msg);
+    write_publish(
+        c,
+        stats,
+        &view,
+        f.out.qos,
+        f.out.retain,
+        true,
+        f.packet_id,
+        &f.out.sub_ids,
+        now,
+    );
+}
+
 /// Encode one PUBLISH into a client's outbox. Returns false (and writes
 /// nothing) when it exceeds the client's Maximum Packet Size.
 #[allow(clippy::too_many_arguments)]
@@ -780,17 +796,7 @@ impl Broker {
             s.held -= 1;
             let f = &mut s.inflight[i];
             f.held = false;
-            write_publish(
-                c,
-                &mut self.stats,
-                &MsgView::of(&f.out.msg),
-                f.out.qos,
-                f.out.retain,
-                true,
-                f.packet_id,
-                &f.out.sub_ids,
-                now,
-            );
+            resend_publish(c, &mut self.stats, f, now);
         }
         while let Some(front) = s.queue.front() {
             if front.qos != QoS::AtMostOnce
@@ -878,18 +884,7 @@ impl Broker {
         for f in s.inflight.iter().filter(|f| !f.held) {
             match f.state {
                 OutState::AwaitPuback | OutState::AwaitPubrec => {
-                    let view = MsgView::of(&f.out.msg);
-                    write_publish(
-                        c,
-                        &mut self.stats,
-                        &view,
-                        f.out.qos,
-                        f.out.retain,
-                        true,
-                        f.packet_id,
-                        &f.out.sub_ids,
-                        now,
-                    );
+                    resend_publish(c, &mut self.stats, f, now);
                 }
                 OutState::AwaitPubcomp => {
                     write_ack(c, &mut self.stats, packet_type::PUBREL, f.packet_id, 0);
